@@ -1,0 +1,118 @@
+//! Replica configuration, validated once at construction.
+
+use crate::limits::*;
+use crate::message::ReplicaId;
+use crate::time::Span;
+use thiserror::Error;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Number of replicas, n = 3f + 1.
+    pub n: usize,
+    pub me: ReplicaId,
+    pub batch_max_requests: usize,
+    pub batch_max_bytes: usize,
+    /// How long a leader may wait for a batch to fill (0: propose at once, as BFT-SMaRt's default).
+    pub batch_delay: Span,
+    /// Consensus instances in flight, W. W = 1 is BFT-SMaRt's behaviour.
+    pub pipeline: u64,
+    /// Instances between checkpoints, K.
+    pub checkpoint_interval: u64,
+    /// First expiry forwards pending requests to the leader; the second starts a leader change.
+    pub request_timeout: Span,
+    /// How long a new regency may take to synchronise before the next one; doubles per failure.
+    pub view_change_timeout: Span,
+    pub state_transfer_timeout: Span,
+    /// Test-only: overrides the 2f+1 quorum to show the checkers catch a broken quorum.
+    pub broken_quorum_for_tests: Option<usize>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("n = {0} replicas: BFT needs n = 3f+1 with f ≥ 1 and n ≤ {REPLICAS_MAX}")]
+    BadN(usize),
+    #[error("replica id {me} is not below n = {n}")]
+    BadId { me: ReplicaId, n: usize },
+    #[error("{what} = {value} is outside 1..={max}")]
+    OutOfRange {
+        what: &'static str,
+        value: u64,
+        max: u64,
+    },
+}
+
+impl Config {
+    pub fn new(n: usize, me: ReplicaId) -> Config {
+        Config {
+            n,
+            me,
+            batch_max_requests: 1024,
+            batch_max_bytes: 1 << 20,
+            batch_delay: Span::ZERO,
+            pipeline: 4,
+            checkpoint_interval: 128,
+            request_timeout: Span::from_millis(500),
+            view_change_timeout: Span::from_millis(500),
+            state_transfer_timeout: Span::from_millis(500),
+            broken_quorum_for_tests: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.n < 4 || self.n > REPLICAS_MAX || (self.n - 1) % 3 != 0 {
+            return Err(ConfigError::BadN(self.n));
+        }
+        if self.me as usize >= self.n {
+            return Err(ConfigError::BadId {
+                me: self.me,
+                n: self.n,
+            });
+        }
+        let ranges = [
+            (
+                "batch_max_requests",
+                self.batch_max_requests as u64,
+                BATCH_REQUESTS_MAX as u64,
+            ),
+            (
+                "batch_max_bytes",
+                self.batch_max_bytes as u64,
+                BATCH_BYTES_MAX as u64,
+            ),
+            (
+                "pipeline",
+                self.pipeline,
+                PIPELINE_MAX.min(self.checkpoint_interval),
+            ),
+            (
+                "checkpoint_interval",
+                self.checkpoint_interval,
+                CHECKPOINT_INTERVAL_MAX,
+            ),
+        ];
+        for (what, value, max) in ranges {
+            if value == 0 || value > max {
+                return Err(ConfigError::OutOfRange { what, value, max });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn f(&self) -> usize {
+        (self.n - 1) / 3
+    }
+
+    /// 2f + 1: any two quorums share a correct replica.
+    pub fn quorum(&self) -> usize {
+        self.broken_quorum_for_tests.unwrap_or(2 * self.f() + 1)
+    }
+
+    pub fn leader_of(&self, regency: u64) -> ReplicaId {
+        (regency % self.n as u64) as ReplicaId
+    }
+
+    /// Instances kept above the stable checkpoint (the high watermark).
+    pub fn log_window(&self) -> u64 {
+        2 * self.checkpoint_interval
+    }
+}

@@ -1,0 +1,286 @@
+//! Authentication behind one small trait.
+//!
+//! Two kinds of proof are used, each where it pays:
+//! - **MACs** (HMAC-SHA256, one key per pair of nodes) authenticate every link
+//!   frame and, as a vector of per-replica MACs, client requests.
+//! - **Signatures** appear only where a third party must be convinced: WRITE
+//!   votes (prepared certificates), CHECKPOINT votes (stable checkpoints),
+//!   STOPDATA (leader change) and, optionally, client requests.
+//!
+//! [`KeyedCrypto`] is the real implementation (ed25519-dalek + HMAC).
+//! [`SimCrypto`] keeps the same MACs but replaces ed25519 by an HMAC under a
+//! per-signer secret that all simulated nodes know: just as deterministic,
+//! ~100× cheaper, and only for the simulator, where every node is ours.
+
+use crate::message::{ClientId, ReplicaId};
+use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use hmac::{Hmac, Mac as _};
+use sha2::{Digest as _, Sha256};
+
+/// SHA-256 output: batch digests, state digests.
+pub type Digest = [u8; 32];
+/// HMAC-SHA256 tag.
+pub type Mac = [u8; 32];
+pub const MAC_BYTES: usize = 32;
+pub const SIGNATURE_BYTES: usize = 64;
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature(pub [u8; SIGNATURE_BYTES]);
+
+impl std::fmt::Debug for Signature {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sig({:02x}{:02x}..)", self.0[0], self.0[1])
+    }
+}
+
+/// Who is at the other end of a link.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Peer {
+    Replica(ReplicaId),
+    Client(ClientId),
+}
+
+impl Peer {
+    fn key_id(self) -> [u8; 9] {
+        let mut out = [0u8; 9];
+        match self {
+            Peer::Replica(r) => out[1..5].copy_from_slice(&r.to_le_bytes()),
+            Peer::Client(c) => {
+                out[0] = 1;
+                out[1..9].copy_from_slice(&c.to_le_bytes());
+            }
+        }
+        out
+    }
+}
+
+pub fn hash(bytes: &[u8]) -> Digest {
+    Sha256::digest(bytes).into()
+}
+
+/// Hashes several parts with length prefixes, so boundaries cannot shift.
+pub fn hash_parts(parts: &[&[u8]]) -> Digest {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// The operations the core needs. One instance belongs to one node ("me").
+pub trait Crypto {
+    /// Signs with this node's key.
+    fn sign(&self, msg: &[u8]) -> Signature;
+    /// Verifies a replica's signature. Single and batched verification must
+    /// accept exactly the same set (one validity rule on every replica).
+    fn verify_replica(&self, signer: ReplicaId, msg: &[u8], sig: &Signature) -> bool;
+    fn verify_client(&self, client: ClientId, msg: &[u8], sig: &Signature) -> bool;
+    /// MAC with the key this node shares with `peer`.
+    fn mac(&self, peer: Peer, msg: &[u8]) -> Mac;
+    fn verify_mac(&self, peer: Peer, msg: &[u8], tag: &Mac) -> bool {
+        constant_time_eq(&self.mac(peer, msg), tag)
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    let mut m = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().into()
+}
+
+/// Pairwise MAC keys derived from one cluster secret:
+/// `key(a, b) = HMAC(secret, "link" ‖ min(a,b) ‖ max(a,b))`.
+#[derive(Clone)]
+pub struct LinkKeys {
+    me: Peer,
+    secret: [u8; 32],
+    replica_keys: Vec<HmacSha256>,
+}
+
+impl LinkKeys {
+    pub fn new(me: Peer, secret: [u8; 32], n: usize) -> LinkKeys {
+        let replica_keys = (0..n as ReplicaId)
+            .map(|r| {
+                let key = Self::derive(&secret, me, Peer::Replica(r));
+                HmacSha256::new_from_slice(&key).expect("HMAC takes any key length")
+            })
+            .collect();
+        LinkKeys {
+            me,
+            secret,
+            replica_keys,
+        }
+    }
+
+    fn derive(secret: &[u8; 32], a: Peer, b: Peer) -> [u8; 32] {
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        hmac(secret, &[b"bftbench-link", &lo.key_id(), &hi.key_id()])
+    }
+
+    pub fn mac(&self, peer: Peer, msg: &[u8]) -> Mac {
+        if let Peer::Replica(r) = peer {
+            if let Some(k) = self.replica_keys.get(r as usize) {
+                let mut m = k.clone();
+                m.update(msg);
+                return m.finalize().into_bytes().into();
+            }
+        }
+        hmac(&Self::derive(&self.secret, self.me, peer), &[msg])
+    }
+}
+
+/// Real crypto: ed25519 signatures and HMAC-SHA256 link keys.
+#[derive(Clone)]
+pub struct KeyedCrypto {
+    links: LinkKeys,
+    signing: SigningKey,
+    replicas: Vec<VerifyingKey>,
+    clients: std::collections::BTreeMap<ClientId, VerifyingKey>,
+}
+
+impl KeyedCrypto {
+    pub fn new(
+        me: Peer,
+        link_secret: [u8; 32],
+        signing: SigningKey,
+        replicas: Vec<VerifyingKey>,
+        clients: std::collections::BTreeMap<ClientId, VerifyingKey>,
+    ) -> KeyedCrypto {
+        KeyedCrypto {
+            links: LinkKeys::new(me, link_secret, replicas.len()),
+            signing,
+            replicas,
+            clients,
+        }
+    }
+}
+
+fn ed25519_verify(key: Option<&VerifyingKey>, msg: &[u8], sig: &Signature) -> bool {
+    let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
+    key.is_some_and(|k| k.verify_strict(msg, &sig).is_ok())
+}
+
+impl Crypto for KeyedCrypto {
+    fn sign(&self, msg: &[u8]) -> Signature {
+        Signature(self.signing.sign(msg).to_bytes())
+    }
+    fn verify_replica(&self, signer: ReplicaId, msg: &[u8], sig: &Signature) -> bool {
+        ed25519_verify(self.replicas.get(signer as usize), msg, sig)
+    }
+    fn verify_client(&self, client: ClientId, msg: &[u8], sig: &Signature) -> bool {
+        ed25519_verify(self.clients.get(&client), msg, sig)
+    }
+    fn mac(&self, peer: Peer, msg: &[u8]) -> Mac {
+        self.links.mac(peer, msg)
+    }
+}
+
+/// Simulator crypto: real HMAC links; "signatures" are HMACs under a
+/// per-signer secret derived from the simulation's seed.
+#[derive(Clone)]
+pub struct SimCrypto {
+    me: Peer,
+    links: LinkKeys,
+    master: [u8; 32],
+}
+
+impl SimCrypto {
+    pub fn new(me: Peer, master: [u8; 32], n: usize) -> SimCrypto {
+        SimCrypto {
+            me,
+            links: LinkKeys::new(me, master, n),
+            master,
+        }
+    }
+
+    fn sig_for(&self, signer: Peer, msg: &[u8]) -> Signature {
+        let a = hmac(&self.master, &[b"sim-sig", &signer.key_id(), msg]);
+        let mut out = [0u8; SIGNATURE_BYTES];
+        out[..32].copy_from_slice(&a);
+        out[32..].copy_from_slice(&hash(&a));
+        Signature(out)
+    }
+}
+
+impl Crypto for SimCrypto {
+    fn sign(&self, msg: &[u8]) -> Signature {
+        self.sig_for(self.me, msg)
+    }
+    fn verify_replica(&self, signer: ReplicaId, msg: &[u8], sig: &Signature) -> bool {
+        constant_time_eq(&self.sig_for(Peer::Replica(signer), msg).0, &sig.0)
+    }
+    fn verify_client(&self, client: ClientId, msg: &[u8], sig: &Signature) -> bool {
+        constant_time_eq(&self.sig_for(Peer::Client(client), msg).0, &sig.0)
+    }
+    fn mac(&self, peer: Peer, msg: &[u8]) -> Mac {
+        self.links.mac(peer, msg)
+    }
+}
+
+/// Deterministic ed25519 key for tests and `keygen --seed`: never for production keys.
+pub fn signing_key_from_seed(seed: u64, who: Peer) -> SigningKey {
+    let bytes = hash_parts(&[b"bftbench-test-key", &seed.to_le_bytes(), &who.key_id()]);
+    SigningKey::from_bytes(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keyed(me: Peer, n: u32) -> KeyedCrypto {
+        let reps = (0..n)
+            .map(|r| signing_key_from_seed(1, Peer::Replica(r)).verifying_key())
+            .collect();
+        let mut clients = std::collections::BTreeMap::new();
+        clients.insert(9, signing_key_from_seed(1, Peer::Client(9)).verifying_key());
+        KeyedCrypto::new(me, [3; 32], signing_key_from_seed(1, me), reps, clients)
+    }
+
+    #[test]
+    fn link_macs_are_symmetric_and_pair_specific() {
+        let a = keyed(Peer::Replica(0), 4);
+        let b = keyed(Peer::Replica(1), 4);
+        let c = keyed(Peer::Replica(2), 4);
+        let tag = a.mac(Peer::Replica(1), b"hello");
+        assert!(b.verify_mac(Peer::Replica(0), b"hello", &tag));
+        assert!(!c.verify_mac(Peer::Replica(0), b"hello", &tag));
+        assert!(!b.verify_mac(Peer::Replica(0), b"hellO", &tag));
+        let client = keyed(Peer::Client(9), 4);
+        let t2 = client.mac(Peer::Replica(2), b"req");
+        assert!(c.verify_mac(Peer::Client(9), b"req", &t2));
+        assert!(!b.verify_mac(Peer::Client(9), b"req", &t2));
+    }
+
+    #[test]
+    fn ed25519_signatures_verify_only_for_their_signer_and_message() {
+        let a = keyed(Peer::Replica(0), 4);
+        let b = keyed(Peer::Replica(1), 4);
+        let sig = a.sign(b"vote");
+        assert!(b.verify_replica(0, b"vote", &sig));
+        assert!(!b.verify_replica(1, b"vote", &sig));
+        assert!(!b.verify_replica(0, b"vote!", &sig));
+        assert!(!b.verify_replica(77, b"vote", &sig));
+        let client = keyed(Peer::Client(9), 4);
+        assert!(a.verify_client(9, b"op", &client.sign(b"op")));
+        assert!(!a.verify_client(8, b"op", &client.sign(b"op")));
+    }
+
+    #[test]
+    fn sim_signatures_bind_signer_and_message() {
+        let a = SimCrypto::new(Peer::Replica(0), [5; 32], 4);
+        let b = SimCrypto::new(Peer::Replica(1), [5; 32], 4);
+        let sig = a.sign(b"m");
+        assert!(b.verify_replica(0, b"m", &sig));
+        assert!(!b.verify_replica(1, b"m", &sig));
+        assert!(!b.verify_replica(0, b"n", &sig));
+    }
+}

@@ -1,0 +1,36 @@
+//! Named bounds on everything a peer can make the core hold.
+//!
+//! Each bound is checked where input is decoded (so an oversized message is
+//! dropped before it is allocated) and asserted where state grows.
+
+/// Largest cluster the core accepts (n = 3f + 1 ≤ 64).
+pub const REPLICAS_MAX: usize = 64;
+/// Largest frame the codec decodes; checked before any allocation.
+pub const FRAME_BYTES_MAX: usize = 64 << 20;
+/// Largest client operation or result payload.
+pub const OP_BYTES_MAX: usize = 64 << 10;
+/// Largest number of requests in one batch.
+pub const BATCH_REQUESTS_MAX: usize = 4096;
+/// Largest encoded batch.
+pub const BATCH_BYTES_MAX: usize = 4 << 20;
+/// Largest pipeline depth (consensus instances in flight).
+pub const PIPELINE_MAX: u64 = 64;
+/// Largest checkpoint interval, in instances.
+pub const CHECKPOINT_INTERVAL_MAX: u64 = 4096;
+/// Instances a replica keeps above its last stable checkpoint (watermark window).
+/// A message for an instance beyond the window is dropped.
+pub const LOG_WINDOW_MAX: u64 = 2 * CHECKPOINT_INTERVAL_MAX;
+/// Requests waiting to be ordered at one replica; beyond it new requests are dropped.
+pub const PENDING_REQUESTS_MAX: usize = 64 * 1024;
+/// Distinct clients a replica tracks (reply cache entries).
+pub const CLIENTS_MAX: usize = 1 << 20;
+/// Largest App snapshot carried by state transfer.
+pub const SNAPSHOT_BYTES_MAX: usize = 48 << 20;
+/// How far ahead of its current regency a replica records STOP votes.
+pub const REGENCY_LOOKAHEAD_MAX: u64 = 16;
+/// Entries in a certificate (signatures), at most one per replica.
+pub const CERT_ENTRIES_MAX: usize = REPLICAS_MAX;
+/// Exponent cap for timer back-off (timeout × 2^k).
+pub const BACKOFF_EXP_MAX: u32 = 6;
+/// Largest decided-log suffix one state-transfer reply carries.
+pub const STATE_SUFFIX_MAX: usize = LOG_WINDOW_MAX as usize;

@@ -1,0 +1,518 @@
+//! Protocol messages, their canonical encoding, and the bytes each signature covers.
+//!
+//! The encoding is canonical (one byte string per value), so a batch digest is
+//! the hash of its encoding and two replicas agree on digests byte for byte.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::{hash, Digest, Mac, Signature, MAC_BYTES, SIGNATURE_BYTES};
+use crate::limits::*;
+use std::sync::Arc;
+
+pub type ReplicaId = u32;
+pub type ClientId = u64;
+/// BFT-SMaRt's "regency": the leader of regency r is replica r mod n.
+pub type Regency = u64;
+/// A consensus instance (sequence number in the total order), from 1.
+pub type Instance = u64;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestAuth {
+    /// One MAC per replica, in replica order (PBFT's authenticator).
+    Macs(Vec<Mac>),
+    /// An ed25519 signature by the client.
+    Signature(Signature),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub client: ClientId,
+    pub seq: u64,
+    pub op: Vec<u8>,
+    pub auth: RequestAuth,
+}
+
+impl Request {
+    /// The bytes a request's MACs or signature cover.
+    pub fn auth_bytes(client: ClientId, seq: u64, op: &[u8]) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(b"REQ");
+        w.u64(client);
+        w.u64(seq);
+        w.bytes(op);
+        w.finish()
+    }
+    pub fn id(&self) -> (ClientId, u64) {
+        (self.client, self.seq)
+    }
+}
+
+/// An ordered list of requests: the value of one consensus instance. An empty
+/// batch is the no-op a new leader uses to fill a gap.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Batch {
+    pub requests: Vec<Request>,
+}
+
+impl Batch {
+    pub fn digest(&self) -> Digest {
+        let mut w = Writer::new();
+        encode_batch(&mut w, self);
+        hash(&w.buf)
+    }
+    pub fn encoded_len(&self) -> usize {
+        4 + self.requests.iter().map(request_encoded_len).sum::<usize>()
+    }
+}
+
+pub fn request_encoded_len(r: &Request) -> usize {
+    let auth = match &r.auth {
+        RequestAuth::Macs(m) => 1 + 4 + m.len() * MAC_BYTES,
+        RequestAuth::Signature(_) => 1 + SIGNATURE_BYTES,
+    };
+    8 + 8 + 4 + r.op.len() + auth
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub client: ClientId,
+    pub seq: u64,
+    pub result: Vec<u8>,
+}
+
+/// 2f+1 signatures on WRITE(regency, instance, digest): a prepared certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteCert {
+    pub regency: Regency,
+    pub instance: Instance,
+    pub digest: Digest,
+    pub sigs: Vec<(ReplicaId, Signature)>,
+}
+
+impl WriteCert {
+    pub fn sign_bytes(regency: Regency, instance: Instance, digest: &Digest) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(b"WRITE");
+        w.u64(regency);
+        w.u64(instance);
+        w.raw(digest);
+        w.finish()
+    }
+}
+
+/// 2f+1 signatures on CHECKPOINT(instance, state digest): a stable checkpoint.
+/// Instance 0 is the genesis state and carries no signatures.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointCert {
+    pub instance: Instance,
+    pub digest: Digest,
+    pub sigs: Vec<(ReplicaId, Signature)>,
+}
+
+impl CheckpointCert {
+    pub fn sign_bytes(instance: Instance, digest: &Digest) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(b"CHECKPOINT");
+        w.u64(instance);
+        w.raw(digest);
+        w.finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    pub cert: WriteCert,
+    pub batch: Arc<Batch>,
+}
+
+/// What a replica knows when it enters a new regency, signed, sent to the new leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StopData {
+    pub regency: Regency,
+    pub from: ReplicaId,
+    pub checkpoint: CheckpointCert,
+    pub prepared: Vec<Prepared>,
+    pub sig: Signature,
+}
+
+impl StopData {
+    /// Everything but the batches (bound by the digests in the certificates).
+    pub fn sign_bytes(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(b"STOPDATA");
+        w.u64(self.regency);
+        w.u32(self.from);
+        encode_checkpoint_cert(&mut w, &self.checkpoint);
+        w.len(self.prepared.len());
+        for p in &self.prepared {
+            encode_write_cert(&mut w, &p.cert);
+        }
+        w.finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateReply {
+    pub nonce: u64,
+    pub regency: Regency,
+    pub checkpoint: CheckpointCert,
+    pub snapshot: Vec<u8>,
+    /// Decided batches after the checkpoint, in instance order.
+    pub suffix: Vec<(Instance, Arc<Batch>)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Message {
+    Request(Request),
+    Reply(Reply),
+    Propose {
+        regency: Regency,
+        instance: Instance,
+        batch: Arc<Batch>,
+    },
+    Write {
+        regency: Regency,
+        instance: Instance,
+        digest: Digest,
+        sig: Signature,
+    },
+    Accept {
+        regency: Regency,
+        instance: Instance,
+        digest: Digest,
+    },
+    Stop {
+        regency: Regency,
+    },
+    StopData(StopData),
+    Sync {
+        regency: Regency,
+        proofs: Vec<StopData>,
+    },
+    Checkpoint {
+        instance: Instance,
+        digest: Digest,
+        sig: Signature,
+    },
+    StateRequest {
+        nonce: u64,
+        from: Instance,
+    },
+    StateReply(StateReply),
+}
+
+impl Message {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Request(_) => "REQUEST",
+            Message::Reply(_) => "REPLY",
+            Message::Propose { .. } => "PROPOSE",
+            Message::Write { .. } => "WRITE",
+            Message::Accept { .. } => "ACCEPT",
+            Message::Stop { .. } => "STOP",
+            Message::StopData(_) => "STOPDATA",
+            Message::Sync { .. } => "SYNC",
+            Message::Checkpoint { .. } => "CHECKPOINT",
+            Message::StateRequest { .. } => "STATE-REQUEST",
+            Message::StateReply(_) => "STATE-REPLY",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- encoding
+
+fn encode_request(w: &mut Writer, r: &Request) {
+    w.u64(r.client);
+    w.u64(r.seq);
+    w.bytes(&r.op);
+    match &r.auth {
+        RequestAuth::Macs(macs) => {
+            w.u8(0);
+            w.len(macs.len());
+            for m in macs {
+                w.raw(m);
+            }
+        }
+        RequestAuth::Signature(s) => {
+            w.u8(1);
+            w.raw(&s.0);
+        }
+    }
+}
+
+fn decode_request(r: &mut Reader) -> Result<Request, DecodeError> {
+    let client = r.u64()?;
+    let seq = r.u64()?;
+    let op = r.bytes("request op", OP_BYTES_MAX)?.to_vec();
+    let auth = match r.u8()? {
+        0 => {
+            let n = r.len("authenticator", REPLICAS_MAX, MAC_BYTES)?;
+            RequestAuth::Macs((0..n).map(|_| r.array()).collect::<Result<_, _>>()?)
+        }
+        1 => RequestAuth::Signature(Signature(r.array()?)),
+        t => return Err(DecodeError::BadTag(t)),
+    };
+    Ok(Request {
+        client,
+        seq,
+        op,
+        auth,
+    })
+}
+
+pub fn encode_batch(w: &mut Writer, b: &Batch) {
+    w.len(b.requests.len());
+    for r in &b.requests {
+        encode_request(w, r);
+    }
+}
+
+fn decode_batch(r: &mut Reader) -> Result<Arc<Batch>, DecodeError> {
+    let start = r.remaining();
+    let n = r.len("batch", BATCH_REQUESTS_MAX, 21)?;
+    let requests = (0..n)
+        .map(|_| decode_request(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let used = start - r.remaining();
+    if used > BATCH_BYTES_MAX {
+        return Err(DecodeError::TooLong {
+            what: "batch bytes",
+            len: used,
+            max: BATCH_BYTES_MAX,
+        });
+    }
+    Ok(Arc::new(Batch { requests }))
+}
+
+fn encode_sigs(w: &mut Writer, sigs: &[(ReplicaId, Signature)]) {
+    w.len(sigs.len());
+    for (id, s) in sigs {
+        w.u32(*id);
+        w.raw(&s.0);
+    }
+}
+
+fn decode_sigs(r: &mut Reader) -> Result<Vec<(ReplicaId, Signature)>, DecodeError> {
+    let n = r.len("certificate", CERT_ENTRIES_MAX, 4 + SIGNATURE_BYTES)?;
+    (0..n)
+        .map(|_| Ok((r.u32()?, Signature(r.array()?))))
+        .collect()
+}
+
+fn encode_write_cert(w: &mut Writer, c: &WriteCert) {
+    w.u64(c.regency);
+    w.u64(c.instance);
+    w.raw(&c.digest);
+    encode_sigs(w, &c.sigs);
+}
+
+fn decode_write_cert(r: &mut Reader) -> Result<WriteCert, DecodeError> {
+    Ok(WriteCert {
+        regency: r.u64()?,
+        instance: r.u64()?,
+        digest: r.array()?,
+        sigs: decode_sigs(r)?,
+    })
+}
+
+fn encode_checkpoint_cert(w: &mut Writer, c: &CheckpointCert) {
+    w.u64(c.instance);
+    w.raw(&c.digest);
+    encode_sigs(w, &c.sigs);
+}
+
+fn decode_checkpoint_cert(r: &mut Reader) -> Result<CheckpointCert, DecodeError> {
+    Ok(CheckpointCert {
+        instance: r.u64()?,
+        digest: r.array()?,
+        sigs: decode_sigs(r)?,
+    })
+}
+
+fn encode_stop_data(w: &mut Writer, s: &StopData) {
+    w.u64(s.regency);
+    w.u32(s.from);
+    encode_checkpoint_cert(w, &s.checkpoint);
+    w.len(s.prepared.len());
+    for p in &s.prepared {
+        encode_write_cert(w, &p.cert);
+        encode_batch(w, &p.batch);
+    }
+    w.raw(&s.sig.0);
+}
+
+fn decode_stop_data(r: &mut Reader) -> Result<StopData, DecodeError> {
+    let regency = r.u64()?;
+    let from = r.u32()?;
+    let checkpoint = decode_checkpoint_cert(r)?;
+    let n = r.len("stopdata entries", LOG_WINDOW_MAX as usize, 52)?;
+    let prepared = (0..n)
+        .map(|_| {
+            Ok(Prepared {
+                cert: decode_write_cert(r)?,
+                batch: decode_batch(r)?,
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    Ok(StopData {
+        regency,
+        from,
+        checkpoint,
+        prepared,
+        sig: Signature(r.array()?),
+    })
+}
+
+pub fn encode_message(w: &mut Writer, m: &Message) {
+    match m {
+        Message::Request(req) => {
+            w.u8(1);
+            encode_request(w, req);
+        }
+        Message::Reply(rep) => {
+            w.u8(2);
+            w.u64(rep.client);
+            w.u64(rep.seq);
+            w.bytes(&rep.result);
+        }
+        Message::Propose {
+            regency,
+            instance,
+            batch,
+        } => {
+            w.u8(3);
+            w.u64(*regency);
+            w.u64(*instance);
+            encode_batch(w, batch);
+        }
+        Message::Write {
+            regency,
+            instance,
+            digest,
+            sig,
+        } => {
+            w.u8(4);
+            w.u64(*regency);
+            w.u64(*instance);
+            w.raw(digest);
+            w.raw(&sig.0);
+        }
+        Message::Accept {
+            regency,
+            instance,
+            digest,
+        } => {
+            w.u8(5);
+            w.u64(*regency);
+            w.u64(*instance);
+            w.raw(digest);
+        }
+        Message::Stop { regency } => {
+            w.u8(6);
+            w.u64(*regency);
+        }
+        Message::StopData(s) => {
+            w.u8(7);
+            encode_stop_data(w, s);
+        }
+        Message::Sync { regency, proofs } => {
+            w.u8(8);
+            w.u64(*regency);
+            w.len(proofs.len());
+            for p in proofs {
+                encode_stop_data(w, p);
+            }
+        }
+        Message::Checkpoint {
+            instance,
+            digest,
+            sig,
+        } => {
+            w.u8(9);
+            w.u64(*instance);
+            w.raw(digest);
+            w.raw(&sig.0);
+        }
+        Message::StateRequest { nonce, from } => {
+            w.u8(10);
+            w.u64(*nonce);
+            w.u64(*from);
+        }
+        Message::StateReply(s) => {
+            w.u8(11);
+            w.u64(s.nonce);
+            w.u64(s.regency);
+            encode_checkpoint_cert(w, &s.checkpoint);
+            w.bytes(&s.snapshot);
+            w.len(s.suffix.len());
+            for (i, b) in &s.suffix {
+                w.u64(*i);
+                encode_batch(w, b);
+            }
+        }
+    }
+}
+
+pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
+    let m = match r.u8()? {
+        1 => Message::Request(decode_request(r)?),
+        2 => Message::Reply(Reply {
+            client: r.u64()?,
+            seq: r.u64()?,
+            result: r.bytes("reply", OP_BYTES_MAX)?.to_vec(),
+        }),
+        3 => Message::Propose {
+            regency: r.u64()?,
+            instance: r.u64()?,
+            batch: decode_batch(r)?,
+        },
+        4 => Message::Write {
+            regency: r.u64()?,
+            instance: r.u64()?,
+            digest: r.array()?,
+            sig: Signature(r.array()?),
+        },
+        5 => Message::Accept {
+            regency: r.u64()?,
+            instance: r.u64()?,
+            digest: r.array()?,
+        },
+        6 => Message::Stop { regency: r.u64()? },
+        7 => Message::StopData(decode_stop_data(r)?),
+        8 => {
+            let regency = r.u64()?;
+            let n = r.len("sync proofs", REPLICAS_MAX, 120)?;
+            let proofs = (0..n)
+                .map(|_| decode_stop_data(r))
+                .collect::<Result<_, _>>()?;
+            Message::Sync { regency, proofs }
+        }
+        9 => Message::Checkpoint {
+            instance: r.u64()?,
+            digest: r.array()?,
+            sig: Signature(r.array()?),
+        },
+        10 => Message::StateRequest {
+            nonce: r.u64()?,
+            from: r.u64()?,
+        },
+        11 => {
+            let nonce = r.u64()?;
+            let regency = r.u64()?;
+            let checkpoint = decode_checkpoint_cert(r)?;
+            let snapshot = r.bytes("snapshot", SNAPSHOT_BYTES_MAX)?.to_vec();
+            let n = r.len("state suffix", STATE_SUFFIX_MAX, 12)?;
+            let suffix = (0..n)
+                .map(|_| Ok((r.u64()?, decode_batch(r)?)))
+                .collect::<Result<_, DecodeError>>()?;
+            Message::StateReply(StateReply {
+                nonce,
+                regency,
+                checkpoint,
+                snapshot,
+                suffix,
+            })
+        }
+        t => return Err(DecodeError::BadTag(t)),
+    };
+    Ok(m)
+}

@@ -1,0 +1,456 @@
+//! The BFT replica: BFT-SMaRt's Mod-SMaRt, pipelined, as a sans-IO state machine.
+//!
+//! Method kinds, in the quinn-proto style:
+//! - inputs: [`Replica::handle_message`] (a frame from the network),
+//!   [`Replica::handle_timeout`] (the host's clock reached [`Replica::poll_timeout`]);
+//! - outputs, polled after every input: [`Replica::poll_output`] until `None`,
+//!   then [`Replica::poll_timeout`];
+//! - getters for observers and tests.
+//!
+//! Sub-modules hold the protocol phases: `normal` (PROPOSE → WRITE → ACCEPT,
+//! batching, in-order execution), `regency` (leader change: STOP, STOPDATA,
+//! SYNC), `checkpoint` (checkpoints, state transfer), `verify` (certificates
+//! and the leader-change decision rule).
+
+mod checkpoint;
+mod normal;
+mod regency;
+pub mod state;
+pub mod verify;
+
+pub use state::{ClientTable, Durable, Slot, Stable};
+
+use crate::app::App;
+use crate::config::{Config, ConfigError};
+use crate::crypto::{Crypto, Digest, Peer};
+use crate::message::*;
+use crate::rng::Rng;
+use crate::time::Time;
+use crate::wire;
+use state::Pending;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+/// What the host must do after an input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Transmit a sealed frame.
+    Send { to: Peer, frame: Vec<u8> },
+    /// A decided batch was executed, in instance order. `executed` lists the
+    /// requests that ran (duplicates of earlier requests are skipped).
+    Deliver {
+        instance: Instance,
+        digest: Digest,
+        executed: Vec<(ClientId, u64)>,
+    },
+    /// This replica's state digest after executing `instance` (a checkpoint).
+    Checkpoint { instance: Instance, digest: Digest },
+}
+
+/// Counters of what was dropped or happened; peer misbehaviour shows here, never as a panic.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub dropped_undecodable: u64,
+    pub dropped_bad_auth: u64,
+    pub dropped_unknown_sender: u64,
+    pub dropped_out_of_bounds: u64,
+    pub dropped_invalid: u64,
+    pub dropped_pending_full: u64,
+    pub equivocations_seen: u64,
+    pub regencies_installed: u64,
+    pub state_transfers_started: u64,
+    pub state_transfers_applied: u64,
+    pub poisoned_state_rejected: u64,
+    pub plan_conflicts: u64,
+    pub instances_decided: u64,
+    pub requests_executed: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Normal case in `regency`.
+    Normal,
+    /// `regency` installed, waiting for the new leader's SYNC.
+    Syncing,
+}
+
+#[derive(Debug)]
+struct Transfer {
+    nonce: u64,
+    replies: BTreeMap<ReplicaId, StateReply>,
+    deadline: Time,
+}
+
+pub struct Replica {
+    cfg: Config,
+    crypto: Box<dyn Crypto + Send>,
+    app: Box<dyn App>,
+    rng: Rng,
+    now: Time,
+    // Durable.
+    regency: Regency,
+    stable: Stable,
+    slots: BTreeMap<Instance, Slot>,
+    // Executed state (rebuilt on restart).
+    clients: ClientTable,
+    last_executed: Instance,
+    // Volatile.
+    mode: Mode,
+    pending: Pending,
+    next_propose: Instance,
+    batch_deadline: Option<Time>,
+    progress_deadline: Option<Time>,
+    progress_phase: u8,
+    stop_votes: BTreeMap<ReplicaId, Regency>,
+    stop_target: Option<Regency>,
+    view_deadline: Option<Time>,
+    view_failures: u32,
+    synced_regency: Regency,
+    stop_data: BTreeMap<ReplicaId, StopData>,
+    checkpoint_votes: BTreeMap<Instance, BTreeMap<ReplicaId, (Digest, crate::crypto::Signature)>>,
+    own_checkpoints: BTreeMap<Instance, (Digest, Arc<Vec<u8>>)>,
+    known_stable: Option<CheckpointCert>,
+    transfer: Option<Transfer>,
+    outputs: VecDeque<Output>,
+    to_self: VecDeque<Message>,
+    stats: Stats,
+}
+
+impl Replica {
+    /// A fresh replica at the genesis state of `app`.
+    pub fn new(
+        cfg: Config,
+        crypto: Box<dyn Crypto + Send>,
+        app: Box<dyn App>,
+        seed: u64,
+    ) -> Result<Replica, ConfigError> {
+        let genesis = genesis_durable(app.as_ref());
+        Replica::recover(cfg, crypto, app, genesis, seed, Time::ZERO)
+    }
+
+    /// A replica restarted from its durable state; `app` is replaced by the
+    /// stable snapshot and the decided log is replayed. It then asks its peers
+    /// for state, to learn what it missed while down.
+    pub fn recover(
+        cfg: Config,
+        crypto: Box<dyn Crypto + Send>,
+        app: Box<dyn App>,
+        durable: Durable,
+        seed: u64,
+        now: Time,
+    ) -> Result<Replica, ConfigError> {
+        cfg.validate()?;
+        let mut r = Replica {
+            rng: Rng::new(seed ^ ((cfg.me as u64) << 48)),
+            cfg,
+            crypto,
+            app,
+            now,
+            regency: durable.regency,
+            stable: durable.stable,
+            slots: durable.slots,
+            clients: ClientTable::default(),
+            last_executed: 0,
+            mode: Mode::Normal,
+            pending: Pending::default(),
+            next_propose: 1,
+            batch_deadline: None,
+            progress_deadline: None,
+            progress_phase: 0,
+            stop_votes: BTreeMap::new(),
+            stop_target: None,
+            view_deadline: None,
+            view_failures: 0,
+            synced_regency: durable.synced_regency,
+            stop_data: BTreeMap::new(),
+            checkpoint_votes: BTreeMap::new(),
+            own_checkpoints: BTreeMap::new(),
+            known_stable: None,
+            transfer: None,
+            outputs: VecDeque::new(),
+            to_self: VecDeque::new(),
+            stats: Stats::default(),
+        };
+        r.restore_stable_snapshot();
+        r.replay_decided();
+        if r.synced_regency < r.regency {
+            // Crashed during a leader change: resume waiting for its SYNC.
+            r.mode = Mode::Syncing;
+            r.view_deadline = Some(now + r.cfg.view_change_timeout);
+        }
+        if r.stable.cert.instance > 0 || !r.slots.is_empty() || r.regency > 0 {
+            r.start_state_transfer();
+        }
+        Ok(r)
+    }
+
+    fn restore_stable_snapshot(&mut self) {
+        let snapshot = self.stable.snapshot.clone();
+        match split_snapshot(&snapshot) {
+            Some((app, clients)) if self.app.restore(app).is_ok() => {
+                self.clients = clients;
+                self.last_executed = self.stable.cert.instance;
+            }
+            _ => panic!("own durable snapshot is unreadable: the host's storage is corrupt"),
+        }
+    }
+
+    /// Re-executes decided slots above the checkpoint, silently (they were delivered before the crash).
+    fn replay_decided(&mut self) {
+        while let Some(batch) = self
+            .slots
+            .get(&(self.last_executed + 1))
+            .and_then(|s| s.decided.as_ref().map(|(_, b)| b.clone()))
+        {
+            self.last_executed += 1;
+            for req in &batch.requests {
+                self.execute_request(req, false);
+            }
+        }
+        self.next_propose = self.last_executed + 1;
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    /// A frame from the network. Frames that fail bounds, decoding or
+    /// authentication are counted and dropped before touching any state.
+    pub fn handle_message(&mut self, now: Time, frame: &[u8]) {
+        self.now = self.now.max(now);
+        match wire::open(frame, self.cfg.n, self.crypto.as_ref()) {
+            Ok((from, msg)) => self.dispatch(from, msg),
+            Err(wire::FrameError::UnknownSender) => self.stats.dropped_unknown_sender += 1,
+            Err(wire::FrameError::BadMac) => self.stats.dropped_bad_auth += 1,
+            Err(_) => self.stats.dropped_undecodable += 1,
+        }
+        self.drain_self();
+        self.after_step();
+    }
+
+    /// The host's clock reached the instant from `poll_timeout`.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        if self.batch_deadline.is_some_and(|t| t <= now) {
+            self.batch_deadline = None;
+        }
+        if self.progress_deadline.is_some_and(|t| t <= now) {
+            self.on_progress_timeout();
+        }
+        if self.view_deadline.is_some_and(|t| t <= now) {
+            self.on_view_timeout();
+        }
+        if self.transfer.as_ref().is_some_and(|t| t.deadline <= now) {
+            self.on_transfer_timeout();
+        }
+        self.drain_self();
+        self.after_step();
+    }
+
+    fn dispatch(&mut self, from: Peer, msg: Message) {
+        match (from, msg) {
+            (Peer::Client(_), Message::Request(req)) => self.on_request(req, false),
+            (Peer::Client(_), _) => self.stats.dropped_invalid += 1,
+            (Peer::Replica(s), msg) => self.on_replica_message(s, msg),
+        }
+    }
+
+    fn on_replica_message(&mut self, s: ReplicaId, msg: Message) {
+        match msg {
+            Message::Request(req) => self.on_request(req, true),
+            Message::Propose {
+                regency,
+                instance,
+                batch,
+            } => self.on_propose(s, regency, instance, batch),
+            Message::Write {
+                regency,
+                instance,
+                digest,
+                sig,
+            } => self.on_write(s, regency, instance, digest, sig),
+            Message::Accept {
+                regency,
+                instance,
+                digest,
+            } => self.on_accept(s, regency, instance, digest),
+            Message::Stop { regency } => self.on_stop(s, regency),
+            Message::StopData(sd) => self.on_stop_data(s, sd),
+            Message::Sync { regency, proofs } => self.on_sync(s, regency, proofs),
+            Message::Checkpoint {
+                instance,
+                digest,
+                sig,
+            } => self.on_checkpoint(s, instance, digest, sig),
+            Message::StateRequest { nonce, from } => self.on_state_request(s, nonce, from),
+            Message::StateReply(reply) => self.on_state_reply(s, reply),
+            Message::Reply(_) => self.stats.dropped_invalid += 1,
+        }
+    }
+
+    /// Messages a replica sends itself are handled after the current one, in order.
+    fn drain_self(&mut self) {
+        let mut budget = 1_000_000u32;
+        while let Some(msg) = self.to_self.pop_front() {
+            budget -= 1;
+            assert!(budget > 0, "self-message loop did not settle");
+            self.on_replica_message(self.cfg.me, msg);
+        }
+    }
+
+    /// Work that follows any input: propose if leader, re-arm timers.
+    fn after_step(&mut self) {
+        self.try_propose();
+        self.drain_self();
+        if self.pending.is_empty() {
+            self.progress_deadline = None;
+            self.progress_phase = 0;
+        } else if self.progress_deadline.is_none() {
+            self.progress_deadline = Some(self.now + self.cfg.request_timeout);
+        }
+    }
+
+    // ------------------------------------------------------------ outputs
+
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The earliest instant at which the replica wants `handle_timeout`.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        [
+            self.batch_deadline,
+            self.progress_deadline,
+            self.view_deadline,
+            self.transfer.as_ref().map(|t| t.deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn send(&mut self, to: Peer, msg: &Message) {
+        let frame = wire::encode_frame(Peer::Replica(self.cfg.me), to, msg, self.crypto.as_ref());
+        self.outputs.push_back(Output::Send { to, frame });
+    }
+
+    fn send_replica(&mut self, to: ReplicaId, msg: Message) {
+        if to == self.cfg.me {
+            self.to_self.push_back(msg);
+        } else {
+            self.send(Peer::Replica(to), &msg);
+        }
+    }
+
+    /// Sends to every other replica (body encoded once) and to itself.
+    fn broadcast(&mut self, msg: Message) {
+        let body = wire::encode_body(Peer::Replica(self.cfg.me), &msg);
+        for r in 0..self.cfg.n as ReplicaId {
+            if r != self.cfg.me {
+                let frame = wire::seal(&body, Peer::Replica(r), self.crypto.as_ref());
+                self.outputs.push_back(Output::Send {
+                    to: Peer::Replica(r),
+                    frame,
+                });
+            }
+        }
+        self.to_self.push_back(msg);
+    }
+
+    // ------------------------------------------------------------ getters
+
+    pub fn id(&self) -> ReplicaId {
+        self.cfg.me
+    }
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+    pub fn regency(&self) -> Regency {
+        self.regency
+    }
+    pub fn leader(&self) -> ReplicaId {
+        self.cfg.leader_of(self.regency)
+    }
+    pub fn is_synchronising(&self) -> bool {
+        self.mode == Mode::Syncing
+    }
+    pub fn last_executed(&self) -> Instance {
+        self.last_executed
+    }
+    pub fn stable_checkpoint(&self) -> Instance {
+        self.stable.cert.instance
+    }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+    pub fn decided_digest(&self, instance: Instance) -> Option<Digest> {
+        self.slots
+            .get(&instance)
+            .and_then(|s| s.decided.as_ref().map(|(d, _)| *d))
+    }
+    pub fn client_last_seq(&self, client: ClientId) -> Option<u64> {
+        self.clients.last_seq(client)
+    }
+    /// Digest of the executed state (App and client table) at `last_executed`.
+    pub fn state_digest(&self) -> Digest {
+        state_digest(&self.app.digest(), &self.clients)
+    }
+    /// Log slots held (bounded by the watermark window).
+    pub fn log_len(&self) -> usize {
+        self.slots.len()
+    }
+    /// A copy of what survives a crash.
+    pub fn durable(&self) -> Durable {
+        Durable {
+            regency: self.regency,
+            synced_regency: self.synced_regency,
+            stable: self.stable.clone(),
+            slots: self.slots.clone(),
+        }
+    }
+    pub fn crypto(&self) -> &dyn Crypto {
+        self.crypto.as_ref()
+    }
+}
+
+/// State digest: the App's digest bound to the exactly-once table.
+pub fn state_digest(app_digest: &Digest, clients: &ClientTable) -> Digest {
+    crate::crypto::hash_parts(&[b"state", app_digest, &clients.digest()])
+}
+
+/// Snapshot = App snapshot ‖ client table.
+pub fn encode_snapshot(app: &dyn App, clients: &ClientTable) -> Vec<u8> {
+    let mut w = crate::codec::Writer::new();
+    w.bytes(&app.snapshot());
+    clients.encode(&mut w);
+    w.finish()
+}
+
+pub fn split_snapshot(bytes: &[u8]) -> Option<(&[u8], ClientTable)> {
+    let mut r = crate::codec::Reader::new(bytes);
+    let app = r
+        .bytes("app snapshot", crate::limits::SNAPSHOT_BYTES_MAX)
+        .ok()?;
+    let clients = ClientTable::decode(&mut r).ok()?;
+    r.finish().ok()?;
+    Some((app, clients))
+}
+
+pub fn genesis_durable(app: &dyn App) -> Durable {
+    let clients = ClientTable::default();
+    Durable {
+        regency: 0,
+        synced_regency: 0,
+        stable: Stable {
+            cert: CheckpointCert {
+                instance: 0,
+                digest: state_digest(&app.digest(), &clients),
+                sigs: Vec::new(),
+            },
+            snapshot: Arc::new(encode_snapshot(app, &clients)),
+        },
+        slots: BTreeMap::new(),
+    }
+}

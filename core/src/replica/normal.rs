@@ -1,0 +1,399 @@
+//! Normal case: requests, batching, PROPOSE → WRITE → ACCEPT, in-order execution.
+
+use super::{Output, Replica};
+use crate::crypto::{Digest, Peer, Signature};
+use crate::limits::*;
+use crate::message::*;
+use std::sync::Arc;
+
+impl Replica {
+    pub(super) fn in_window(&self, i: Instance) -> bool {
+        let low = self.stable.cert.instance;
+        i > low && i <= low + self.cfg.log_window()
+    }
+
+    /// Votes are kept for the current regency and the next (a peer may install it first).
+    fn vote_regency_ok(&self, r: Regency) -> bool {
+        r >= self.regency && r <= self.regency + 1
+    }
+
+    /// The one validity rule for a request, the same on every replica.
+    pub(super) fn request_is_authentic(&self, req: &Request) -> bool {
+        let bytes = Request::auth_bytes(req.client, req.seq, &req.op);
+        match &req.auth {
+            RequestAuth::Macs(macs) => {
+                macs.len() == self.cfg.n
+                    && self.crypto.verify_mac(
+                        Peer::Client(req.client),
+                        &bytes,
+                        &macs[self.cfg.me as usize],
+                    )
+            }
+            RequestAuth::Signature(sig) => self.crypto.verify_client(req.client, &bytes, sig),
+        }
+    }
+
+    pub(super) fn on_request(&mut self, req: Request, forwarded: bool) {
+        if !self.request_is_authentic(&req) {
+            self.stats.dropped_bad_auth += 1;
+            return;
+        }
+        if let Some(last) = self.clients.last_seq(req.client) {
+            if req.seq <= last {
+                if req.seq == last && !forwarded {
+                    self.resend_cached_reply(req.client);
+                }
+                return;
+            }
+        }
+        let id = req.id();
+        if self.pending.requests.contains_key(&id) {
+            return;
+        }
+        if !self.pending.insert(req, self.now) {
+            self.stats.dropped_pending_full += 1;
+            return;
+        }
+        if self.leader() == self.cfg.me {
+            self.pending.unproposed.push_back(id);
+        }
+    }
+
+    fn resend_cached_reply(&mut self, client: ClientId) {
+        if let Some((seq, result)) = self.clients.last.get(&client).cloned() {
+            let reply = Message::Reply(Reply {
+                client,
+                seq,
+                result,
+            });
+            self.send(Peer::Client(client), &reply);
+        }
+    }
+
+    /// Leader: fill free pipeline slots with batches of pending requests.
+    pub(super) fn try_propose(&mut self) {
+        // A leader proposes in a regency only after its SYNC fixed what came before.
+        if self.mode != super::Mode::Normal
+            || self.leader() != self.cfg.me
+            || self.synced_regency != self.regency
+            || self.stop_target.is_some()
+        {
+            return;
+        }
+        loop {
+            let next = self.next_propose.max(self.last_executed + 1);
+            if next > self.last_executed + self.cfg.pipeline || !self.in_window(next) {
+                return;
+            }
+            if self
+                .slots
+                .get(&next)
+                .and_then(|s| s.proposal.as_ref())
+                .is_some_and(|(r, _, _)| *r == self.regency)
+            {
+                self.next_propose = next + 1;
+                continue;
+            }
+            let Some(oldest) = self.pending.oldest_unproposed() else {
+                return;
+            };
+            let full = self.pending.unproposed.len() >= self.cfg.batch_max_requests;
+            let ready_at = oldest + self.cfg.batch_delay;
+            if !full && ready_at > self.now {
+                self.batch_deadline = Some(ready_at);
+                return;
+            }
+            let requests = self
+                .pending
+                .take_batch(self.cfg.batch_max_requests, self.cfg.batch_max_bytes);
+            if requests.is_empty() {
+                return;
+            }
+            self.next_propose = next + 1;
+            self.broadcast(Message::Propose {
+                regency: self.regency,
+                instance: next,
+                batch: Arc::new(Batch { requests }),
+            });
+        }
+    }
+
+    fn batch_is_valid(&self, from: ReplicaId, batch: &Batch) -> bool {
+        !batch.requests.is_empty()
+            && batch.requests.len() <= self.cfg.batch_max_requests
+            && batch.encoded_len() <= self.cfg.batch_max_bytes
+            && (from == self.cfg.me || batch.requests.iter().all(|r| self.request_is_authentic(r)))
+    }
+
+    pub(super) fn on_propose(&mut self, s: ReplicaId, r: Regency, i: Instance, batch: Arc<Batch>) {
+        if r != self.regency || self.mode != super::Mode::Normal || s != self.cfg.leader_of(r) {
+            self.stats.dropped_invalid += 1;
+            return;
+        }
+        if !self.in_window(i) || i <= self.last_executed {
+            self.stats.dropped_out_of_bounds += 1;
+            return;
+        }
+        if !self.batch_is_valid(s, &batch) {
+            self.stats.dropped_invalid += 1;
+            return;
+        }
+        let d = batch.digest();
+        let slot = self.slots.entry(i).or_default();
+        if let Some((pr, pd, _)) = &slot.proposal {
+            if *pr == r {
+                if *pd != d {
+                    self.stats.equivocations_seen += 1;
+                }
+                return;
+            }
+        }
+        slot.proposal = Some((r, d, batch));
+        self.vote_write(i);
+        self.try_accept(i);
+        self.try_decide(i);
+    }
+
+    /// Sends WRITE for the slot's proposal in the current regency, once.
+    pub(super) fn vote_write(&mut self, i: Instance) {
+        let r = self.regency;
+        let Some(slot) = self.slots.get_mut(&i) else {
+            return;
+        };
+        let Some((pr, d, _)) = &slot.proposal else {
+            return;
+        };
+        if *pr != r || slot.voted_write == Some(r) {
+            return;
+        }
+        if let Some((dd, _)) = &slot.decided {
+            if dd != d {
+                return;
+            }
+        }
+        let d = *d;
+        slot.voted_write = Some(r);
+        let sig = self.crypto.sign(&WriteCert::sign_bytes(r, i, &d));
+        self.broadcast(Message::Write {
+            regency: r,
+            instance: i,
+            digest: d,
+            sig,
+        });
+    }
+
+    pub(super) fn on_write(
+        &mut self,
+        s: ReplicaId,
+        r: Regency,
+        i: Instance,
+        d: Digest,
+        sig: Signature,
+    ) {
+        if !self.vote_regency_ok(r) || !self.in_window(i) {
+            self.stats.dropped_out_of_bounds += 1;
+            return;
+        }
+        if i <= self.last_executed {
+            return;
+        }
+        if !self
+            .crypto
+            .verify_replica(s, &WriteCert::sign_bytes(r, i, &d), &sig)
+        {
+            self.stats.dropped_bad_auth += 1;
+            return;
+        }
+        let slot = self.slots.entry(i).or_default();
+        match slot.writes.get(&(r, s)) {
+            Some((old, _)) if *old != d => self.stats.equivocations_seen += 1,
+            Some(_) => {}
+            None => {
+                slot.writes.insert((r, s), (d, sig));
+            }
+        }
+        self.try_accept(i);
+    }
+
+    /// After 2f+1 matching WRITEs for our proposal: record the prepared certificate, send ACCEPT.
+    pub(super) fn try_accept(&mut self, i: Instance) {
+        let (q, r) = (self.cfg.quorum(), self.regency);
+        if self.mode != super::Mode::Normal {
+            return;
+        }
+        let Some(slot) = self.slots.get_mut(&i) else {
+            return;
+        };
+        let Some((pr, d, batch)) = slot.proposal.clone() else {
+            return;
+        };
+        if pr != r || slot.voted_accept == Some(r) || slot.write_count(r, &d) < q {
+            return;
+        }
+        let sigs: Vec<_> = slot
+            .writes
+            .range((r, 0)..=(r, ReplicaId::MAX))
+            .filter(|(_, (wd, _))| *wd == d)
+            .map(|((_, id), (_, sig))| (*id, *sig))
+            .take(q)
+            .collect();
+        let cert = WriteCert {
+            regency: r,
+            instance: i,
+            digest: d,
+            sigs,
+        };
+        if slot.prepared.as_ref().is_none_or(|p| p.cert.regency < r) {
+            slot.prepared = Some(Prepared { cert, batch });
+        }
+        slot.voted_accept = Some(r);
+        self.broadcast(Message::Accept {
+            regency: r,
+            instance: i,
+            digest: d,
+        });
+    }
+
+    pub(super) fn on_accept(&mut self, s: ReplicaId, r: Regency, i: Instance, d: Digest) {
+        if !self.vote_regency_ok(r) || !self.in_window(i) {
+            self.stats.dropped_out_of_bounds += 1;
+            return;
+        }
+        if i <= self.last_executed {
+            return;
+        }
+        let slot = self.slots.entry(i).or_default();
+        match slot.accepts.get(&(r, s)) {
+            Some(old) if *old != d => self.stats.equivocations_seen += 1,
+            Some(_) => {}
+            None => {
+                slot.accepts.insert((r, s), d);
+            }
+        }
+        self.try_decide(i);
+    }
+
+    /// 2f+1 ACCEPTs for one (regency, digest) in this instance decide it.
+    pub(super) fn try_decide(&mut self, i: Instance) {
+        let q = self.cfg.quorum();
+        let Some(slot) = self.slots.get_mut(&i) else {
+            return;
+        };
+        if slot.decided.is_some() {
+            return;
+        }
+        let mut counts = std::collections::BTreeMap::<(Regency, Digest), usize>::new();
+        for ((r, _), d) in &slot.accepts {
+            *counts.entry((*r, *d)).or_default() += 1;
+        }
+        let Some(((_, d), _)) = counts.into_iter().find(|(_, c)| *c >= q) else {
+            return;
+        };
+        let Some(batch) = slot.batch_for(&d) else {
+            return; // the value is decided but we lack its batch: state transfer brings it
+        };
+        slot.decided = Some((d, batch));
+        self.stats.instances_decided += 1;
+        self.execute_ready();
+    }
+
+    /// Executes decided instances strictly in order.
+    pub(super) fn execute_ready(&mut self) {
+        loop {
+            let i = self.last_executed + 1;
+            let Some((d, batch)) = self.slots.get(&i).and_then(|s| s.decided.clone()) else {
+                return;
+            };
+            self.last_executed = i;
+            let executed = batch
+                .requests
+                .iter()
+                .filter_map(|req| self.execute_request(req, true))
+                .collect();
+            self.outputs.push_back(Output::Deliver {
+                instance: i,
+                digest: d,
+                executed,
+            });
+            self.on_progress();
+            if i % self.cfg.checkpoint_interval == 0 {
+                self.take_checkpoint(i);
+            }
+        }
+    }
+
+    fn on_progress(&mut self) {
+        self.progress_phase = 0;
+        self.view_failures = 0;
+        self.progress_deadline = if self.pending.is_empty() {
+            None
+        } else {
+            Some(self.now + self.cfg.request_timeout)
+        };
+    }
+
+    /// Runs one request if it is new for its client; returns its id if it ran.
+    pub(super) fn execute_request(
+        &mut self,
+        req: &Request,
+        reply: bool,
+    ) -> Option<(ClientId, u64)> {
+        self.pending.remove_through(req.client, req.seq);
+        if self
+            .clients
+            .last_seq(req.client)
+            .is_some_and(|s| s >= req.seq)
+        {
+            return None;
+        }
+        if self.clients.last.len() >= CLIENTS_MAX && !self.clients.last.contains_key(&req.client) {
+            return None; // deterministic on every replica: the table is part of the state
+        }
+        let result = self.app.execute(&req.op);
+        self.clients
+            .last
+            .insert(req.client, (req.seq, result.clone()));
+        self.stats.requests_executed += 1;
+        if reply {
+            let msg = Message::Reply(Reply {
+                client: req.client,
+                seq: req.seq,
+                result,
+            });
+            self.send(Peer::Client(req.client), &msg);
+        }
+        Some(req.id())
+    }
+
+    /// First expiry: forward pending requests to the leader. Later: ask for a leader change.
+    pub(super) fn on_progress_timeout(&mut self) {
+        if self.pending.is_empty() {
+            self.progress_deadline = None;
+            return;
+        }
+        if self.progress_phase == 0 {
+            let leader = self.leader();
+            if leader != self.cfg.me {
+                let reqs: Vec<Request> = self
+                    .pending
+                    .requests
+                    .values()
+                    .take(self.cfg.batch_max_requests)
+                    .map(|(r, _)| r.clone())
+                    .collect();
+                for req in reqs {
+                    self.send_replica(leader, Message::Request(req));
+                }
+            }
+            self.progress_phase = 1;
+            self.progress_deadline = Some(self.now + self.cfg.request_timeout);
+            return;
+        }
+        let target = self.regency.max(self.stop_target.unwrap_or(0)) + 1;
+        self.start_stop(target);
+        self.start_state_transfer();
+        self.progress_deadline =
+            Some(self.now + self.cfg.view_change_timeout.backoff(self.view_failures));
+        self.view_failures = (self.view_failures + 1).min(BACKOFF_EXP_MAX);
+    }
+}

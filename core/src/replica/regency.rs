@@ -1,0 +1,234 @@
+//! Leader change (BFT-SMaRt's synchronization phase): STOP, STOPDATA, SYNC.
+//!
+//! - A replica whose request timer expires twice sends STOP(r+1).
+//! - f+1 STOPs above its own target make a replica join (one faulty replica
+//!   alone cannot start a leader change).
+//! - When 2f+1 replicas want a regency ≥ t, t is installed: each sends its
+//!   signed STOPDATA (stable checkpoint, prepared certificates) to leader(t).
+//! - leader(t) sends SYNC with 2f+1 STOPDATA; every replica checks them,
+//!   derives the same plan (see `verify::plan_from`) and votes WRITE on it.
+//! - Timers back off: each regency that fails to synchronise doubles the next
+//!   timeout, up to 2^BACKOFF_EXP_MAX.
+
+use super::verify;
+use super::{Mode, Replica};
+use crate::limits::*;
+use crate::message::*;
+
+impl Replica {
+    pub(super) fn start_stop(&mut self, target: Regency) {
+        if target <= self.regency {
+            return;
+        }
+        let t = self.stop_target.map_or(target, |old| old.max(target));
+        self.stop_target = Some(t);
+        self.broadcast(Message::Stop { regency: t });
+    }
+
+    pub(super) fn on_stop(&mut self, s: ReplicaId, t: Regency) {
+        if t <= self.regency {
+            return;
+        }
+        if t > self.regency + REGENCY_LOOKAHEAD_MAX {
+            self.stats.dropped_out_of_bounds += 1;
+            return;
+        }
+        let e = self.stop_votes.entry(s).or_insert(0);
+        *e = (*e).max(t);
+        self.check_stops();
+    }
+
+    fn targets_above(&self, floor: Regency) -> Vec<Regency> {
+        let mut v: Vec<Regency> = self
+            .stop_votes
+            .values()
+            .copied()
+            .filter(|t| *t > floor)
+            .collect();
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        v
+    }
+
+    fn check_stops(&mut self) {
+        let f = self.cfg.f();
+        let mine = self.stop_target.unwrap_or(self.regency);
+        let above = self.targets_above(mine);
+        if above.len() > f {
+            self.start_stop(above[f]);
+        }
+        let q = self.cfg.quorum();
+        let installed = self.targets_above(self.regency);
+        if installed.len() >= q {
+            self.install(installed[q - 1]);
+        }
+    }
+
+    pub(super) fn install(&mut self, t: Regency) {
+        debug_assert!(t > self.regency);
+        self.regency = t;
+        self.mode = Mode::Syncing;
+        self.stop_target = None;
+        self.stats.regencies_installed += 1;
+        self.stop_votes.retain(|_, v| *v > t);
+        self.stop_data.retain(|_, sd| sd.regency >= t);
+        for slot in self.slots.values_mut() {
+            slot.prune_before(t);
+        }
+        self.view_deadline =
+            Some(self.now + self.cfg.view_change_timeout.backoff(self.view_failures));
+        let sd = self.build_stop_data(t);
+        self.send_replica(self.cfg.leader_of(t), Message::StopData(sd));
+    }
+
+    fn build_stop_data(&self, t: Regency) -> StopData {
+        let prepared = self
+            .slots
+            .values()
+            .filter_map(|s| s.prepared.clone())
+            .filter(|p| p.cert.regency < t)
+            .collect();
+        let mut sd = StopData {
+            regency: t,
+            from: self.cfg.me,
+            checkpoint: self.stable.cert.clone(),
+            prepared,
+            sig: crate::crypto::Signature([0; 64]),
+        };
+        sd.sig = self.crypto.sign(&sd.sign_bytes());
+        sd
+    }
+
+    pub(super) fn on_stop_data(&mut self, s: ReplicaId, sd: StopData) {
+        if sd.from != s || self.cfg.leader_of(sd.regency) != self.cfg.me {
+            self.stats.dropped_invalid += 1;
+            return;
+        }
+        if sd.regency < self.regency || sd.regency > self.regency + REGENCY_LOOKAHEAD_MAX {
+            self.stats.dropped_out_of_bounds += 1;
+            return;
+        }
+        if !verify::stop_data_valid(&self.cfg, self.crypto.as_ref(), &sd) {
+            self.stats.dropped_bad_auth += 1;
+            return;
+        }
+        self.stop_data.insert(s, sd);
+        self.try_sync();
+    }
+
+    fn try_sync(&mut self) {
+        if self.mode != Mode::Syncing || self.leader() != self.cfg.me {
+            return;
+        }
+        let proofs: Vec<StopData> = self
+            .stop_data
+            .values()
+            .filter(|sd| sd.regency == self.regency)
+            .take(self.cfg.quorum())
+            .cloned()
+            .collect();
+        if proofs.len() < self.cfg.quorum() {
+            return;
+        }
+        self.broadcast(Message::Sync {
+            regency: self.regency,
+            proofs,
+        });
+    }
+
+    pub(super) fn on_sync(&mut self, s: ReplicaId, t: Regency, proofs: Vec<StopData>) {
+        let fresh = t > self.regency || (t == self.regency && self.mode == Mode::Syncing);
+        if !fresh || t <= self.synced_regency {
+            return;
+        }
+        if s != self.cfg.leader_of(t) {
+            self.stats.dropped_invalid += 1;
+            return;
+        }
+        let Some(plan) = verify::sync_plan(&self.cfg, self.crypto.as_ref(), t, &proofs) else {
+            self.stats.dropped_bad_auth += 1;
+            return;
+        };
+        self.apply_sync(t, plan);
+    }
+
+    fn apply_sync(&mut self, t: Regency, plan: verify::Plan) {
+        if t > self.regency {
+            self.stats.regencies_installed += 1;
+        }
+        self.enter_normal(t);
+        self.synced_regency = t;
+        if plan.checkpoint.instance > self.last_executed {
+            self.note_stable_elsewhere(plan.checkpoint.clone());
+            self.start_state_transfer();
+        }
+        for (i, d, batch) in &plan.entries {
+            self.adopt_planned(t, *i, *d, batch);
+        }
+        self.next_propose = (plan.last() + 1).max(self.last_executed + 1);
+        self.pending.requeue();
+    }
+
+    fn adopt_planned(
+        &mut self,
+        t: Regency,
+        i: Instance,
+        d: crate::crypto::Digest,
+        batch: &std::sync::Arc<Batch>,
+    ) {
+        if i <= self.last_executed {
+            if self.decided_digest(i).is_some_and(|dd| dd != d) {
+                self.stats.plan_conflicts += 1;
+            }
+            return;
+        }
+        if !self.in_window(i) {
+            return;
+        }
+        for req in &batch.requests {
+            if self.pending.requests.contains_key(&req.id()) {
+                self.pending.in_flight.insert(req.id());
+            }
+        }
+        let slot = self.slots.entry(i).or_default();
+        if slot.decided.as_ref().is_some_and(|(dd, _)| *dd != d) {
+            self.stats.plan_conflicts += 1;
+            return;
+        }
+        slot.proposal = Some((t, d, batch.clone()));
+        self.vote_write(i);
+        self.try_accept(i);
+        self.try_decide(i);
+    }
+
+    /// Leaves any leader change and works normally in regency `t`.
+    pub(super) fn enter_normal(&mut self, t: Regency) {
+        self.regency = t;
+        self.mode = Mode::Normal;
+        if self.stop_target.is_some_and(|st| st <= t) {
+            self.stop_target = None;
+        }
+        self.view_deadline = None;
+        self.stop_votes.retain(|_, v| *v > t);
+        self.stop_data.retain(|_, sd| sd.regency > t);
+        for slot in self.slots.values_mut() {
+            slot.prune_before(t);
+        }
+        self.pending.in_flight.clear();
+        self.pending.requeue();
+        self.next_propose = self.last_executed + 1;
+        self.progress_phase = 0;
+        if !self.pending.is_empty() {
+            self.progress_deadline = Some(self.now + self.cfg.request_timeout);
+        }
+    }
+
+    /// The new leader did not synchronise in time: ask for the next regency.
+    pub(super) fn on_view_timeout(&mut self) {
+        self.view_failures = (self.view_failures + 1).min(BACKOFF_EXP_MAX);
+        let target = self.regency.max(self.stop_target.unwrap_or(0)) + 1;
+        self.start_stop(target);
+        self.start_state_transfer();
+        self.view_deadline =
+            Some(self.now + self.cfg.view_change_timeout.backoff(self.view_failures));
+    }
+}

@@ -1,0 +1,241 @@
+//! The replica's data: log slots, the durable part, the client table, pending requests.
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::crypto::{hash, Digest, Signature};
+use crate::limits::*;
+use crate::message::*;
+use crate::time::Time;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+/// One consensus instance's log entry.
+#[derive(Clone, Debug, Default)]
+pub struct Slot {
+    /// The value under vote in `regency` (from PROPOSE or SYNC).
+    pub proposal: Option<(Regency, Digest, Arc<Batch>)>,
+    /// At most one WRITE and one ACCEPT per (regency, sender) is kept.
+    pub writes: BTreeMap<(Regency, ReplicaId), (Digest, Signature)>,
+    pub accepts: BTreeMap<(Regency, ReplicaId), Digest>,
+    pub voted_write: Option<Regency>,
+    pub voted_accept: Option<Regency>,
+    /// Highest-regency prepared certificate (2f+1 signed WRITEs) with its batch.
+    pub prepared: Option<Prepared>,
+    pub decided: Option<(Digest, Arc<Batch>)>,
+}
+
+impl Slot {
+    pub fn write_count(&self, regency: Regency, digest: &Digest) -> usize {
+        self.writes
+            .range((regency, 0)..=(regency, ReplicaId::MAX))
+            .filter(|(_, (d, _))| d == digest)
+            .count()
+    }
+
+    pub fn accept_count(&self, regency: Regency, digest: &Digest) -> usize {
+        self.accepts
+            .range((regency, 0)..=(regency, ReplicaId::MAX))
+            .filter(|(_, d)| *d == digest)
+            .count()
+    }
+
+    /// The batch with `digest`, if this slot has seen it.
+    pub fn batch_for(&self, digest: &Digest) -> Option<Arc<Batch>> {
+        if let Some((_, d, b)) = &self.proposal {
+            if d == digest {
+                return Some(b.clone());
+            }
+        }
+        match &self.prepared {
+            Some(p) if &p.cert.digest == digest => Some(p.batch.clone()),
+            _ => None,
+        }
+    }
+
+    /// Drops votes from regencies before `regency`: they can no longer form a quorum we act on.
+    pub fn prune_before(&mut self, regency: Regency) {
+        self.writes = self.writes.split_off(&(regency, 0));
+        self.accepts = self.accepts.split_off(&(regency, 0));
+    }
+}
+
+/// The latest stable checkpoint: its certificate and the state snapshot at it.
+#[derive(Clone, Debug)]
+pub struct Stable {
+    pub cert: CheckpointCert,
+    pub snapshot: Arc<Vec<u8>>,
+}
+
+/// What a replica keeps across a crash: its regency, the stable checkpoint and
+/// the log above it (votes it sent, certificates, decisions). The host must
+/// persist it before transmitting a step's outputs; the simulator models that
+/// by taking it at the crash. Pending requests, timers, vote collections for
+/// leader change and the executed App state are volatile (the App state is
+/// rebuilt from the checkpoint and the decided log).
+#[derive(Clone, Debug)]
+pub struct Durable {
+    pub regency: Regency,
+    /// The last regency whose SYNC this replica applied (0: genesis needs none).
+    pub synced_regency: Regency,
+    pub stable: Stable,
+    pub slots: BTreeMap<Instance, Slot>,
+}
+
+/// Per-client exactly-once record: the last executed sequence number and its reply.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTable {
+    pub last: BTreeMap<ClientId, (u64, Vec<u8>)>,
+}
+
+impl ClientTable {
+    pub fn last_seq(&self, client: ClientId) -> Option<u64> {
+        self.last.get(&client).map(|(s, _)| *s)
+    }
+
+    pub fn encode(&self, w: &mut Writer) {
+        w.len(self.last.len());
+        for (c, (s, r)) in &self.last {
+            w.u64(*c);
+            w.u64(*s);
+            w.bytes(r);
+        }
+    }
+
+    pub fn decode(r: &mut Reader) -> Result<ClientTable, DecodeError> {
+        let n = r.len("client table", CLIENTS_MAX, 20)?;
+        let mut last = BTreeMap::new();
+        let mut prev = None;
+        for _ in 0..n {
+            let c = r.u64()?;
+            if prev.is_some_and(|p| p >= c) {
+                return Err(DecodeError::Invalid("client table out of order"));
+            }
+            prev = Some(c);
+            let s = r.u64()?;
+            last.insert(c, (s, r.bytes("cached reply", OP_BYTES_MAX)?.to_vec()));
+        }
+        Ok(ClientTable { last })
+    }
+
+    pub fn digest(&self) -> Digest {
+        let mut w = Writer::new();
+        self.encode(&mut w);
+        hash(&w.buf)
+    }
+}
+
+/// Requests received but not yet executed. Every replica keeps them (for its
+/// request timer and in case it becomes leader); the leader also keeps the
+/// arrival order of those it has not yet proposed.
+#[derive(Debug, Default)]
+pub struct Pending {
+    pub requests: BTreeMap<(ClientId, u64), (Request, Time)>,
+    per_client: BTreeMap<ClientId, usize>,
+    pub unproposed: VecDeque<(ClientId, u64)>,
+    pub in_flight: BTreeSet<(ClientId, u64)>,
+}
+
+/// Requests one client may have pending at a replica (a closed-loop client has one).
+pub const PENDING_PER_CLIENT_MAX: usize = 8;
+
+impl Pending {
+    pub fn len(&self) -> usize {
+        self.requests.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty()
+    }
+
+    /// Adds a request; false if known already or a bound is reached.
+    pub fn insert(&mut self, req: Request, now: Time) -> bool {
+        let id = req.id();
+        let per_client = self.per_client.get(&req.client).copied().unwrap_or(0);
+        if self.requests.contains_key(&id)
+            || self.requests.len() >= PENDING_REQUESTS_MAX
+            || per_client >= PENDING_PER_CLIENT_MAX
+        {
+            return false;
+        }
+        self.requests.insert(id, (req, now));
+        *self.per_client.entry(id.0).or_default() += 1;
+        true
+    }
+
+    pub fn remove(&mut self, id: (ClientId, u64)) {
+        if self.requests.remove(&id).is_some() {
+            if let Some(c) = self.per_client.get_mut(&id.0) {
+                *c -= 1;
+                if *c == 0 {
+                    self.per_client.remove(&id.0);
+                }
+            }
+        }
+        self.in_flight.remove(&id);
+    }
+
+    /// Removes every pending request of `client` up to `seq` (executed or superseded).
+    pub fn remove_through(&mut self, client: ClientId, seq: u64) {
+        let ids: Vec<_> = self
+            .requests
+            .range((client, 0)..=(client, seq))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.remove(id);
+        }
+        self.in_flight.remove(&(client, seq));
+    }
+
+    /// Rebuilds the proposal queue in arrival order, leaving out `in_flight`.
+    pub fn requeue(&mut self) {
+        let mut ids: Vec<_> = self
+            .requests
+            .iter()
+            .filter(|(id, _)| !self.in_flight.contains(id))
+            .map(|(id, (_, t))| (*t, *id))
+            .collect();
+        ids.sort();
+        self.unproposed = ids.into_iter().map(|(_, id)| id).collect();
+    }
+
+    pub fn oldest_unproposed(&mut self) -> Option<Time> {
+        while let Some(id) = self.unproposed.front() {
+            match self.requests.get(id) {
+                Some((_, t)) if !self.in_flight.contains(id) => return Some(*t),
+                _ => {
+                    self.unproposed.pop_front();
+                }
+            }
+        }
+        None
+    }
+
+    /// Takes up to the limits from the front of the queue, marking them in flight.
+    pub fn take_batch(&mut self, max_requests: usize, max_bytes: usize) -> Vec<Request> {
+        let mut out = Vec::new();
+        let mut bytes = 4;
+        while out.len() < max_requests {
+            let Some(id) = self.unproposed.front().copied() else {
+                break;
+            };
+            let Some((req, _)) = self.requests.get(&id) else {
+                self.unproposed.pop_front();
+                continue;
+            };
+            if self.in_flight.contains(&id) {
+                self.unproposed.pop_front();
+                continue;
+            }
+            let len = request_encoded_len(req);
+            if !out.is_empty() && bytes + len > max_bytes {
+                break;
+            }
+            bytes += len;
+            out.push(req.clone());
+            self.in_flight.insert(id);
+            self.unproposed.pop_front();
+        }
+        debug_assert!(self.unproposed.len() <= PENDING_REQUESTS_MAX + 1);
+        out
+    }
+}

@@ -1,0 +1,197 @@
+//! `bftbench sim`: run seeds of the deterministic simulator and report.
+
+use crate::sim::{self, CryptoKind, SimOptions};
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use std::io::Write;
+use std::ops::RangeInclusive;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum Protocol {
+    Bft,
+    Raft,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+pub enum CryptoArg {
+    Sim,
+    Ed25519,
+}
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    #[arg(long, value_enum, default_value = "bft")]
+    pub protocol: Protocol,
+    /// Number of replicas (n = 3f+1).
+    #[arg(long, default_value_t = 4)]
+    pub replicas: usize,
+    /// Seeds to run: `N`, `A..B` or `A..=B`.
+    #[arg(long, default_value = "1..=100", conflicts_with = "seed")]
+    pub seeds: String,
+    /// Replay one seed, printing its full report.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Run K replicas as twins (two copies under one identity).
+    #[arg(long, default_value_t = 0)]
+    pub twins: usize,
+    /// Mutate one Byzantine replica's messages (small-scope: ±1, payload, drop).
+    #[arg(long)]
+    pub mutate: bool,
+    /// Crash K replicas (restarted before the heal).
+    #[arg(long, default_value_t = 0)]
+    pub crash: usize,
+    /// Crash them at the same instant.
+    #[arg(long)]
+    pub crash_together: bool,
+    /// No loss, duplication, reordering or partitions.
+    #[arg(long)]
+    pub no_network_faults: bool,
+    #[arg(long, default_value_t = 6)]
+    pub clients: usize,
+    /// Requests each client submits (closed loop).
+    #[arg(long, default_value_t = 20)]
+    pub requests: u64,
+    /// Batch size (default: drawn per seed).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Pipeline depth W (default: drawn per seed from 1..=4).
+    #[arg(long)]
+    pub pipeline: Option<u64>,
+    /// Checkpoint interval K (default: drawn per seed).
+    #[arg(long)]
+    pub checkpoint_interval: Option<u64>,
+    #[arg(long, value_enum, default_value = "sim")]
+    pub crypto: CryptoArg,
+    /// Print every delivered message (with --seed).
+    #[arg(long)]
+    pub trace: bool,
+}
+
+pub fn parse_seeds(s: &str) -> anyhow::Result<RangeInclusive<u64>> {
+    let num = |x: &str| {
+        x.trim()
+            .parse::<u64>()
+            .with_context(|| format!("--seeds: `{x}` is not a number"))
+    };
+    let r = if let Some((a, b)) = s.split_once("..=") {
+        num(a)?..=num(b)?
+    } else if let Some((a, b)) = s.split_once("..") {
+        let b = num(b)?;
+        if b == 0 {
+            bail!("--seeds: empty range `{s}`");
+        }
+        num(a)?..=b - 1
+    } else {
+        let n = num(s)?;
+        n..=n
+    };
+    if r.is_empty() {
+        bail!("--seeds: empty range `{s}`");
+    }
+    Ok(r)
+}
+
+impl SimArgs {
+    fn options(&self) -> anyhow::Result<SimOptions> {
+        if self.protocol == Protocol::Raft {
+            bail!("--protocol raft: the Raft simulator arrives with the networked-replicas work; only `bft` is available now");
+        }
+        if self.replicas < 4 || (self.replicas - 1) % 3 != 0 || self.replicas > 64 {
+            bail!(
+                "--replicas {}: BFT needs n = 3f+1 (4, 7, 10, …, ≤ 64)",
+                self.replicas
+            );
+        }
+        if self.twins + self.crash > self.replicas {
+            bail!(
+                "--twins {} plus --crash {} exceed --replicas {}",
+                self.twins,
+                self.crash,
+                self.replicas
+            );
+        }
+        if self.clients == 0 || self.requests == 0 {
+            bail!("--clients and --requests must be positive");
+        }
+        Ok(SimOptions {
+            replicas: self.replicas,
+            twins: self.twins,
+            mutate: self.mutate,
+            crash: self.crash,
+            crash_together: self.crash_together,
+            network_faults: !self.no_network_faults,
+            clients: self.clients,
+            requests_per_client: self.requests,
+            batch: self.batch,
+            pipeline: self.pipeline,
+            checkpoint_interval: self.checkpoint_interval,
+            crypto: match self.crypto {
+                CryptoArg::Sim => CryptoKind::Sim,
+                CryptoArg::Ed25519 => CryptoKind::Ed25519,
+            },
+            broken_quorum: None,
+            trace: self.trace,
+        })
+    }
+}
+
+/// Runs the seeds; the exit status is 0 only when every seed passed.
+pub fn run(args: SimArgs) -> anyhow::Result<i32> {
+    let opts = args.options()?;
+    let mut out = std::io::stdout().lock();
+    if let Some(seed) = args.seed {
+        let r = sim::run(seed, &opts);
+        writeln!(out, "{}", r.report())?;
+        let (p, f) = if r.passed() { (1, 0) } else { (0, 1) };
+        writeln!(out, "{p} passed, {f} failed")?;
+        return Ok(if r.passed() { 0 } else { 1 });
+    }
+    let seeds = parse_seeds(&args.seeds)?;
+    let started = Instant::now();
+    let (mut passed, mut failed) = (0u64, 0u64);
+    for seed in seeds.clone() {
+        let r = sim::run(seed, &opts);
+        if r.passed() {
+            passed += 1;
+        } else {
+            failed += 1;
+            writeln!(out, "{}", r.report())?;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} seeds in {:.2}s: {:.1} seeds/s",
+        passed + failed,
+        secs,
+        (passed + failed) as f64 / secs.max(1e-9)
+    );
+    writeln!(
+        out,
+        "sim protocol=bft replicas={} seeds={}..={} twins={} mutate={} crash={}: {passed} passed, {failed} failed",
+        opts.replicas,
+        seeds.start(),
+        seeds.end(),
+        opts.twins,
+        opts.mutate,
+        opts.crash
+    )?;
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_ranges_parse_and_bad_ones_are_named() {
+        assert_eq!(parse_seeds("1..=500").unwrap(), 1..=500);
+        assert_eq!(parse_seeds("1..5").unwrap(), 1..=4);
+        assert_eq!(parse_seeds("7").unwrap(), 7..=7);
+        assert!(parse_seeds("x..3")
+            .unwrap_err()
+            .to_string()
+            .contains("--seeds"));
+        assert!(parse_seeds("5..=2").is_err());
+    }
+}

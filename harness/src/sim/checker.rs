@@ -1,0 +1,160 @@
+//! Oracles over what correct replicas and clients observed.
+//!
+//! - agreement: no two correct replicas decide different batches at one instance;
+//! - validity and exactly-once: only submitted requests execute, each at most
+//!   once per replica;
+//! - equal state digests at equal checkpoint instances;
+//! - liveness (checked by the world after the heal): every submitted request completes.
+
+use bft_core::crypto::Digest;
+use bft_core::message::{ClientId, Instance, ReplicaId};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Default)]
+pub struct Checker {
+    decided: BTreeMap<Instance, (Digest, ReplicaId)>,
+    executed: BTreeMap<ReplicaId, BTreeSet<(ClientId, u64)>>,
+    checkpoints: BTreeMap<Instance, (Digest, ReplicaId)>,
+    submitted: BTreeSet<(ClientId, u64)>,
+    violations: Vec<String>,
+    /// Instances delivered by any correct replica (for the >f-crash experiment).
+    pub deliveries: u64,
+}
+
+/// Violations kept per run; the first ones tell the story.
+const VIOLATIONS_MAX: usize = 16;
+
+impl Checker {
+    fn violate(&mut self, v: String) {
+        if self.violations.len() < VIOLATIONS_MAX {
+            self.violations.push(v);
+        }
+    }
+
+    pub fn submitted(&mut self, id: (ClientId, u64)) {
+        self.submitted.insert(id);
+    }
+
+    pub fn on_deliver(
+        &mut self,
+        replica: ReplicaId,
+        instance: Instance,
+        digest: Digest,
+        executed: &[(ClientId, u64)],
+    ) {
+        self.deliveries += 1;
+        match self.decided.get(&instance) {
+            Some((d, first)) if *d != digest => {
+                let first = *first;
+                self.violate(format!(
+                    "agreement: instance {instance} decided differently by r{first} and r{replica}"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.decided.insert(instance, (digest, replica));
+            }
+        }
+        for id in executed {
+            if !self.submitted.contains(id) {
+                self.violate(format!(
+                    "validity: r{replica} executed unsubmitted request {id:?}"
+                ));
+            }
+            if !self.executed.entry(replica).or_default().insert(*id) {
+                self.violate(format!("exactly-once: r{replica} executed {id:?} twice"));
+            }
+        }
+    }
+
+    pub fn on_checkpoint(&mut self, replica: ReplicaId, instance: Instance, digest: Digest) {
+        match self.checkpoints.get(&instance) {
+            Some((d, first)) if *d != digest => {
+                let first = *first;
+                self.violate(format!(
+                    "state digest: r{first} and r{replica} differ at checkpoint {instance}"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                self.checkpoints.insert(instance, (digest, replica));
+            }
+        }
+    }
+
+    /// Final states: replicas at the same instance must have the same digest.
+    pub fn final_states(&mut self, states: &[(ReplicaId, Instance, Digest)]) {
+        let mut at: BTreeMap<Instance, (Digest, ReplicaId)> = BTreeMap::new();
+        for (r, i, d) in states {
+            match at.get(i) {
+                Some((dd, first)) if dd != d => {
+                    let first = *first;
+                    self.violate(format!(
+                        "state digest: r{first} and r{r} differ after instance {i}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    at.insert(*i, (*d, *r));
+                }
+            }
+        }
+    }
+
+    pub fn liveness(&mut self, missing: usize, total: usize) {
+        if missing > 0 {
+            self.violate(format!(
+                "liveness: {missing} of {total} submitted requests incomplete after the heal bound"
+            ));
+        }
+    }
+
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    pub fn decided_instances(&self) -> usize {
+        self.decided.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Negative controls: each oracle must fire on the condition it guards.
+
+    #[test]
+    fn agreement_fires_on_conflicting_decisions() {
+        let mut c = Checker::default();
+        c.on_deliver(0, 1, [1; 32], &[]);
+        c.on_deliver(1, 1, [1; 32], &[]);
+        assert!(c.violations().is_empty());
+        c.on_deliver(2, 1, [2; 32], &[]);
+        assert!(c.violations()[0].starts_with("agreement"));
+    }
+
+    #[test]
+    fn validity_and_exactly_once_fire() {
+        let mut c = Checker::default();
+        c.submitted((7, 1));
+        c.on_deliver(0, 1, [1; 32], &[(7, 1)]);
+        assert!(c.violations().is_empty());
+        c.on_deliver(0, 2, [2; 32], &[(7, 1)]);
+        assert!(c.violations()[0].starts_with("exactly-once"));
+        c.on_deliver(1, 3, [3; 32], &[(8, 1)]);
+        assert!(c.violations()[1].starts_with("validity"));
+    }
+
+    #[test]
+    fn digest_and_liveness_fire() {
+        let mut c = Checker::default();
+        c.on_checkpoint(0, 8, [1; 32]);
+        c.on_checkpoint(1, 8, [2; 32]);
+        c.final_states(&[(0, 9, [1; 32]), (1, 9, [3; 32]), (2, 10, [4; 32])]);
+        c.liveness(0, 10);
+        assert_eq!(c.violations().len(), 2);
+        c.liveness(3, 10);
+        assert!(c.violations()[2].starts_with("liveness"));
+    }
+}

@@ -1,0 +1,115 @@
+//! Small-scope mutations of one Byzantine replica's messages (after ByzzFuzz):
+//! regency ±1, instance ±1, payload changed, message dropped. The mutated
+//! message is re-signed and re-MACed with the replica's own keys, so it passes
+//! authentication and tests the protocol logic, not the MAC check.
+
+use bft_core::crypto::{Crypto, Peer};
+use bft_core::message::*;
+use bft_core::rng::Rng;
+use bft_core::wire;
+use std::sync::Arc;
+
+/// Returns the mutated frame, or None to drop it.
+pub fn mutate(
+    frame: &[u8],
+    to: Peer,
+    n: usize,
+    crypto: &dyn Crypto,
+    rng: &mut Rng,
+) -> Option<Vec<u8>> {
+    let Ok((from, mut msg)) = wire::peek(frame, n) else {
+        return Some(frame.to_vec());
+    };
+    match rng.below(4) {
+        0 => return None,
+        1 => shift_regency(&mut msg, if rng.chance(0.5) { 1 } else { -1 }),
+        2 => shift_instance(&mut msg, if rng.chance(0.5) { 1 } else { -1 }),
+        _ => change_payload(&mut msg, rng),
+    }
+    resign(&mut msg, crypto);
+    Some(wire::encode_frame(from, to, &msg, crypto))
+}
+
+fn add(v: &mut u64, delta: i64) {
+    *v = v.saturating_add_signed(delta);
+}
+
+fn shift_regency(msg: &mut Message, d: i64) {
+    match msg {
+        Message::Propose { regency, .. }
+        | Message::Write { regency, .. }
+        | Message::Accept { regency, .. }
+        | Message::Stop { regency }
+        | Message::Sync { regency, .. } => add(regency, d),
+        Message::StopData(sd) => add(&mut sd.regency, d),
+        Message::StateReply(s) => add(&mut s.regency, d),
+        _ => {}
+    }
+}
+
+fn shift_instance(msg: &mut Message, d: i64) {
+    match msg {
+        Message::Propose { instance, .. }
+        | Message::Write { instance, .. }
+        | Message::Accept { instance, .. }
+        | Message::Checkpoint { instance, .. } => add(instance, d),
+        Message::StateRequest { from, .. } => add(from, d),
+        Message::StateReply(s) => {
+            for (i, _) in &mut s.suffix {
+                add(i, d);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn change_payload(msg: &mut Message, rng: &mut Rng) {
+    match msg {
+        Message::Propose { batch, .. } => {
+            let mut b = batch.as_ref().clone();
+            if b.requests.len() > 1 && rng.chance(0.5) {
+                b.requests.pop();
+            } else if let Some(first) = b.requests.first().cloned() {
+                b.requests.push(first); // a duplicate request in the batch
+            }
+            *batch = Arc::new(b);
+        }
+        Message::Write { digest, .. }
+        | Message::Accept { digest, .. }
+        | Message::Checkpoint { digest, .. } => digest[0] ^= 1 << rng.below(8),
+        Message::StopData(sd) => {
+            sd.prepared.pop();
+        }
+        Message::StateReply(s) => {
+            if let Some(b) = s.snapshot.first_mut() {
+                *b ^= 1;
+            }
+            s.suffix.pop();
+        }
+        Message::Reply(r) => {
+            if let Some(b) = r.result.first_mut() {
+                *b ^= 1;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Re-signs whatever the mutation changed, with the Byzantine replica's own key.
+fn resign(msg: &mut Message, crypto: &dyn Crypto) {
+    match msg {
+        Message::Write {
+            regency,
+            instance,
+            digest,
+            sig,
+        } => *sig = crypto.sign(&WriteCert::sign_bytes(*regency, *instance, digest)),
+        Message::Checkpoint {
+            instance,
+            digest,
+            sig,
+        } => *sig = crypto.sign(&CheckpointCert::sign_bytes(*instance, digest)),
+        Message::StopData(sd) => sd.sig = crypto.sign(&sd.sign_bytes()),
+        _ => {}
+    }
+}

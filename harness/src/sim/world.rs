@@ -1,0 +1,616 @@
+//! The simulated world: replicas, clients, a seeded network, one event queue.
+//!
+//! No threads, sockets or clocks: time advances from event to event, every
+//! random choice comes from the scenario's seed, and every collection iterated
+//! is ordered, so a seed replays byte for byte.
+
+use super::checker::Checker;
+use super::mutate::mutate;
+use super::scenario::{CryptoKind, Scenario, SimOptions};
+use bft_core::app::ChainApp;
+use bft_core::client::{Client, ClientAuth, ClientOutput};
+use bft_core::config::Config;
+use bft_core::crypto::{signing_key_from_seed, Crypto, Digest, KeyedCrypto, Peer, SimCrypto};
+use bft_core::message::{ClientId, Instance, ReplicaId};
+use bft_core::replica::{Durable, Output, Replica, Stats};
+use bft_core::rng::Rng;
+use bft_core::time::{Span, Time};
+use bft_core::wire;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+
+/// Simulated time after the heal within which every request must complete.
+pub const LIVENESS_BOUND: Span = Span::from_millis(60_000);
+/// Simulated time the world keeps running after the last request completes.
+const SETTLE: Span = Span::from_millis(1_500);
+/// Upper bound on processed events: a run past it is reported, not hung.
+const EVENTS_MAX: u64 = 20_000_000;
+/// Client ids start here, so they never collide with replica ids in traces.
+pub const CLIENT_ID_BASE: ClientId = 1_000;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Node {
+    Replica(usize),
+    Client(usize),
+}
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Payload {
+    Frame { to: Node, frame: Vec<u8> },
+    Crash(ReplicaId),
+    Restart(ReplicaId),
+}
+
+struct ReplicaSlot {
+    id: ReplicaId,
+    copy: u8,
+    node: Option<Replica>,
+    durable: Option<Durable>,
+    timer: Option<Time>,
+}
+
+struct ClientSlot {
+    client: Client,
+    done: u64,
+    timer: Option<Time>,
+}
+
+/// One delivered instance, for experiments that look at when things happened.
+#[derive(Clone, Copy, Debug)]
+pub struct DeliveryRecord {
+    pub at: Time,
+    pub replica: ReplicaId,
+    pub instance: Instance,
+}
+
+#[derive(Debug)]
+pub struct RunResult {
+    pub scenario: Scenario,
+    pub violations: Vec<String>,
+    pub decided: usize,
+    pub completed: u64,
+    pub submitted: u64,
+    pub events: u64,
+    pub end: Time,
+    pub last_completion: Time,
+    pub trace: u64,
+    pub max_regency: u64,
+    pub stats: Stats,
+    pub deliveries: Vec<DeliveryRecord>,
+    /// Final (replica, last executed, state digest) of every live correct replica.
+    pub finals: Vec<(ReplicaId, Instance, Digest)>,
+    pub latency_sum: Span,
+}
+
+impl RunResult {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+pub struct World {
+    sc: Scenario,
+    opts: SimOptions,
+    rng: Rng,
+    now: Time,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(Time, u64, Payload)>>,
+    replicas: Vec<ReplicaSlot>,
+    clients: Vec<ClientSlot>,
+    checker: Checker,
+    byzantine: Vec<ReplicaId>,
+    trace: u64,
+    events: u64,
+    last_completion: Time,
+    latency_sum: Span,
+    deliveries: Vec<DeliveryRecord>,
+    crashed_stats: Stats,
+}
+
+fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+fn master_key(seed: u64) -> [u8; 32] {
+    bft_core::crypto::hash_parts(&[b"sim-master", &seed.to_le_bytes()])
+}
+
+impl World {
+    pub fn new(seed: u64, opts: &SimOptions) -> World {
+        let sc = Scenario::derive(seed, opts);
+        let mut w = World {
+            rng: Rng::new(seed ^ 0x5EED_0F_5EED),
+            byzantine: sc.byzantine(),
+            sc,
+            opts: opts.clone(),
+            now: Time::ZERO,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            replicas: Vec::new(),
+            clients: Vec::new(),
+            checker: Checker::default(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            events: 0,
+            last_completion: Time::ZERO,
+            latency_sum: Span::ZERO,
+            deliveries: Vec::new(),
+            crashed_stats: Stats::default(),
+        };
+        for id in 0..w.sc.n as ReplicaId {
+            let copies = if w.sc.twins.contains(&id) { 2 } else { 1 };
+            for copy in 0..copies {
+                let node = w.make_replica(id, copy, None);
+                w.replicas.push(ReplicaSlot {
+                    id,
+                    copy,
+                    node: Some(node),
+                    durable: None,
+                    timer: None,
+                });
+            }
+        }
+        for c in 0..opts.clients {
+            let id = CLIENT_ID_BASE + c as ClientId;
+            let auth = if w.sc.signed_clients {
+                ClientAuth::Signature
+            } else {
+                ClientAuth::Macs
+            };
+            let client = Client::new(
+                id,
+                w.sc.n,
+                w.crypto_for(Peer::Client(id)),
+                auth,
+                Span::from_millis(300),
+            );
+            w.clients.push(ClientSlot {
+                client,
+                done: 0,
+                timer: None,
+            });
+        }
+        for c in w.sc.crashes.clone() {
+            w.push(c.at, Payload::Crash(c.replica));
+            w.push(c.restart, Payload::Restart(c.replica));
+        }
+        w
+    }
+
+    fn crypto_for(&self, me: Peer) -> Box<dyn Crypto + Send> {
+        let master = master_key(self.sc.seed);
+        match self.opts.crypto {
+            CryptoKind::Sim => Box::new(SimCrypto::new(me, master, self.sc.n)),
+            CryptoKind::Ed25519 => {
+                let seed = self.sc.seed;
+                let replicas = (0..self.sc.n as ReplicaId)
+                    .map(|r| signing_key_from_seed(seed, Peer::Replica(r)).verifying_key())
+                    .collect();
+                let clients = (0..self.opts.clients as ClientId)
+                    .map(|c| {
+                        let id = CLIENT_ID_BASE + c;
+                        (
+                            id,
+                            signing_key_from_seed(seed, Peer::Client(id)).verifying_key(),
+                        )
+                    })
+                    .collect();
+                Box::new(KeyedCrypto::new(
+                    me,
+                    master,
+                    signing_key_from_seed(seed, me),
+                    replicas,
+                    clients,
+                ))
+            }
+        }
+    }
+
+    fn config_for(&self, id: ReplicaId) -> Config {
+        let mut cfg = Config::new(self.sc.n, id);
+        cfg.batch_max_requests = self.sc.batch;
+        cfg.pipeline = self.sc.pipeline;
+        cfg.checkpoint_interval = self.sc.checkpoint_interval;
+        cfg.request_timeout = self.sc.request_timeout;
+        cfg.view_change_timeout = self.sc.view_change_timeout;
+        cfg.state_transfer_timeout = self.sc.request_timeout;
+        cfg.broken_quorum_for_tests = self.opts.broken_quorum;
+        cfg
+    }
+
+    fn make_replica(&self, id: ReplicaId, copy: u8, durable: Option<Durable>) -> Replica {
+        let cfg = self.config_for(id);
+        let crypto = self.crypto_for(Peer::Replica(id));
+        let seed = self.sc.seed.wrapping_mul(31).wrapping_add(copy as u64) ^ self.now.0;
+        let app = Box::new(ChainApp::default());
+        match durable {
+            None => Replica::new(cfg, crypto, app, seed),
+            Some(d) => Replica::recover(cfg, crypto, app, d, seed, self.now),
+        }
+        .expect("the simulator builds valid configurations")
+    }
+
+    fn push(&mut self, at: Time, p: Payload) {
+        self.seq += 1;
+        self.queue.push(Reverse((at, self.seq, p)));
+    }
+
+    fn is_correct(&self, id: ReplicaId) -> bool {
+        !self.byzantine.contains(&id)
+    }
+
+    // ------------------------------------------------------------ network
+
+    fn side(&self, slot: usize) -> Option<bool> {
+        let s = &self.replicas[slot];
+        if self.now < self.sc.heal && !self.sc.twins.is_empty() {
+            if self.sc.twins.contains(&s.id) {
+                return Some(s.copy == 1);
+            }
+            let round = self.now.0 / self.sc.round.0.max(1);
+            let h = fnv(fnv(self.sc.seed, &round.to_le_bytes()), &s.id.to_le_bytes());
+            return Some(h & 1 == 1);
+        }
+        None
+    }
+
+    fn partitioned(&self, a: usize, b: usize) -> bool {
+        if let (Some(x), Some(y)) = (self.side(a), self.side(b)) {
+            if x != y {
+                return true;
+            }
+        }
+        let (ia, ib) = (self.replicas[a].id, self.replicas[b].id);
+        self.sc.partitions.iter().any(|p| {
+            p.start <= self.now
+                && self.now < p.end
+                && p.side_a.contains(&ia) != p.side_a.contains(&ib)
+        })
+    }
+
+    fn mutating(&mut self, from: usize) -> bool {
+        let id = self.replicas[from].id;
+        if self.sc.mutated != Some(id) {
+            return false;
+        }
+        let round = self.now.0 / self.sc.round.0.max(1);
+        let active = fnv(self.sc.seed ^ 0xB12, &round.to_le_bytes()) % 2 == 0;
+        active && self.rng.chance(self.sc.mutate_rate)
+    }
+
+    fn route_from_replica(&mut self, from: usize, to: Peer, frame: Vec<u8>) {
+        let frame = if self.mutating(from) {
+            let slot = &self.replicas[from];
+            let Some(node) = &slot.node else { return };
+            match mutate(&frame, to, self.sc.n, node.crypto(), &mut self.rng) {
+                Some(f) => f,
+                None => return,
+            }
+        } else {
+            frame
+        };
+        match to {
+            Peer::Replica(id) => {
+                let targets: Vec<usize> = (0..self.replicas.len())
+                    .filter(|&i| self.replicas[i].id == id && !self.partitioned(from, i))
+                    .collect();
+                for t in targets {
+                    self.transmit(Node::Replica(t), frame.clone());
+                }
+            }
+            Peer::Client(c) => {
+                if let Some(idx) = c.checked_sub(CLIENT_ID_BASE) {
+                    if (idx as usize) < self.clients.len() {
+                        self.transmit(Node::Client(idx as usize), frame);
+                    }
+                }
+            }
+        }
+    }
+
+    fn route_from_client(&mut self, to: ReplicaId, frame: Vec<u8>) {
+        let targets: Vec<usize> = (0..self.replicas.len())
+            .filter(|&i| self.replicas[i].id == to)
+            .collect();
+        for t in targets {
+            self.transmit(Node::Replica(t), frame.clone());
+        }
+    }
+
+    /// Applies loss, duplication, delay and reordering, then queues the frame.
+    fn transmit(&mut self, to: Node, frame: Vec<u8>) {
+        let faulty = self.now < self.sc.heal;
+        if faulty && self.rng.chance(self.sc.loss) {
+            return;
+        }
+        let copies = if faulty && self.rng.chance(self.sc.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let (lo, hi) = (self.sc.delay_min.0, self.sc.delay_max.0);
+            let mut delay = self.rng.range(lo, hi);
+            if faulty && self.rng.chance(self.sc.reorder) {
+                delay += self.rng.range(0, 5 * hi);
+            }
+            self.push(
+                self.now + Span(delay),
+                Payload::Frame {
+                    to,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    // ------------------------------------------------------------ nodes
+
+    fn drain_replica(&mut self, slot: usize) {
+        let id = self.replicas[slot].id;
+        let correct = self.is_correct(id);
+        loop {
+            let Some(node) = self.replicas[slot].node.as_mut() else {
+                return;
+            };
+            let Some(out) = node.poll_output() else { break };
+            match out {
+                Output::Send { to, frame } => self.route_from_replica(slot, to, frame),
+                Output::Deliver {
+                    instance,
+                    digest,
+                    executed,
+                } => {
+                    if correct {
+                        self.checker.on_deliver(id, instance, digest, &executed);
+                        self.deliveries.push(DeliveryRecord {
+                            at: self.now,
+                            replica: id,
+                            instance,
+                        });
+                    }
+                }
+                Output::Checkpoint { instance, digest } => {
+                    if correct {
+                        self.checker.on_checkpoint(id, instance, digest);
+                    }
+                }
+            }
+        }
+        let timer = self.replicas[slot]
+            .node
+            .as_ref()
+            .and_then(|n| n.poll_timeout());
+        self.replicas[slot].timer = timer;
+    }
+
+    fn drain_client(&mut self, idx: usize) {
+        while let Some(out) = self.clients[idx].client.poll_output() {
+            match out {
+                ClientOutput::Send { to, frame } => self.route_from_client(to, frame),
+                ClientOutput::Complete { latency, .. } => {
+                    self.clients[idx].done += 1;
+                    self.last_completion = self.now;
+                    self.latency_sum = Span(self.latency_sum.0 + latency.0);
+                    self.submit_next(idx);
+                }
+            }
+        }
+        self.clients[idx].timer = self.clients[idx].client.poll_timeout();
+    }
+
+    fn submit_next(&mut self, idx: usize) {
+        let c = &mut self.clients[idx];
+        if c.done >= self.opts.requests_per_client || !c.client.is_idle() {
+            return;
+        }
+        let mut op = c.client.id().to_le_bytes().to_vec();
+        op.extend_from_slice(&self.rng.next_u64().to_le_bytes());
+        let seq = c.client.submit(self.now, op);
+        let id = c.client.id();
+        self.checker.submitted((id, seq));
+    }
+
+    fn deliver_frame(&mut self, to: Node, frame: Vec<u8>) {
+        self.trace = fnv(fnv(self.trace, &self.now.0.to_le_bytes()), &frame);
+        if self.opts.trace {
+            let kind =
+                wire::peek(&frame, self.sc.n).map(|(from, m)| format!("{from:?} {}", m.kind()));
+            println!(
+                "{:?} -> {:?}: {}",
+                self.now,
+                to,
+                kind.unwrap_or_else(|e| e.to_string())
+            );
+        }
+        match to {
+            Node::Replica(slot) => {
+                if let Some(node) = self.replicas[slot].node.as_mut() {
+                    node.handle_message(self.now, &frame);
+                    self.drain_replica(slot);
+                }
+            }
+            Node::Client(idx) => {
+                self.clients[idx].client.handle_message(self.now, &frame);
+                self.drain_client(idx);
+            }
+        }
+    }
+
+    fn crash(&mut self, id: ReplicaId) {
+        for slot in self.replicas.iter_mut().filter(|s| s.id == id) {
+            if let Some(node) = slot.node.take() {
+                add_stats(&mut self.crashed_stats, node.stats());
+                slot.durable = Some(node.durable());
+                slot.timer = None;
+            }
+        }
+    }
+
+    fn restart(&mut self, id: ReplicaId) {
+        for slot in 0..self.replicas.len() {
+            if self.replicas[slot].id == id && self.replicas[slot].node.is_none() {
+                let durable = self.replicas[slot].durable.take();
+                let copy = self.replicas[slot].copy;
+                self.replicas[slot].node = Some(self.make_replica(id, copy, durable));
+                self.drain_replica(slot);
+            }
+        }
+    }
+
+    fn all_done(&self) -> bool {
+        self.clients
+            .iter()
+            .all(|c| c.done >= self.opts.requests_per_client)
+    }
+
+    /// The earliest timer, ties broken by node order.
+    fn next_timer(&self) -> Option<(Time, Node)> {
+        let r = self
+            .replicas
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.timer.map(|t| (t, Node::Replica(i))));
+        let c = self
+            .clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.timer.map(|t| (t, Node::Client(i))));
+        r.chain(c).min()
+    }
+
+    pub fn run(mut self) -> RunResult {
+        for idx in 0..self.clients.len() {
+            self.submit_next(idx);
+            self.drain_client(idx);
+        }
+        let deadline = self.sc.heal + LIVENESS_BOUND;
+        let mut settle_until: Option<Time> = None;
+        while self.events < EVENTS_MAX {
+            if settle_until.is_none() && self.all_done() {
+                settle_until = Some(self.now.max(self.sc.heal) + SETTLE);
+            }
+            let next_event = self.queue.peek().map(|Reverse((t, _, _))| *t);
+            let timer = self.next_timer();
+            let at = match (next_event, timer) {
+                (None, None) => break,
+                (Some(e), None) => e,
+                (None, Some((t, _))) => t,
+                (Some(e), Some((t, _))) => e.min(t),
+            };
+            if at > settle_until.unwrap_or(deadline).min(deadline) {
+                break;
+            }
+            self.events += 1;
+            self.now = self.now.max(at);
+            match timer {
+                Some((t, node)) if next_event.is_none_or(|e| t <= e) => self.fire_timer(node),
+                _ => {
+                    let Some(Reverse((_, _, payload))) = self.queue.pop() else {
+                        break;
+                    };
+                    match payload {
+                        Payload::Frame { to, frame } => self.deliver_frame(to, frame),
+                        Payload::Crash(id) => self.crash(id),
+                        Payload::Restart(id) => self.restart(id),
+                    }
+                }
+            }
+        }
+        self.finish()
+    }
+
+    fn fire_timer(&mut self, node: Node) {
+        match node {
+            Node::Replica(slot) => {
+                if let Some(n) = self.replicas[slot].node.as_mut() {
+                    n.handle_timeout(self.now);
+                }
+                self.drain_replica(slot);
+            }
+            Node::Client(idx) => {
+                self.clients[idx].client.handle_timeout(self.now);
+                self.drain_client(idx);
+            }
+        }
+    }
+
+    fn finish(mut self) -> RunResult {
+        let submitted = self.opts.clients as u64 * self.opts.requests_per_client;
+        let completed: u64 = self.clients.iter().map(|c| c.done).sum();
+        if self.events >= EVENTS_MAX {
+            self.checker.liveness(1, 1);
+        }
+        let within_f = self.byzantine.len() <= self.sc.f();
+        if within_f {
+            self.checker
+                .liveness((submitted - completed) as usize, submitted as usize);
+        }
+        let mut finals = Vec::new();
+        let mut stats = self.crashed_stats.clone();
+        let mut max_regency = 0;
+        for s in &self.replicas {
+            if let Some(node) = &s.node {
+                add_stats(&mut stats, node.stats());
+                max_regency = max_regency.max(node.regency());
+                if self.is_correct(s.id) {
+                    finals.push((s.id, node.last_executed(), node.state_digest()));
+                }
+            }
+        }
+        self.checker.final_states(&finals);
+        RunResult {
+            violations: self.checker.violations().to_vec(),
+            decided: self.checker.decided_instances(),
+            scenario: self.sc,
+            completed,
+            submitted,
+            events: self.events,
+            end: self.now,
+            last_completion: self.last_completion,
+            trace: self.trace,
+            max_regency,
+            stats,
+            deliveries: self.deliveries,
+            finals,
+            latency_sum: self.latency_sum,
+        }
+    }
+}
+
+fn add_stats(acc: &mut Stats, s: &Stats) {
+    acc.dropped_undecodable += s.dropped_undecodable;
+    acc.dropped_bad_auth += s.dropped_bad_auth;
+    acc.dropped_unknown_sender += s.dropped_unknown_sender;
+    acc.dropped_out_of_bounds += s.dropped_out_of_bounds;
+    acc.dropped_invalid += s.dropped_invalid;
+    acc.dropped_pending_full += s.dropped_pending_full;
+    acc.equivocations_seen += s.equivocations_seen;
+    acc.regencies_installed += s.regencies_installed;
+    acc.state_transfers_started += s.state_transfers_started;
+    acc.state_transfers_applied += s.state_transfers_applied;
+    acc.poisoned_state_rejected += s.poisoned_state_rejected;
+    acc.plan_conflicts += s.plan_conflicts;
+    acc.instances_decided += s.instances_decided;
+    acc.requests_executed += s.requests_executed;
+}
+
+/// Runs one seed.
+pub fn run(seed: u64, opts: &SimOptions) -> RunResult {
+    World::new(seed, opts).run()
+}
+
+/// For reports: ordered map of stat names to values.
+pub fn stats_map(s: &Stats) -> BTreeMap<&'static str, u64> {
+    BTreeMap::from([
+        ("regencies", s.regencies_installed),
+        ("state_transfers", s.state_transfers_applied),
+        ("equivocations_seen", s.equivocations_seen),
+        ("dropped_bad_auth", s.dropped_bad_auth),
+        ("plan_conflicts", s.plan_conflicts),
+        ("poisoned_rejected", s.poisoned_state_rejected),
+    ])
+}

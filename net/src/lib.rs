@@ -1,0 +1,1 @@
+//! Sockets and event loops: placeholder until the networked-replicas issue lands.

@@ -1,0 +1,1 @@
+//! Key-value App and YCSB generators: placeholder until the YCSB issue lands.

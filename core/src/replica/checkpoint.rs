@@ -75,10 +75,38 @@ impl Replica {
             digest: d,
             sigs,
         };
-        match self.own_checkpoints.get(&c).cloned() {
-            Some((own, snapshot)) if own == d => self.make_stable(cert, snapshot),
+        self.adopt_checkpoint_cert(cert);
+    }
+
+    /// A valid stable-checkpoint certificate, from our votes or a peer's message:
+    /// stabilise our own matching checkpoint, or note that we are behind.
+    pub(super) fn adopt_checkpoint_cert(&mut self, cert: CheckpointCert) {
+        if cert.instance <= self.stable.cert.instance {
+            return;
+        }
+        match self.own_checkpoints.get(&cert.instance).cloned() {
+            Some((own, snapshot)) if own == cert.digest => self.make_stable(cert, snapshot),
             Some(_) => self.stats.plan_conflicts += 1,
-            None => self.note_stable_elsewhere(cert),
+            None if cert.instance > self.last_executed => self.note_stable_elsewhere(cert),
+            None => {}
+        }
+    }
+
+    /// Re-sends our votes for checkpoints not yet stable (a lost vote must not
+    /// pin the low watermark forever).
+    pub(super) fn resend_checkpoint_votes(&mut self) {
+        let own: Vec<(Instance, Digest)> = self
+            .own_checkpoints
+            .iter()
+            .map(|(i, (d, _))| (*i, *d))
+            .collect();
+        for (i, d) in own {
+            let sig = self.crypto.sign(&CheckpointCert::sign_bytes(i, &d));
+            self.broadcast(Message::Checkpoint {
+                instance: i,
+                digest: d,
+                sig,
+            });
         }
     }
 
@@ -180,6 +208,7 @@ impl Replica {
             self.stats.dropped_invalid += 1;
             return;
         }
+        self.adopt_checkpoint_cert(reply.checkpoint.clone());
         if let Some(t) = self.transfer.as_mut() {
             t.replies.insert(s, reply);
         }

@@ -206,6 +206,9 @@ impl Replica {
             for req in &batch.requests {
                 self.execute_request(req, false);
             }
+            if self.last_executed % self.cfg.checkpoint_interval == 0 {
+                self.take_checkpoint(self.last_executed);
+            }
         }
         self.next_propose = self.last_executed + 1;
     }
@@ -401,6 +404,25 @@ impl Replica {
     pub fn log_len(&self) -> usize {
         self.slots.len()
     }
+    /// A one-line summary of the protocol state, for traces.
+    pub fn summary(&self) -> String {
+        format!(
+            "reg={} {} synced={} stop={:?} exec={} stable={} pending={} transfer={}",
+            self.regency,
+            if self.mode == Mode::Syncing {
+                "SYNCING"
+            } else {
+                "normal"
+            },
+            self.synced_regency,
+            self.stop_target,
+            self.last_executed,
+            self.stable.cert.instance,
+            self.pending.len(),
+            self.transfer.is_some()
+        )
+    }
+
     /// A copy of what survives a crash.
     pub fn durable(&self) -> Durable {
         Durable {

@@ -385,6 +385,7 @@ impl Replica {
                     self.send_replica(leader, Message::Request(req));
                 }
             }
+            self.resend_checkpoint_votes();
             self.progress_phase = 1;
             self.progress_deadline = Some(self.now + self.cfg.request_timeout);
             return;

@@ -157,8 +157,8 @@ impl Replica {
         }
         self.enter_normal(t);
         self.synced_regency = t;
+        self.adopt_checkpoint_cert(plan.checkpoint.clone());
         if plan.checkpoint.instance > self.last_executed {
-            self.note_stable_elsewhere(plan.checkpoint.clone());
             self.start_state_transfer();
         }
         for (i, d, batch) in &plan.entries {

@@ -380,6 +380,17 @@ impl World {
                 }
             }
         }
+        if self.opts.trace {
+            if let Some(node) = &self.replicas[slot].node {
+                println!(
+                    "{:?}   r{}.{} {}",
+                    self.now,
+                    id,
+                    self.replicas[slot].copy,
+                    node.summary()
+                );
+            }
+        }
         let timer = self.replicas[slot]
             .node
             .as_ref()

@@ -34,3 +34,5 @@ pub const CERT_ENTRIES_MAX: usize = REPLICAS_MAX;
 pub const BACKOFF_EXP_MAX: u32 = 6;
 /// Largest decided-log suffix one state-transfer reply carries.
 pub const STATE_SUFFIX_MAX: usize = LOG_WINDOW_MAX as usize;
+/// PROPOSEs buffered while waiting for the SYNC of their regency.
+pub const EARLY_PROPOSALS_MAX: usize = PIPELINE_MAX as usize;

@@ -257,6 +257,7 @@ impl Replica {
             self.stats.regencies_installed += 1;
         }
         self.enter_normal(x);
+        self.replay_early_proposals(x);
     }
 
     /// Restores the highest certified snapshot above our state whose bytes match its digest.
@@ -270,7 +271,7 @@ impl Replica {
             .filter(|r| r.checkpoint.instance > self.last_executed && !r.snapshot.is_empty())
             .map(|r| (r.checkpoint.clone(), r.snapshot.clone()))
             .collect();
-        candidates.sort_by(|a, b| b.0.instance.cmp(&a.0.instance));
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.0.instance));
         if candidates.is_empty() {
             return false;
         }

@@ -110,6 +110,10 @@ pub struct Replica {
     checkpoint_votes: BTreeMap<Instance, BTreeMap<ReplicaId, (Digest, crate::crypto::Signature)>>,
     own_checkpoints: BTreeMap<Instance, (Digest, Arc<Vec<u8>>)>,
     known_stable: Option<CheckpointCert>,
+    /// PROPOSEs that arrived before the SYNC of their regency (bounded).
+    early: BTreeMap<(Regency, Instance), Arc<Batch>>,
+    /// Highest regency each peer was seen voting in, when above ours.
+    ahead: BTreeMap<ReplicaId, Regency>,
     transfer: Option<Transfer>,
     outputs: VecDeque<Output>,
     to_self: VecDeque<Message>,
@@ -166,6 +170,8 @@ impl Replica {
             checkpoint_votes: BTreeMap::new(),
             own_checkpoints: BTreeMap::new(),
             known_stable: None,
+            early: BTreeMap::new(),
+            ahead: BTreeMap::new(),
             transfer: None,
             outputs: VecDeque::new(),
             to_self: VecDeque::new(),
@@ -306,7 +312,7 @@ impl Replica {
         if self.pending.is_empty() {
             self.progress_deadline = None;
             self.progress_phase = 0;
-        } else if self.progress_deadline.is_none() {
+        } else if self.progress_deadline.is_none() && self.mode == Mode::Normal {
             self.progress_deadline = Some(self.now + self.cfg.request_timeout);
         }
     }

@@ -126,6 +126,10 @@ impl Replica {
     }
 
     pub(super) fn on_propose(&mut self, s: ReplicaId, r: Regency, i: Instance, batch: Arc<Batch>) {
+        self.note_regency_evidence(s, r);
+        if self.keep_early_proposal(s, r, i, &batch) {
+            return;
+        }
         if r != self.regency || self.mode != super::Mode::Normal || s != self.cfg.leader_of(r) {
             self.stats.dropped_invalid += 1;
             return;
@@ -152,6 +156,53 @@ impl Replica {
         self.vote_write(i);
         self.try_accept(i);
         self.try_decide(i);
+    }
+
+    /// A PROPOSE may overtake the SYNC of its regency: keep it for later.
+    fn keep_early_proposal(
+        &mut self,
+        s: ReplicaId,
+        r: Regency,
+        i: Instance,
+        batch: &Arc<Batch>,
+    ) -> bool {
+        let waiting =
+            (r == self.regency && self.mode == super::Mode::Syncing) || r == self.regency + 1;
+        if !waiting || s != self.cfg.leader_of(r) || !self.in_window(i) {
+            return false;
+        }
+        if self.early.len() < EARLY_PROPOSALS_MAX {
+            self.early.insert((r, i), batch.clone());
+        } else {
+            self.stats.dropped_out_of_bounds += 1;
+        }
+        true
+    }
+
+    /// Proposals kept for regency `t`, now that it is synchronised.
+    pub(super) fn replay_early_proposals(&mut self, t: Regency) {
+        let early = std::mem::take(&mut self.early);
+        for ((r, i), batch) in early {
+            if r == t {
+                self.on_propose(self.cfg.leader_of(t), t, i, batch);
+            } else if r > t {
+                self.early.insert((r, i), batch);
+            }
+        }
+    }
+
+    /// Votes from f+1 replicas in a higher regency mean we fell behind: fetch state.
+    pub(super) fn note_regency_evidence(&mut self, s: ReplicaId, r: Regency) {
+        if r <= self.regency {
+            return;
+        }
+        let e = self.ahead.entry(s).or_insert(r);
+        *e = (*e).max(r);
+        let regency = self.regency;
+        self.ahead.retain(|_, v| *v > regency);
+        if self.ahead.len() > self.cfg.f() {
+            self.start_state_transfer();
+        }
     }
 
     /// Sends WRITE for the slot's proposal in the current regency, once.
@@ -190,6 +241,7 @@ impl Replica {
         d: Digest,
         sig: Signature,
     ) {
+        self.note_regency_evidence(s, r);
         if !self.vote_regency_ok(r) || !self.in_window(i) {
             self.stats.dropped_out_of_bounds += 1;
             return;
@@ -255,6 +307,7 @@ impl Replica {
     }
 
     pub(super) fn on_accept(&mut self, s: ReplicaId, r: Regency, i: Instance, d: Digest) {
+        self.note_regency_evidence(s, r);
         if !self.vote_regency_ok(r) || !self.in_window(i) {
             self.stats.dropped_out_of_bounds += 1;
             return;
@@ -367,7 +420,7 @@ impl Replica {
 
     /// First expiry: forward pending requests to the leader. Later: ask for a leader change.
     pub(super) fn on_progress_timeout(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() || self.mode == super::Mode::Syncing {
             self.progress_deadline = None;
             return;
         }

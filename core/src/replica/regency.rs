@@ -76,6 +76,10 @@ impl Replica {
         }
         self.view_deadline =
             Some(self.now + self.cfg.view_change_timeout.backoff(self.view_failures));
+        // The new regency gets a full request timeout once it is synchronised;
+        // until then only the view-change timer escalates.
+        self.progress_phase = 0;
+        self.progress_deadline = None;
         let sd = self.build_stop_data(t);
         self.send_replica(self.cfg.leader_of(t), Message::StopData(sd));
     }
@@ -166,6 +170,7 @@ impl Replica {
         }
         self.next_propose = (plan.last() + 1).max(self.last_executed + 1);
         self.pending.requeue();
+        self.replay_early_proposals(t);
     }
 
     fn adopt_planned(
@@ -210,6 +215,7 @@ impl Replica {
         self.view_deadline = None;
         self.stop_votes.retain(|_, v| *v > t);
         self.stop_data.retain(|_, sd| sd.regency > t);
+        self.ahead.retain(|_, v| *v > t);
         for slot in self.slots.values_mut() {
             slot.prune_before(t);
         }

@@ -121,9 +121,14 @@ fn master_key(seed: u64) -> [u8; 32] {
 
 impl World {
     pub fn new(seed: u64, opts: &SimOptions) -> World {
-        let sc = Scenario::derive(seed, opts);
+        World::from_scenario(Scenario::derive(seed, opts), opts)
+    }
+
+    /// A world for a hand-written scenario (tests pin exact fault schedules).
+    pub fn from_scenario(sc: Scenario, opts: &SimOptions) -> World {
+        let seed = sc.seed;
         let mut w = World {
-            rng: Rng::new(seed ^ 0x5EED_0F_5EED),
+            rng: Rng::new(seed ^ 0x005E_ED0F_5EED),
             byzantine: sc.byzantine(),
             sc,
             opts: opts.clone(),

@@ -1,0 +1,387 @@
+//! Regression tests for bugs in BFT-SMaRt's history (PROTOCOL.md) and for the
+//! bounds every peer input must respect.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use bft_core::crypto::{Crypto, Peer};
+use bft_core::limits::PENDING_REQUESTS_MAX;
+use bft_core::message::*;
+use bft_core::replica::state::PENDING_PER_CLIENT_MAX;
+use bft_core::replica::verify;
+use bft_core::replica::Replica;
+use bft_core::time::Span;
+use std::sync::Arc;
+use support::*;
+
+#[test]
+fn a_request_is_decided_and_executed_once_everywhere() {
+    let mut c = Cluster::new(4);
+    c.submit(&request(100, 1, b"op", 4));
+    for r in 0..4 {
+        assert_eq!(c.get(r).last_executed(), 1);
+        assert_eq!(c.executed_count(r), 1);
+    }
+    let d0 = c.get(0).state_digest();
+    assert!((1..4).all(|r| c.get(r).state_digest() == d0));
+    assert_eq!(c.to_clients.len(), 4, "every replica replies");
+}
+
+/// BFT-SMaRt bug: a leader re-proposing an already-decided batch.
+#[test]
+fn a_re_proposed_decided_batch_executes_nothing_twice() {
+    let mut c = Cluster::new(4);
+    let req = request(100, 1, b"op", 4);
+    c.submit(&req);
+    let replay = Message::Propose {
+        regency: 0,
+        instance: 2,
+        batch: Arc::new(Batch {
+            requests: vec![req.clone()],
+        }),
+    };
+    for r in 1..4 {
+        c.inject(r, &frame(0, Peer::Replica(r), &replay, 4));
+    }
+    c.settle();
+    for r in 1..4 {
+        assert_eq!(c.get(r).last_executed(), 2, "the re-proposal is decided");
+        assert_eq!(c.executed_count(r), 1, "but its request does not run again");
+    }
+    let second: Vec<_> = c.delivered.iter().filter(|d| d.instance == 2).collect();
+    assert!(!second.is_empty() && second.iter().all(|d| d.executed.is_empty()));
+}
+
+/// BFT-SMaRt bug: a request replayed after a crash ran again because client
+/// sequence numbers were not carried through the log and checkpoints.
+#[test]
+fn a_request_replayed_after_restart_or_state_transfer_is_not_executed_again() {
+    let mut c = Cluster::new(4);
+    let reqs: Vec<_> = (1..=5).map(|s| request(100, s, b"op", 4)).collect();
+    for r in &reqs {
+        c.submit(r);
+    }
+    // Restart replica 3 from its durable state (stable checkpoint at 4 + log).
+    let durable = c.get(3).durable();
+    let cfg = config(4, 3);
+    let restarted = Replica::recover(
+        cfg,
+        Box::new(crypto(Peer::Replica(3), 4)),
+        Box::new(bft_core::app::ChainApp::default()),
+        durable,
+        9,
+        c.now,
+    )
+    .unwrap();
+    c.replicas[3] = Some(restarted);
+    c.collect(3);
+    c.settle();
+    assert_eq!(c.get(3).last_executed(), 5);
+    assert_eq!(c.get(3).client_last_seq(100), Some(5));
+    let before = c.executed_count(3);
+    c.submit(&reqs[0]);
+    c.submit(&reqs[4]);
+    assert_eq!(
+        c.executed_count(3),
+        before,
+        "old requests are not re-executed"
+    );
+    // A replica that lost everything catches up by state transfer; the client
+    // table comes with the snapshot, so replays are still refused.
+    c.replicas[2] = Some(replica(config(4, 2)));
+    c.submit(&request(100, 6, b"op", 4)); // drives a checkpoint-less catch-up
+    c.advance(Span::from_millis(1000));
+    let fresh = c.get(2);
+    assert!(fresh.last_executed() >= 4, "caught up: {}", fresh.summary());
+    assert_eq!(fresh.client_last_seq(100), Some(6));
+    let executed = c.executed_count(2);
+    c.submit(&reqs[1]);
+    assert_eq!(c.executed_count(2), executed);
+}
+
+fn checkpoint_cert(instance: Instance, digest: [u8; 32], signers: &[ReplicaId]) -> CheckpointCert {
+    CheckpointCert {
+        instance,
+        digest,
+        sigs: signers
+            .iter()
+            .map(|s| {
+                let sig = crypto(Peer::Replica(*s), 4)
+                    .sign(&CheckpointCert::sign_bytes(instance, &digest));
+                (*s, sig)
+            })
+            .collect(),
+    }
+}
+
+/// BFT-SMaRt bug: ACCEPTs (or signatures) from different instances accepted as one certificate.
+#[test]
+fn mixed_instance_certificates_and_votes_are_rejected() {
+    let cfg = config(4, 0);
+    let cr = crypto(Peer::Replica(0), 4);
+    let d = [7u8; 32];
+    let sigs = (1..4)
+        .map(|s| {
+            let inst = s as u64; // each signer signed a different instance
+            (
+                s,
+                crypto(Peer::Replica(s), 4).sign(&WriteCert::sign_bytes(0, inst, &d)),
+            )
+        })
+        .collect();
+    let mixed = WriteCert {
+        regency: 0,
+        instance: 1,
+        digest: d,
+        sigs,
+    };
+    assert!(!verify::write_cert_valid(&cfg, &cr, &mixed));
+    let good = WriteCert {
+        sigs: (1..4)
+            .map(|s| {
+                (
+                    s,
+                    crypto(Peer::Replica(s), 4).sign(&WriteCert::sign_bytes(0, 1, &d)),
+                )
+            })
+            .collect(),
+        ..mixed.clone()
+    };
+    assert!(verify::write_cert_valid(&cfg, &cr, &good));
+    let mut dup = good.clone();
+    dup.sigs[1] = dup.sigs[0];
+    assert!(
+        !verify::write_cert_valid(&cfg, &cr, &dup),
+        "a signer counted twice"
+    );
+    let mut mixed_ckpt = checkpoint_cert(4, d, &[1, 2, 3]);
+    mixed_ckpt.sigs[2] = checkpoint_cert(8, d, &[3]).sigs[0];
+    assert!(!verify::checkpoint_cert_valid(&cfg, &cr, &mixed_ckpt));
+    assert!(verify::checkpoint_cert_valid(
+        &cfg,
+        &cr,
+        &checkpoint_cert(4, d, &[1, 2, 3])
+    ));
+
+    // ACCEPTs for three different instances never decide any of them.
+    let mut c = Cluster::new(4);
+    for (s, i) in [(1, 1), (2, 2), (3, 3)] {
+        let acc = Message::Accept {
+            regency: 0,
+            instance: i,
+            digest: d,
+        };
+        c.inject(0, &frame(s, Peer::Replica(0), &acc, 4));
+    }
+    assert!(c.delivered.is_empty());
+    assert_eq!(c.get(0).stats().instances_decided, 0);
+}
+
+fn lagging_replica_with_transfer() -> (Replica, u64) {
+    // A replica restarted with durable state at regency 1 asks for state at once.
+    let mut r = replica(config(4, 0));
+    let mut durable = r.durable();
+    durable.regency = 1;
+    durable.synced_regency = 1;
+    r = Replica::recover(
+        config(4, 0),
+        Box::new(crypto(Peer::Replica(0), 4)),
+        Box::new(bft_core::app::ChainApp::default()),
+        durable,
+        3,
+        bft_core::Time(5),
+    )
+    .unwrap();
+    let mut nonce = None;
+    while let Some(out) = r.poll_output() {
+        if let bft_core::replica::Output::Send { frame, .. } = out {
+            if let Ok((_, Message::StateRequest { nonce: n, .. })) = bft_core::wire::peek(&frame, 4)
+            {
+                nonce = Some(n);
+            }
+        }
+    }
+    (r, nonce.expect("a restarted replica asks for state"))
+}
+
+fn state_reply(
+    nonce: u64,
+    cert: CheckpointCert,
+    snapshot: Vec<u8>,
+    suffix: Vec<(Instance, Arc<Batch>)>,
+) -> Message {
+    Message::StateReply(StateReply {
+        nonce,
+        regency: 1,
+        checkpoint: cert,
+        snapshot,
+        suffix,
+    })
+}
+
+/// BFT-SMaRt bug: state transfer counted replies without checking they agree.
+#[test]
+fn state_transfer_takes_only_what_f_plus_1_replies_agree_on() {
+    let (mut r, nonce) = lagging_replica_with_transfer();
+    let genesis = r.durable().stable.cert.clone();
+    let batch = |op: &[u8]| {
+        Arc::new(Batch {
+            requests: vec![request(5, 1, op, 4)],
+        })
+    };
+    let send = |r: &mut Replica, from: ReplicaId, b: Arc<Batch>| {
+        let m = state_reply(nonce, genesis.clone(), vec![], vec![(1, b)]);
+        r.handle_message(bft_core::Time(10), &frame(from, Peer::Replica(0), &m, 4));
+    };
+    send(&mut r, 1, batch(b"a"));
+    send(&mut r, 2, batch(b"b"));
+    assert_eq!(
+        r.last_executed(),
+        0,
+        "two disagreeing replies decide nothing"
+    );
+    send(&mut r, 3, batch(b"a"));
+    assert_eq!(r.last_executed(), 1, "f+1 = 2 agreeing replies decide");
+}
+
+/// Poisoned state transfer: a snapshot that does not hash to its certified
+/// digest, or a certificate without a quorum, is rejected.
+#[test]
+fn poisoned_state_transfer_is_rejected() {
+    // Build a real snapshot at instance 4 from a cluster.
+    let mut c = Cluster::new(4);
+    for s in 1..=4 {
+        c.submit(&request(100, s, b"op", 4));
+    }
+    let stable = c.get(1).durable().stable;
+    assert_eq!(stable.cert.instance, 4);
+    let (mut r, nonce) = lagging_replica_with_transfer();
+    let mut tampered = stable.snapshot.as_ref().clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let bad = state_reply(nonce, stable.cert.clone(), tampered, vec![]);
+    r.handle_message(bft_core::Time(10), &frame(1, Peer::Replica(0), &bad, 4));
+    assert_eq!(r.last_executed(), 0);
+    assert_eq!(r.stats().poisoned_state_rejected, 1);
+    let mut weak = stable.cert.clone();
+    weak.sigs.truncate(2);
+    let unproven = state_reply(nonce, weak, stable.snapshot.as_ref().clone(), vec![]);
+    r.handle_message(
+        bft_core::Time(11),
+        &frame(2, Peer::Replica(0), &unproven, 4),
+    );
+    assert_eq!(
+        r.last_executed(),
+        0,
+        "a certificate below quorum proves nothing"
+    );
+    let good = state_reply(
+        nonce,
+        stable.cert.clone(),
+        stable.snapshot.as_ref().clone(),
+        vec![],
+    );
+    r.handle_message(bft_core::Time(12), &frame(3, Peer::Replica(0), &good, 4));
+    assert_eq!(r.last_executed(), 4);
+    assert_eq!(r.state_digest(), stable.cert.digest);
+    assert_eq!(r.client_last_seq(100), Some(4));
+}
+
+/// BFT-SMaRt bug: unbounded queues ran out of memory.
+#[test]
+fn pending_requests_are_bounded_per_client_and_in_total() {
+    let mut r = replica(config(4, 1));
+    for seq in 1..=100 {
+        r.handle_message(bft_core::Time(1), &client_frame(&request(9, seq, b"x", 4)));
+    }
+    assert_eq!(r.pending_len(), PENDING_PER_CLIENT_MAX);
+    assert_eq!(
+        r.stats().dropped_pending_full,
+        100 - PENDING_PER_CLIENT_MAX as u64
+    );
+    for client in 0..(PENDING_REQUESTS_MAX as u64 + 50) {
+        r.handle_message(
+            bft_core::Time(2),
+            &client_frame(&request(1_000 + client, 1, b"", 4)),
+        );
+    }
+    assert_eq!(r.pending_len(), PENDING_REQUESTS_MAX);
+}
+
+/// BFT-SMaRt issue: timeout-based denial of service. One replica's STOPs
+/// (however many, however far ahead) cannot start a leader change.
+#[test]
+fn one_replica_alone_cannot_change_the_leader() {
+    let mut c = Cluster::new(4);
+    for t in 1..=1000u64 {
+        let stop = Message::Stop { regency: t };
+        for r in 0..3 {
+            c.inject(r, &frame(3, Peer::Replica(r), &stop, 4));
+        }
+    }
+    c.settle();
+    for r in 0..3 {
+        assert_eq!(c.get(r).regency(), 0);
+        assert!(!c.get(r).is_synchronising());
+        assert!(
+            c.get(r).stats().dropped_out_of_bounds > 900,
+            "far-future STOPs dropped"
+        );
+    }
+    c.submit(&request(100, 1, b"op", 4));
+    assert_eq!(c.get(0).last_executed(), 1, "the cluster still commits");
+}
+
+/// A leader that stops proposing is replaced, and the cluster commits again.
+#[test]
+fn a_mute_leader_is_replaced_by_leader_change() {
+    let mut c = Cluster::new(4);
+    c.submit(&request(100, 1, b"op", 4));
+    c.isolated.push(0);
+    c.replicas[0] = None;
+    c.submit(&request(100, 2, b"op", 4));
+    assert_eq!(c.get(1).last_executed(), 1);
+    c.advance(Span::from_millis(600));
+    for r in 1..4 {
+        assert_eq!(c.get(r).regency(), 1, "{}", c.get(r).summary());
+        assert_eq!(c.get(r).last_executed(), 2);
+    }
+}
+
+#[test]
+fn unknown_senders_bad_macs_and_garbage_are_counted_and_dropped() {
+    let mut r = replica(config(4, 0));
+    let stop = Message::Stop { regency: 1 };
+    let mut f = frame(1, Peer::Replica(0), &stop, 4);
+    r.handle_message(bft_core::Time(1), &frame(9, Peer::Replica(0), &stop, 4));
+    assert_eq!(r.stats().dropped_unknown_sender, 1);
+    let last = f.len() - 1;
+    f[last] ^= 1;
+    r.handle_message(bft_core::Time(1), &f);
+    assert_eq!(r.stats().dropped_bad_auth, 1);
+    // A frame MACed for replica 2 is not valid at replica 0.
+    r.handle_message(bft_core::Time(1), &frame(1, Peer::Replica(2), &stop, 4));
+    assert_eq!(r.stats().dropped_bad_auth, 2);
+    r.handle_message(bft_core::Time(1), &[0, 1, 0, 0, 0, 99, 1, 2]);
+    assert_eq!(r.stats().dropped_undecodable, 1);
+    // A request whose authenticator entry for us is wrong.
+    let mut req = request(5, 1, b"op", 4);
+    if let RequestAuth::Macs(m) = &mut req.auth {
+        m[0][0] ^= 1;
+    }
+    r.handle_message(bft_core::Time(1), &client_frame(&req));
+    assert_eq!(r.stats().dropped_bad_auth, 3);
+    assert_eq!(r.pending_len(), 0);
+}
+
+#[test]
+fn larger_clusters_commit() {
+    for n in [7, 10] {
+        let mut c = Cluster::new(n);
+        c.submit(&request(100, 1, b"op", n));
+        for r in 0..n as ReplicaId {
+            assert_eq!(c.get(r).last_executed(), 1, "n={n}");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! Simulation tests: fixed seeds per fault kind, determinism, negative
+//! controls for the checkers, and the crash and leader-change experiments.
+
+#![allow(clippy::unwrap_used)]
+
+use bft_core::time::{Span, Time};
+use bft_harness::sim::scenario::{Crash, Partition};
+use bft_harness::sim::world::World;
+use bft_harness::sim::{run, CryptoKind, RunResult, Scenario, SimOptions};
+
+fn opts() -> SimOptions {
+    SimOptions::default()
+}
+
+fn all_pass(o: &SimOptions, seeds: impl IntoIterator<Item = u64>) -> Vec<RunResult> {
+    seeds
+        .into_iter()
+        .map(|s| {
+            let r = run(s, o);
+            assert!(r.passed(), "{}", r.report());
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn fixed_seeds_network_faults() {
+    let runs = all_pass(&opts(), 1..=40);
+    assert!(
+        runs.iter().any(|r| r.stats.regencies_installed > 0),
+        "faults forced leader changes"
+    );
+    assert!(
+        runs.iter().any(|r| r.stats.state_transfers_applied > 0),
+        "and state transfers"
+    );
+    assert!(runs.iter().any(|r| !r.scenario.partitions.is_empty()));
+}
+
+#[test]
+fn fixed_seeds_crash_and_restart() {
+    let o = SimOptions { crash: 1, ..opts() };
+    let runs = all_pass(&o, 1..=25);
+    assert!(runs.iter().all(|r| r.scenario.crashes.len() == 1));
+    let o = SimOptions {
+        crash: 2,
+        crash_together: true,
+        ..opts()
+    };
+    all_pass(&o, 1..=15);
+}
+
+#[test]
+fn fixed_seeds_one_twin_is_safe_and_live() {
+    let o = SimOptions { twins: 1, ..opts() };
+    all_pass(&o, 1..=30);
+}
+
+#[test]
+fn fixed_seeds_small_scope_mutations() {
+    let o = SimOptions {
+        mutate: true,
+        ..opts()
+    };
+    let runs = all_pass(&o, 1..=30);
+    let rejected: u64 = runs
+        .iter()
+        .map(|r| {
+            r.stats.dropped_invalid
+                + r.stats.dropped_out_of_bounds
+                + r.stats.dropped_bad_auth
+                + r.stats.equivocations_seen
+        })
+        .sum();
+    assert!(
+        rejected > 0,
+        "mutations reached the replicas and were rejected"
+    );
+}
+
+#[test]
+fn fixed_seeds_seven_and_ten_replicas() {
+    let o = SimOptions {
+        replicas: 7,
+        twins: 1,
+        mutate: true,
+        crash: 1,
+        ..opts()
+    };
+    all_pass(&o, 1..=8);
+    let o = SimOptions {
+        replicas: 10,
+        crash: 3,
+        ..opts()
+    };
+    all_pass(&o, 1..=4);
+}
+
+#[test]
+fn fixed_seeds_real_ed25519() {
+    let o = SimOptions {
+        crypto: CryptoKind::Ed25519,
+        clients: 3,
+        requests_per_client: 8,
+        ..opts()
+    };
+    all_pass(&o, 1..=3);
+}
+
+#[test]
+fn the_same_seed_replays_identically() {
+    let o = SimOptions {
+        mutate: true,
+        crash: 1,
+        ..opts()
+    };
+    for seed in [3, 17] {
+        let (a, b) = (run(seed, &o), run(seed, &o));
+        assert_eq!(a.trace, b.trace);
+        assert_eq!(a.report(), b.report());
+    }
+    assert_ne!(run(3, &o).trace, run(4, &o).trace, "different seeds differ");
+}
+
+/// Negative control: two twins at n = 4 exceed f, and the agreement checker
+/// must find the resulting split within a bounded search.
+#[test]
+fn two_twins_break_agreement_and_the_checker_sees_it() {
+    let o = SimOptions { twins: 2, ..opts() };
+    let found = (1..=40)
+        .map(|s| run(s, &o))
+        .find(|r| r.violations.iter().any(|v| v.starts_with("agreement")));
+    let r = found.expect("a split-brain within 40 seeds");
+    assert!(!r.passed());
+}
+
+/// Negative control: a deliberately broken quorum (f+1 instead of 2f+1) is caught.
+#[test]
+fn a_broken_quorum_size_is_caught() {
+    let o = SimOptions {
+        twins: 1,
+        broken_quorum: Some(2),
+        ..opts()
+    };
+    let caught = (1..=40).map(|s| run(s, &o)).any(|r| !r.passed());
+    assert!(caught, "quorum 2 of 4 must be caught");
+    let o = SimOptions { twins: 1, ..opts() };
+    all_pass(&o, 1..=10); // the control: the real quorum passes the same seeds' faults
+}
+
+fn quiet_scenario(seed: u64) -> Scenario {
+    let o = SimOptions {
+        network_faults: false,
+        ..opts()
+    };
+    let mut sc = Scenario::derive(seed, &o);
+    sc.batch = 8;
+    sc.pipeline = 2;
+    sc.checkpoint_interval = 8;
+    sc
+}
+
+/// More than f crashed: nothing is decided while they are down and nothing
+/// diverges; once restarted they catch up by state transfer and all converge.
+#[test]
+fn two_of_four_crashed_stop_progress_then_converge_after_restart() {
+    let mut sc = quiet_scenario(11);
+    let (first, second, restart) = (
+        Time(Span::from_millis(20).0),
+        Time(Span::from_millis(60).0),
+        Time(Span::from_millis(900).0),
+    );
+    sc.crashes = vec![
+        Crash {
+            replica: 3,
+            at: first,
+            restart,
+        },
+        Crash {
+            replica: 2,
+            at: second,
+            restart: restart + Span::from_millis(50),
+        },
+    ];
+    sc.heal = restart + Span::from_millis(100);
+    let o = SimOptions {
+        clients: 8,
+        requests_per_client: 60,
+        network_faults: false,
+        ..opts()
+    };
+    let r = World::from_scenario(sc.clone(), &o).run();
+    assert!(r.passed(), "{}", r.report());
+    let in_flight = Span::from_millis(5); // a few network delays
+    let while_down = r
+        .deliveries
+        .iter()
+        .filter(|d| d.at > second + in_flight && d.at < restart)
+        .count();
+    assert_eq!(while_down, 0, "no decision while 2 of 4 are down");
+    assert!(
+        r.deliveries.iter().any(|d| d.at < second),
+        "progress before"
+    );
+    assert!(
+        r.deliveries.iter().any(|d| d.at > restart),
+        "progress after"
+    );
+    let last = r.finals.iter().map(|f| f.1).max().unwrap();
+    for (id, exec, digest) in &r.finals {
+        assert_eq!(*exec, last, "r{id} converged");
+        assert_eq!(*digest, r.finals[0].2);
+    }
+    assert!(
+        r.stats.state_transfers_applied > 0,
+        "replica 3 caught up by state transfer"
+    );
+    assert_eq!(r.completed, r.submitted);
+}
+
+/// Time to the first commit after the leader crashes, in simulated time. The
+/// bound: the request timer fires twice (forward, then STOP) and the leader
+/// change takes a few network delays:  2 × request_timeout + 50 ms.
+#[test]
+fn a_leader_crash_is_recovered_within_the_stated_bound() {
+    for seed in 1..=5 {
+        let mut sc = quiet_scenario(seed);
+        let at = Time(Span::from_millis(40).0);
+        sc.crashes = vec![Crash {
+            replica: 0,
+            at,
+            restart: Time(Span::from_millis(5_000).0),
+        }];
+        let o = SimOptions {
+            clients: 6,
+            requests_per_client: 80,
+            network_faults: false,
+            ..opts()
+        };
+        let r = World::from_scenario(sc.clone(), &o).run();
+        assert!(r.passed(), "{}", r.report());
+        let resumed = r
+            .deliveries
+            .iter()
+            .find(|d| d.at > at + sc.delay_max.backoff(3))
+            .expect("commits resume")
+            .at;
+        let bound = Span(2 * sc.request_timeout.0 + Span::from_millis(50).0);
+        let took = resumed - at;
+        assert!(
+            took <= bound,
+            "seed {seed}: first commit {took:?} after the crash, bound {bound:?}"
+        );
+        assert!(r.max_regency >= 1);
+    }
+}
+
+/// BFT-SMaRt issue: a livelock after partitioning one node. Cut the leader
+/// off, heal, and require progress and a full catch-up.
+#[test]
+fn partitioning_one_node_then_healing_converges() {
+    for seed in 1..=5 {
+        let mut sc = quiet_scenario(seed);
+        sc.partitions = vec![Partition {
+            start: Time(Span::from_millis(30).0),
+            end: Time(Span::from_millis(500).0),
+            side_a: vec![0],
+        }];
+        sc.heal = Time(Span::from_millis(500).0);
+        let o = SimOptions {
+            clients: 6,
+            requests_per_client: 60,
+            network_faults: false,
+            ..opts()
+        };
+        let r = World::from_scenario(sc, &o).run();
+        assert!(r.passed(), "{}", r.report());
+        let last = r.finals.iter().map(|f| f.1).max().unwrap();
+        assert!(
+            r.finals.iter().all(|f| f.1 == last),
+            "all caught up: {:?}",
+            r.finals
+        );
+    }
+}

@@ -47,6 +47,11 @@ fn a_failing_seed_prints_its_settings_and_replays_byte_for_byte() {
         .next()
         .unwrap()
         .to_string();
+    let replay = out.lines().find(|l| l.contains("replay:")).unwrap();
+    assert!(
+        replay.ends_with(&format!("--seed {seed} --replicas 4 --twins 2")),
+        "{replay}"
+    );
     let a = bftbench(&["sim", "--twins", "2", "--seed", &seed]);
     let b = bftbench(&["sim", "--twins", "2", "--seed", &seed]);
     assert_eq!(a.0, 1);

@@ -167,6 +167,24 @@ impl Cluster {
         panic!("cluster did not settle");
     }
 
+    /// Frames of one kind waiting in the network.
+    pub fn queued(&self, kind: &str) -> usize {
+        self.net
+            .iter()
+            .filter(|(_, f)| wire::peek(f, self.n).is_ok_and(|(_, m)| m.kind() == kind))
+            .count()
+    }
+
+    /// Hands a client request to every replica without routing anything.
+    pub fn offer(&mut self, req: &Request) {
+        let f = client_frame(req);
+        for r in 0..self.n as ReplicaId {
+            if !self.isolated.contains(&r) {
+                self.inject(r, &f);
+            }
+        }
+    }
+
     /// Sends a client request to every replica and settles.
     pub fn submit(&mut self, req: &Request) {
         let f = client_frame(req);

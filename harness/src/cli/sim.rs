@@ -93,6 +93,43 @@ pub fn parse_seeds(s: &str) -> anyhow::Result<RangeInclusive<u64>> {
 }
 
 impl SimArgs {
+    /// The flags that, with `--seed N`, replay a run exactly.
+    fn replay_flags(&self) -> String {
+        let mut f = format!("--replicas {}", self.replicas);
+        let opt =
+            |name: &str, v: Option<String>| v.map(|v| format!(" --{name} {v}")).unwrap_or_default();
+        f += &opt("twins", (self.twins > 0).then(|| self.twins.to_string()));
+        f += &opt("crash", (self.crash > 0).then(|| self.crash.to_string()));
+        f += &opt(
+            "clients",
+            (self.clients != 6).then(|| self.clients.to_string()),
+        );
+        f += &opt(
+            "requests",
+            (self.requests != 20).then(|| self.requests.to_string()),
+        );
+        f += &opt("batch", self.batch.map(|v| v.to_string()));
+        f += &opt("pipeline", self.pipeline.map(|v| v.to_string()));
+        f += &opt(
+            "checkpoint-interval",
+            self.checkpoint_interval.map(|v| v.to_string()),
+        );
+        f += &opt(
+            "crypto",
+            (self.crypto == CryptoArg::Ed25519).then(|| "ed25519".to_string()),
+        );
+        for (set, flag) in [
+            (self.mutate, " --mutate"),
+            (self.crash_together, " --crash-together"),
+            (self.no_network_faults, " --no-network-faults"),
+        ] {
+            if set {
+                f += flag;
+            }
+        }
+        f
+    }
+
     fn options(&self) -> anyhow::Result<SimOptions> {
         if self.protocol == Protocol::Raft {
             bail!("--protocol raft: the Raft simulator arrives with the networked-replicas work; only `bft` is available now");
@@ -157,6 +194,11 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
         } else {
             failed += 1;
             writeln!(out, "{}", r.report())?;
+            writeln!(
+                out,
+                "  replay: bftbench sim --seed {seed} {}",
+                args.replay_flags()
+            )?;
         }
     }
     let secs = started.elapsed().as_secs_f64();

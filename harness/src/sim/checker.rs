@@ -101,6 +101,16 @@ impl Checker {
         }
     }
 
+    /// Memory high-water marks: the log stays within the watermark window and
+    /// pending requests within their bound, whatever peers send.
+    pub fn bounds(&mut self, replica: ReplicaId, log_len: usize, log_window: u64, pending: usize) {
+        if log_len as u64 > log_window || pending > bft_core::limits::PENDING_REQUESTS_MAX {
+            self.violate(format!(
+                "bounds: r{replica} holds {log_len} log slots (window {log_window}) and {pending} pending requests"
+            ));
+        }
+    }
+
     pub fn liveness(&mut self, missing: usize, total: usize) {
         if missing > 0 {
             self.violate(format!(
@@ -156,5 +166,9 @@ mod tests {
         assert_eq!(c.violations().len(), 2);
         c.liveness(3, 10);
         assert!(c.violations()[2].starts_with("liveness"));
+        c.bounds(0, 16, 16, 10);
+        assert_eq!(c.violations().len(), 3);
+        c.bounds(0, 17, 16, 10);
+        assert!(c.violations()[3].starts_with("bounds"));
     }
 }

@@ -385,6 +385,11 @@ impl World {
                 }
             }
         }
+        if let Some(node) = &self.replicas[slot].node {
+            let window = node.config().log_window();
+            self.checker
+                .bounds(id, node.log_len(), window, node.pending_len());
+        }
         if self.opts.trace {
             if let Some(node) = &self.replicas[slot].node {
                 println!(

@@ -1,0 +1,214 @@
+//! Features of the protocol, one test each: pipelining, batching, forwarding,
+//! reply cache, in-order execution, watermarks, timer back-off.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use bft_core::crypto::Peer;
+use bft_core::message::*;
+use bft_core::replica::Output;
+use bft_core::time::{Span, Time};
+use bft_core::wire;
+use std::sync::Arc;
+use support::*;
+
+fn proposes_in_flight(pipeline: u64) -> usize {
+    let mut c = Cluster::with(4, |cfg| {
+        cfg.pipeline = pipeline;
+        cfg.batch_max_requests = 1;
+    });
+    for client in 0..6 {
+        c.offer(&request(100 + client, 1, b"op", 4));
+    }
+    let in_flight = c.queued("PROPOSE") / 3; // one copy per follower
+    c.settle();
+    for r in 0..4 {
+        assert_eq!(c.get(r).last_executed(), 6, "all six requests decided");
+    }
+    in_flight
+}
+
+#[test]
+fn the_leader_keeps_at_most_w_instances_in_flight() {
+    assert_eq!(
+        proposes_in_flight(1),
+        1,
+        "W = 1 is BFT-SMaRt: one instance at a time"
+    );
+    assert_eq!(proposes_in_flight(4), 4);
+}
+
+#[test]
+fn instances_decided_out_of_order_execute_in_order() {
+    let mut c = Cluster::with(4, |cfg| {
+        cfg.pipeline = 4;
+        cfg.batch_max_requests = 1;
+        cfg.checkpoint_interval = 64; // no checkpoint, hence no state transfer, in this run
+    });
+    for client in 0..8 {
+        c.offer(&request(100 + client, 1, b"op", 4));
+    }
+    let mut saw_gap = false;
+    while let Some((to, f)) = c.net.pop_back() {
+        c.inject(to, &f);
+        for r in 0..4 {
+            let rep = c.get(r);
+            let next = rep.last_executed() + 1;
+            saw_gap |= rep.decided_digest(next).is_none() && rep.decided_digest(next + 1).is_some();
+        }
+    }
+    assert!(
+        saw_gap,
+        "some replica decided a later instance before an earlier one"
+    );
+    for r in 0..4 {
+        let order: Vec<_> = c
+            .delivered
+            .iter()
+            .filter(|d| d.replica == r)
+            .map(|d| d.instance)
+            .collect();
+        assert_eq!(
+            order,
+            (1..=8).collect::<Vec<_>>(),
+            "replica {r}: {}",
+            c.get(r).summary()
+        );
+    }
+}
+
+#[test]
+fn batches_wait_for_the_batch_delay_unless_full() {
+    let mut c = Cluster::with(4, |cfg| {
+        cfg.batch_delay = Span::from_millis(5);
+        cfg.batch_max_requests = 4;
+    });
+    for client in 0..3 {
+        c.offer(&request(100 + client, 1, b"op", 4));
+    }
+    assert_eq!(c.queued("PROPOSE"), 0, "waits for more requests");
+    c.advance(Span::from_millis(6));
+    assert_eq!(c.get(1).last_executed(), 1);
+    assert_eq!(
+        c.delivered
+            .iter()
+            .find(|d| d.replica == 1)
+            .unwrap()
+            .executed
+            .len(),
+        3
+    );
+    for client in 10..14 {
+        c.offer(&request(client, 1, b"op", 4));
+    }
+    assert_eq!(c.queued("PROPOSE"), 3, "a full batch goes at once");
+}
+
+#[test]
+fn a_request_only_a_follower_saw_is_forwarded_to_the_leader() {
+    let mut c = Cluster::new(4);
+    let req = request(100, 1, b"op", 4);
+    c.inject(2, &client_frame(&req));
+    c.settle();
+    assert_eq!(c.get(2).last_executed(), 0);
+    c.advance(Span::from_millis(150)); // first expiry of the request timer
+    for r in 0..4 {
+        assert_eq!(c.get(r).last_executed(), 1, "{}", c.get(r).summary());
+        assert_eq!(c.get(r).regency(), 0, "forwarding, not a leader change");
+    }
+}
+
+#[test]
+fn a_repeated_request_gets_the_cached_reply() {
+    let mut c = Cluster::new(4);
+    let req = request(100, 1, b"op", 4);
+    c.submit(&req);
+    let replies = c.to_clients.len();
+    c.inject(1, &client_frame(&req));
+    assert_eq!(c.to_clients.len(), replies + 1);
+    let (_, frame) = c.to_clients.last().unwrap().clone();
+    let (_, first) = c.to_clients[0].clone();
+    let decode = |f: &[u8]| match wire::peek(f, 4).unwrap().1 {
+        Message::Reply(r) => r,
+        m => panic!("{m:?}"),
+    };
+    assert_eq!(decode(&frame).result, decode(&first).result);
+    assert_eq!(c.executed_count(1), 1);
+}
+
+#[test]
+fn the_log_is_truncated_at_checkpoints_and_bounded_by_watermarks() {
+    let mut c = Cluster::new(4); // K = 4, window 2K = 8
+    for seq in 1..=30 {
+        c.submit(&request(100, seq, b"op", 4));
+    }
+    for r in 0..4 {
+        let rep = c.get(r);
+        assert_eq!(rep.last_executed(), 30);
+        assert_eq!(rep.stable_checkpoint(), 28);
+        assert!(rep.log_len() <= 8, "{}", rep.log_len());
+    }
+    let beyond = Message::Propose {
+        regency: 0,
+        instance: 28 + 9,
+        batch: Arc::new(Batch {
+            requests: vec![request(7, 1, b"x", 4)],
+        }),
+    };
+    let before = c.get(1).stats().dropped_out_of_bounds;
+    c.inject(1, &frame(0, Peer::Replica(1), &beyond, 4));
+    assert_eq!(c.get(1).stats().dropped_out_of_bounds, before + 1);
+}
+
+#[test]
+fn leader_change_timers_back_off() {
+    // One replica alone with a pending request: every escalation waits longer.
+    let mut r = replica(config(4, 1));
+    r.handle_message(Time(1), &client_frame(&request(100, 1, b"op", 4)));
+    let mut stop_times = Vec::new();
+    for _ in 0..200 {
+        let Some(t) = r.poll_timeout() else { break };
+        r.handle_timeout(t);
+        while let Some(out) = r.poll_output() {
+            if let Output::Send { frame, .. } = out {
+                if let Ok((_, Message::Stop { .. })) = wire::peek(&frame, 4) {
+                    if stop_times.last() != Some(&t) {
+                        stop_times.push(t);
+                    }
+                }
+            }
+        }
+        if stop_times.len() >= 6 {
+            break;
+        }
+    }
+    let gaps: Vec<u64> = stop_times.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(gaps.len() >= 4, "{stop_times:?}");
+    assert!(
+        gaps.windows(2).all(|g| g[1] >= g[0]),
+        "gaps never shrink: {gaps:?}"
+    );
+    assert!(gaps[gaps.len() - 1] >= 4 * gaps[0], "and grow: {gaps:?}");
+    assert_eq!(r.regency(), 0, "alone, it never installs a new regency");
+}
+
+#[test]
+fn a_signed_request_is_accepted_and_a_forged_one_is_not() {
+    use bft_core::crypto::Crypto;
+    let mut c = Cluster::new(4);
+    let bytes = Request::auth_bytes(100, 1, b"op");
+    let sig = crypto(Peer::Client(100), 4).sign(&bytes);
+    let mut req = Request {
+        client: 100,
+        seq: 1,
+        op: b"op".to_vec(),
+        auth: RequestAuth::Signature(sig),
+    };
+    c.submit(&req);
+    assert_eq!(c.get(0).last_executed(), 1);
+    req.seq = 2; // the signature no longer matches
+    c.submit(&req);
+    assert_eq!(c.get(0).last_executed(), 1);
+    assert!(c.get(0).stats().dropped_bad_auth >= 1);
+}

@@ -385,3 +385,20 @@ fn larger_clusters_commit() {
         }
     }
 }
+
+#[test]
+fn a_flood_of_state_requests_is_answered_at_a_bounded_rate() {
+    let mut r = replica(config(4, 0));
+    let mut replies = 0;
+    for k in 0..1000u64 {
+        let req = Message::StateRequest { nonce: k, from: 0 };
+        r.handle_message(bft_core::Time(1 + k), &frame(3, Peer::Replica(0), &req, 4));
+        while let Some(out) = r.poll_output() {
+            if matches!(out, bft_core::replica::Output::Send { .. }) {
+                replies += 1;
+            }
+        }
+    }
+    assert_eq!(replies, 1, "1000 requests within a few µs get one reply");
+    assert_eq!(r.stats().dropped_rate_limited, 999);
+}

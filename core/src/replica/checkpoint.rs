@@ -158,6 +158,18 @@ impl Replica {
     }
 
     pub(super) fn on_state_request(&mut self, s: ReplicaId, nonce: u64, from: Instance) {
+        // A reply may carry a whole snapshot: answer each peer at most a few
+        // times per state-transfer timeout, so a flood cannot amplify.
+        let gap = crate::time::Span(self.cfg.state_transfer_timeout.0 / 4);
+        if self
+            .state_replied
+            .get(&s)
+            .is_some_and(|t| self.now < *t + gap)
+        {
+            self.stats.dropped_rate_limited += 1;
+            return;
+        }
+        self.state_replied.insert(s, self.now);
         let with_snapshot = self.stable.cert.instance > from;
         let base = if with_snapshot {
             self.stable.cert.instance

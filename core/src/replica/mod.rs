@@ -56,6 +56,7 @@ pub struct Stats {
     pub dropped_out_of_bounds: u64,
     pub dropped_invalid: u64,
     pub dropped_pending_full: u64,
+    pub dropped_rate_limited: u64,
     pub equivocations_seen: u64,
     pub regencies_installed: u64,
     pub state_transfers_started: u64,
@@ -114,6 +115,8 @@ pub struct Replica {
     early: BTreeMap<(Regency, Instance), Arc<Batch>>,
     /// Highest regency each peer was seen voting in, when above ours.
     ahead: BTreeMap<ReplicaId, Regency>,
+    /// When each peer was last answered a state request (replies can be large).
+    state_replied: BTreeMap<ReplicaId, Time>,
     transfer: Option<Transfer>,
     outputs: VecDeque<Output>,
     to_self: VecDeque<Message>,
@@ -172,6 +175,7 @@ impl Replica {
             known_stable: None,
             early: BTreeMap::new(),
             ahead: BTreeMap::new(),
+            state_replied: BTreeMap::new(),
             transfer: None,
             outputs: VecDeque::new(),
             to_self: VecDeque::new(),

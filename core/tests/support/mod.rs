@@ -2,6 +2,8 @@
 //! faults, and time moves only when a test says so.
 #![allow(dead_code)]
 
+pub mod gen;
+
 use bft_core::app::ChainApp;
 use bft_core::client::{Client, ClientAuth, ClientOutput};
 use bft_core::config::Config;

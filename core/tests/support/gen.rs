@@ -1,0 +1,135 @@
+//! Random well-formed messages for property tests (seeded).
+
+use super::{crypto, request};
+use bft_core::crypto::{Crypto, Peer, Signature};
+use bft_core::message::*;
+use bft_core::rng::Rng;
+use std::sync::Arc;
+
+pub fn random_digest(rng: &mut Rng) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    rng.fill(&mut d);
+    d
+}
+
+pub fn near(rng: &mut Rng, around: u64) -> u64 {
+    match rng.below(4) {
+        0 => rng.next_u64(),
+        _ => around.saturating_add(rng.below(6)).saturating_sub(2),
+    }
+}
+
+pub fn random_batch(rng: &mut Rng) -> Arc<Batch> {
+    let requests = (0..rng.below(3))
+        .map(|_| {
+            let mut r = request(rng.below(4), rng.below(8), b"op", 4);
+            if rng.chance(0.5) {
+                r.auth = RequestAuth::Signature(Signature([rng.below(256) as u8; 64]));
+            }
+            r
+        })
+        .collect();
+    Arc::new(Batch { requests })
+}
+
+pub fn random_sigs(rng: &mut Rng, bytes: &[u8]) -> Vec<(ReplicaId, Signature)> {
+    (0..rng.below(4) as ReplicaId)
+        .map(|s| {
+            let sig = if rng.chance(0.5) {
+                crypto(Peer::Replica(3), 4).sign(bytes)
+            } else {
+                Signature([rng.below(256) as u8; 64])
+            };
+            (s, sig)
+        })
+        .collect()
+}
+
+/// A well-formed message with fields near the replica's current state.
+pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
+    let by3 = crypto(Peer::Replica(3), 4);
+    let (r, i, d) = (near(rng, 0), near(rng, instance), random_digest(rng));
+    match rng.below(11) {
+        0 => Message::Propose {
+            regency: r,
+            instance: i,
+            batch: random_batch(rng),
+        },
+        1 => Message::Write {
+            regency: r,
+            instance: i,
+            digest: d,
+            sig: by3.sign(&WriteCert::sign_bytes(r, i, &d)),
+        },
+        2 => Message::Accept {
+            regency: r,
+            instance: i,
+            digest: d,
+        },
+        3 => Message::Stop { regency: r },
+        4 | 5 => {
+            let checkpoint = CheckpointCert {
+                instance: near(rng, 4),
+                digest: d,
+                sigs: random_sigs(rng, &CheckpointCert::sign_bytes(4, &d)),
+            };
+            let prepared = (0..rng.below(3))
+                .map(|k| {
+                    let batch = random_batch(rng);
+                    let digest = batch.digest();
+                    Prepared {
+                        cert: WriteCert {
+                            regency: r.saturating_sub(1),
+                            instance: i + k,
+                            digest,
+                            sigs: random_sigs(rng, &WriteCert::sign_bytes(r, i, &digest)),
+                        },
+                        batch,
+                    }
+                })
+                .collect();
+            let mut sd = StopData {
+                regency: r,
+                from: 3,
+                checkpoint,
+                prepared,
+                sig: Signature([0; 64]),
+            };
+            sd.sig = by3.sign(&sd.sign_bytes());
+            if rng.chance(0.5) {
+                Message::StopData(sd)
+            } else {
+                Message::Sync {
+                    regency: r,
+                    proofs: vec![sd.clone(), sd.clone(), sd],
+                }
+            }
+        }
+        6 => Message::Checkpoint {
+            instance: i,
+            digest: d,
+            sig: by3.sign(&CheckpointCert::sign_bytes(i, &d)),
+        },
+        7 => Message::StateRequest {
+            nonce: rng.next_u64(),
+            from: i,
+        },
+        8 => Message::StateReply(StateReply {
+            nonce: rng.next_u64(),
+            regency: r,
+            checkpoint: CheckpointCert {
+                instance: i,
+                digest: d,
+                sigs: random_sigs(rng, &CheckpointCert::sign_bytes(i, &d)),
+            },
+            snapshot: vec![rng.below(256) as u8; rng.below(64) as usize],
+            suffix: vec![(i, random_batch(rng))],
+        }),
+        9 => Message::Reply(Reply {
+            client: 1,
+            seq: i,
+            result: vec![1],
+        }),
+        _ => Message::Request(request(rng.below(4), near(rng, 1), b"z", 4)),
+    }
+}

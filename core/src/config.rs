@@ -33,6 +33,10 @@ pub enum ConfigError {
     BadN(usize),
     #[error("replica id {me} is not below n = {n}")]
     BadId { me: ReplicaId, n: usize },
+    #[error(
+        "2 × checkpoint_interval × batch_max_bytes = {bytes} exceeds {max} bytes: a leader change could not carry the log window; lower one of them"
+    )]
+    WindowTooLarge { bytes: usize, max: usize },
     #[error("{what} = {value} is outside 1..={max}")]
     OutOfRange {
         what: &'static str,
@@ -47,7 +51,7 @@ impl Config {
             n,
             me,
             batch_max_requests: 1024,
-            batch_max_bytes: 1 << 20,
+            batch_max_bytes: 128 << 10,
             batch_delay: Span::ZERO,
             pipeline: 4,
             checkpoint_interval: 128,
@@ -95,6 +99,13 @@ impl Config {
                 return Err(ConfigError::OutOfRange { what, value, max });
             }
         }
+        let bytes = (self.log_window() as usize).saturating_mul(self.batch_max_bytes);
+        if bytes > LEADER_CHANGE_BATCH_BYTES_MAX {
+            return Err(ConfigError::WindowTooLarge {
+                bytes,
+                max: LEADER_CHANGE_BATCH_BYTES_MAX,
+            });
+        }
         Ok(())
     }
 
@@ -114,5 +125,32 @@ impl Config {
     /// Instances kept above the stable checkpoint (the high watermark).
     pub fn log_window(&self) -> u64 {
         2 * self.checkpoint_interval
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        assert_eq!(Config::new(4, 0).validate(), Ok(()));
+        assert_eq!(Config::new(5, 0).validate(), Err(ConfigError::BadN(5)));
+        assert!(matches!(
+            Config::new(4, 4).validate(),
+            Err(ConfigError::BadId { .. })
+        ));
+        let mut c = Config::new(4, 0);
+        c.pipeline = 0;
+        assert!(c.validate().unwrap_err().to_string().contains("pipeline"));
+        let mut c = Config::new(4, 0);
+        c.batch_max_bytes = 1 << 20; // 256 instances × 1 MiB cannot cross a leader change
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("checkpoint_interval"));
+        c.checkpoint_interval = 16;
+        assert_eq!(c.validate(), Ok(()));
     }
 }

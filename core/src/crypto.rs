@@ -97,69 +97,80 @@ fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     m.finalize().into_bytes().into()
 }
 
-/// Pairwise MAC keys derived from one cluster secret:
-/// `key(a, b) = HMAC(secret, "link" ‖ min(a,b) ‖ max(a,b))`.
-#[derive(Clone)]
-pub struct LinkKeys {
-    me: Peer,
-    secret: [u8; 32],
-    replica_keys: Vec<HmacSha256>,
+/// An HMAC key shared by two nodes: `HMAC(secret, "bftbench-link" ‖ min(a,b) ‖ max(a,b))`.
+fn link_key(secret: &[u8; 32], a: Peer, b: Peer) -> HmacSha256 {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    let key = hmac(secret, &[b"bftbench-link", &lo.key_id(), &hi.key_id()]);
+    HmacSha256::new_from_slice(&key).expect("HMAC takes any key length")
 }
 
-impl LinkKeys {
-    pub fn new(me: Peer, secret: [u8; 32], n: usize) -> LinkKeys {
-        let replica_keys = (0..n as ReplicaId)
-            .map(|r| {
-                let key = Self::derive(&secret, me, Peer::Replica(r));
-                HmacSha256::new_from_slice(&key).expect("HMAC takes any key length")
-            })
-            .collect();
-        LinkKeys {
-            me,
-            secret,
-            replica_keys,
-        }
-    }
-
-    fn derive(secret: &[u8; 32], a: Peer, b: Peer) -> [u8; 32] {
-        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-        hmac(secret, &[b"bftbench-link", &lo.key_id(), &hi.key_id()])
-    }
-
-    pub fn mac(&self, peer: Peer, msg: &[u8]) -> Mac {
-        if let Peer::Replica(r) = peer {
-            if let Some(k) = self.replica_keys.get(r as usize) {
-                let mut m = k.clone();
-                m.update(msg);
-                return m.finalize().into_bytes().into();
-            }
-        }
-        hmac(&Self::derive(&self.secret, self.me, peer), &[msg])
-    }
+fn tag(key: &HmacSha256, msg: &[u8]) -> Mac {
+    let mut m = key.clone();
+    m.update(msg);
+    m.finalize().into_bytes().into()
 }
 
-/// Real crypto: ed25519 signatures and HMAC-SHA256 link keys.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("the public key of {0:?} is a low-order point: no shared secret can be derived")]
+    LowOrderKey(Peer),
+}
+
+/// Real crypto: ed25519 signatures, and HMAC-SHA256 link keys that only the
+/// two ends of a link can compute: each pair's secret is the X25519
+/// Diffie-Hellman of their static ed25519 keys (converted to Montgomery form),
+/// so no third node, Byzantine or not, can forge a link MAC.
 #[derive(Clone)]
 pub struct KeyedCrypto {
-    links: LinkKeys,
     signing: SigningKey,
     replicas: Vec<VerifyingKey>,
     clients: std::collections::BTreeMap<ClientId, VerifyingKey>,
+    replica_links: Vec<HmacSha256>,
+    client_links: std::collections::BTreeMap<ClientId, HmacSha256>,
 }
 
 impl KeyedCrypto {
+    /// Keys for node `me`. A replica lists every client it serves; a client may
+    /// pass no clients.
     pub fn new(
         me: Peer,
-        link_secret: [u8; 32],
         signing: SigningKey,
         replicas: Vec<VerifyingKey>,
         clients: std::collections::BTreeMap<ClientId, VerifyingKey>,
-    ) -> KeyedCrypto {
-        KeyedCrypto {
-            links: LinkKeys::new(me, link_secret, replicas.len()),
+    ) -> Result<KeyedCrypto, CryptoError> {
+        let scalar = signing.to_scalar_bytes();
+        let derive = |peer: Peer, key: &VerifyingKey| {
+            let shared = key.to_montgomery().mul_clamped(scalar).to_bytes();
+            if shared == [0u8; 32] {
+                return Err(CryptoError::LowOrderKey(peer));
+            }
+            Ok(link_key(&shared, me, peer))
+        };
+        let replica_links = replicas
+            .iter()
+            .enumerate()
+            .map(|(r, k)| derive(Peer::Replica(r as ReplicaId), k))
+            .collect::<Result<_, _>>()?;
+        let client_links = match me {
+            Peer::Replica(_) => clients
+                .iter()
+                .map(|(c, k)| Ok((*c, derive(Peer::Client(*c), k)?)))
+                .collect::<Result<_, _>>()?,
+            Peer::Client(_) => Default::default(),
+        };
+        Ok(KeyedCrypto {
             signing,
             replicas,
             clients,
+            replica_links,
+            client_links,
+        })
+    }
+
+    fn link(&self, peer: Peer) -> Option<&HmacSha256> {
+        match peer {
+            Peer::Replica(r) => self.replica_links.get(r as usize),
+            Peer::Client(c) => self.client_links.get(&c),
         }
     }
 }
@@ -179,17 +190,26 @@ impl Crypto for KeyedCrypto {
     fn verify_client(&self, client: ClientId, msg: &[u8], sig: &Signature) -> bool {
         ed25519_verify(self.clients.get(&client), msg, sig)
     }
+    /// A peer without a key gets an all-zero tag, which `verify_mac` never accepts.
     fn mac(&self, peer: Peer, msg: &[u8]) -> Mac {
-        self.links.mac(peer, msg)
+        self.link(peer).map_or([0; 32], |k| tag(k, msg))
+    }
+    fn verify_mac(&self, peer: Peer, msg: &[u8], t: &Mac) -> bool {
+        self.link(peer)
+            .is_some_and(|k| constant_time_eq(&tag(k, msg), t))
     }
 }
 
 /// Simulator crypto: real HMAC links; "signatures" are HMACs under a
 /// per-signer secret derived from the simulation's seed.
+///
+/// Every simulated node can derive every key here. That is sound only because
+/// the simulator's adversary (twins, mutations) is written to use its own
+/// identity's keys; real deployments use [`KeyedCrypto`].
 #[derive(Clone)]
 pub struct SimCrypto {
     me: Peer,
-    links: LinkKeys,
+    replica_links: Vec<HmacSha256>,
     master: [u8; 32],
 }
 
@@ -197,7 +217,9 @@ impl SimCrypto {
     pub fn new(me: Peer, master: [u8; 32], n: usize) -> SimCrypto {
         SimCrypto {
             me,
-            links: LinkKeys::new(me, master, n),
+            replica_links: (0..n as ReplicaId)
+                .map(|r| link_key(&master, me, Peer::Replica(r)))
+                .collect(),
             master,
         }
     }
@@ -222,7 +244,12 @@ impl Crypto for SimCrypto {
         constant_time_eq(&self.sig_for(Peer::Client(client), msg).0, &sig.0)
     }
     fn mac(&self, peer: Peer, msg: &[u8]) -> Mac {
-        self.links.mac(peer, msg)
+        match peer {
+            Peer::Replica(r) if (r as usize) < self.replica_links.len() => {
+                tag(&self.replica_links[r as usize], msg)
+            }
+            _ => tag(&link_key(&self.master, self.me, peer), msg),
+        }
     }
 }
 
@@ -242,7 +269,7 @@ mod tests {
             .collect();
         let mut clients = std::collections::BTreeMap::new();
         clients.insert(9, signing_key_from_seed(1, Peer::Client(9)).verifying_key());
-        KeyedCrypto::new(me, [3; 32], signing_key_from_seed(1, me), reps, clients)
+        KeyedCrypto::new(me, signing_key_from_seed(1, me), reps, clients).unwrap()
     }
 
     #[test]
@@ -258,6 +285,11 @@ mod tests {
         let t2 = client.mac(Peer::Replica(2), b"req");
         assert!(c.verify_mac(Peer::Client(9), b"req", &t2));
         assert!(!b.verify_mac(Peer::Client(9), b"req", &t2));
+        // Replica 2 cannot forge the 0–1 link: its own keys give other tags.
+        let forged = c.mac(Peer::Replica(1), b"hello");
+        assert!(!b.verify_mac(Peer::Replica(0), b"hello", &forged));
+        // Unknown peers never verify.
+        assert!(!b.verify_mac(Peer::Client(77), b"x", &[0; 32]));
     }
 
     #[test]

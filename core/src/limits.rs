@@ -36,3 +36,7 @@ pub const BACKOFF_EXP_MAX: u32 = 6;
 pub const STATE_SUFFIX_MAX: usize = LOG_WINDOW_MAX as usize;
 /// PROPOSEs buffered while waiting for the SYNC of their regency.
 pub const EARLY_PROPOSALS_MAX: usize = PIPELINE_MAX as usize;
+/// Bytes of batches a leader change may have to carry (one per instance of the
+/// log window): `2 × checkpoint_interval × batch_max_bytes` must stay within it,
+/// so STOPDATA and SYNC always fit in a frame.
+pub const LEADER_CHANGE_BATCH_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;

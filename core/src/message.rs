@@ -124,30 +124,35 @@ pub struct Prepared {
     pub batch: Arc<Batch>,
 }
 
-/// What a replica knows when it enters a new regency, signed, sent to the new leader.
+/// What a replica knows when it enters a new regency: its stable checkpoint
+/// and its prepared certificates, signed. Batches travel beside it, bound to
+/// the certificates by their digests, so proofs stay small.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StopData {
     pub regency: Regency,
     pub from: ReplicaId,
     pub checkpoint: CheckpointCert,
-    pub prepared: Vec<Prepared>,
+    pub prepared: Vec<WriteCert>,
     pub sig: Signature,
 }
 
 impl StopData {
-    /// Everything but the batches (bound by the digests in the certificates).
     pub fn sign_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.raw(b"STOPDATA");
-        w.u64(self.regency);
-        w.u32(self.from);
-        encode_checkpoint_cert(&mut w, &self.checkpoint);
-        w.len(self.prepared.len());
-        for p in &self.prepared {
-            encode_write_cert(&mut w, &p.cert);
-        }
+        encode_stop_data_unsigned(&mut w, self);
         w.finish()
     }
+}
+
+/// A regency's synchronisation: 2f+1 STOPDATA proofs and the batches the plan
+/// derived from them needs. Valid whoever forwards it: its validity rests on
+/// the signed proofs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncProof {
+    pub regency: Regency,
+    pub proofs: Vec<StopData>,
+    pub batches: Vec<Arc<Batch>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,6 +163,8 @@ pub struct StateReply {
     pub snapshot: Vec<u8>,
     /// Decided batches after the checkpoint, in instance order.
     pub suffix: Vec<(Instance, Arc<Batch>)>,
+    /// The SYNC of the replier's regency, so a laggard can synchronise too.
+    pub sync: Option<SyncProof>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,11 +190,12 @@ pub enum Message {
     Stop {
         regency: Regency,
     },
-    StopData(StopData),
-    Sync {
-        regency: Regency,
-        proofs: Vec<StopData>,
+    StopData {
+        data: StopData,
+        /// `batches[k]` is the batch of `data.prepared[k]`.
+        batches: Vec<Arc<Batch>>,
     },
+    Sync(SyncProof),
     Checkpoint {
         instance: Instance,
         digest: Digest,
@@ -209,8 +217,8 @@ impl Message {
             Message::Write { .. } => "WRITE",
             Message::Accept { .. } => "ACCEPT",
             Message::Stop { .. } => "STOP",
-            Message::StopData(_) => "STOPDATA",
-            Message::Sync { .. } => "SYNC",
+            Message::StopData { .. } => "STOPDATA",
+            Message::Sync(_) => "SYNC",
             Message::Checkpoint { .. } => "CHECKPOINT",
             Message::StateRequest { .. } => "STATE-REQUEST",
             Message::StateReply(_) => "STATE-REPLY",
@@ -328,15 +336,18 @@ fn decode_checkpoint_cert(r: &mut Reader) -> Result<CheckpointCert, DecodeError>
     })
 }
 
-fn encode_stop_data(w: &mut Writer, s: &StopData) {
+fn encode_stop_data_unsigned(w: &mut Writer, s: &StopData) {
     w.u64(s.regency);
     w.u32(s.from);
     encode_checkpoint_cert(w, &s.checkpoint);
     w.len(s.prepared.len());
-    for p in &s.prepared {
-        encode_write_cert(w, &p.cert);
-        encode_batch(w, &p.batch);
+    for c in &s.prepared {
+        encode_write_cert(w, c);
     }
+}
+
+fn encode_stop_data(w: &mut Writer, s: &StopData) {
+    encode_stop_data_unsigned(w, s);
     w.raw(&s.sig.0);
 }
 
@@ -346,12 +357,7 @@ fn decode_stop_data(r: &mut Reader) -> Result<StopData, DecodeError> {
     let checkpoint = decode_checkpoint_cert(r)?;
     let n = r.len("stopdata entries", LOG_WINDOW_MAX as usize, 52)?;
     let prepared = (0..n)
-        .map(|_| {
-            Ok(Prepared {
-                cert: decode_write_cert(r)?,
-                batch: decode_batch(r)?,
-            })
-        })
+        .map(|_| decode_write_cert(r))
         .collect::<Result<Vec<_>, DecodeError>>()?;
     Ok(StopData {
         regency,
@@ -359,6 +365,40 @@ fn decode_stop_data(r: &mut Reader) -> Result<StopData, DecodeError> {
         checkpoint,
         prepared,
         sig: Signature(r.array()?),
+    })
+}
+
+fn encode_batches(w: &mut Writer, batches: &[Arc<Batch>]) {
+    w.len(batches.len());
+    for b in batches {
+        encode_batch(w, b);
+    }
+}
+
+fn decode_batches(r: &mut Reader) -> Result<Vec<Arc<Batch>>, DecodeError> {
+    let n = r.len("batches", LOG_WINDOW_MAX as usize, 4)?;
+    (0..n).map(|_| decode_batch(r)).collect()
+}
+
+fn encode_sync(w: &mut Writer, s: &SyncProof) {
+    w.u64(s.regency);
+    w.len(s.proofs.len());
+    for p in &s.proofs {
+        encode_stop_data(w, p);
+    }
+    encode_batches(w, &s.batches);
+}
+
+fn decode_sync(r: &mut Reader) -> Result<SyncProof, DecodeError> {
+    let regency = r.u64()?;
+    let n = r.len("sync proofs", REPLICAS_MAX, 120)?;
+    let proofs = (0..n)
+        .map(|_| decode_stop_data(r))
+        .collect::<Result<_, _>>()?;
+    Ok(SyncProof {
+        regency,
+        proofs,
+        batches: decode_batches(r)?,
     })
 }
 
@@ -410,17 +450,14 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
             w.u8(6);
             w.u64(*regency);
         }
-        Message::StopData(s) => {
+        Message::StopData { data, batches } => {
             w.u8(7);
-            encode_stop_data(w, s);
+            encode_stop_data(w, data);
+            encode_batches(w, batches);
         }
-        Message::Sync { regency, proofs } => {
+        Message::Sync(s) => {
             w.u8(8);
-            w.u64(*regency);
-            w.len(proofs.len());
-            for p in proofs {
-                encode_stop_data(w, p);
-            }
+            encode_sync(w, s);
         }
         Message::Checkpoint {
             instance,
@@ -447,6 +484,13 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
             for (i, b) in &s.suffix {
                 w.u64(*i);
                 encode_batch(w, b);
+            }
+            match &s.sync {
+                None => w.u8(0),
+                Some(sync) => {
+                    w.u8(1);
+                    encode_sync(w, sync);
+                }
             }
         }
     }
@@ -477,15 +521,11 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
             digest: r.array()?,
         },
         6 => Message::Stop { regency: r.u64()? },
-        7 => Message::StopData(decode_stop_data(r)?),
-        8 => {
-            let regency = r.u64()?;
-            let n = r.len("sync proofs", REPLICAS_MAX, 120)?;
-            let proofs = (0..n)
-                .map(|_| decode_stop_data(r))
-                .collect::<Result<_, _>>()?;
-            Message::Sync { regency, proofs }
-        }
+        7 => Message::StopData {
+            data: decode_stop_data(r)?,
+            batches: decode_batches(r)?,
+        },
+        8 => Message::Sync(decode_sync(r)?),
         9 => Message::Checkpoint {
             instance: r.u64()?,
             digest: r.array()?,
@@ -504,12 +544,18 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
             let suffix = (0..n)
                 .map(|_| Ok((r.u64()?, decode_batch(r)?)))
                 .collect::<Result<_, DecodeError>>()?;
+            let sync = match r.u8()? {
+                0 => None,
+                1 => Some(decode_sync(r)?),
+                t => return Err(DecodeError::BadTag(t)),
+            };
             Message::StateReply(StateReply {
                 nonce,
                 regency,
                 checkpoint,
                 snapshot,
                 suffix,
+                sync,
             })
         }
         t => return Err(DecodeError::BadTag(t)),

@@ -7,6 +7,7 @@ mod support;
 
 use bft_core::crypto::{Crypto, Peer};
 use bft_core::limits::PENDING_REQUESTS_MAX;
+use bft_core::message::SyncProof;
 use bft_core::message::*;
 use bft_core::replica::state::PENDING_PER_CLIENT_MAX;
 use bft_core::replica::verify;
@@ -217,6 +218,7 @@ fn state_reply(
         checkpoint: cert,
         snapshot,
         suffix,
+        sync: None,
     })
 }
 
@@ -401,4 +403,137 @@ fn a_flood_of_state_requests_is_answered_at_a_bounded_rate() {
     }
     assert_eq!(replies, 1, "1000 requests within a few µs get one reply");
     assert_eq!(r.stats().dropped_rate_limited, 999);
+}
+
+fn stop_data(from: ReplicaId, regency: Regency, checkpoint: CheckpointCert) -> StopData {
+    let mut sd = StopData {
+        regency,
+        from,
+        checkpoint,
+        prepared: vec![],
+        sig: bft_core::crypto::Signature([0; 64]),
+    };
+    sd.sig = crypto(Peer::Replica(from), 4).sign(&sd.sign_bytes());
+    sd
+}
+
+fn sent_kinds(r: &mut Replica) -> Vec<&'static str> {
+    let mut kinds = Vec::new();
+    while let Some(out) = r.poll_output() {
+        if let bft_core::replica::Output::Send { frame, .. } = out {
+            if let Ok((_, m)) = bft_core::wire::peek(&frame, 4) {
+                kinds.push(m.kind());
+            }
+        }
+    }
+    kinds
+}
+
+/// Found in review: a replica that learned a higher regency from state replies
+/// entered it without its SYNC, so a Byzantine leader could propose without a
+/// plan. It must install the regency and wait for (or be forwarded) the SYNC.
+#[test]
+fn a_regency_learned_from_state_replies_is_not_entered_without_its_sync() {
+    let (mut r, nonce) = lagging_replica_with_transfer();
+    let genesis = r.durable().stable.cert.clone();
+    for from in [2, 3] {
+        let m = Message::StateReply(StateReply {
+            nonce,
+            regency: 3,
+            checkpoint: genesis.clone(),
+            snapshot: vec![],
+            suffix: vec![],
+            sync: None,
+        });
+        r.handle_message(bft_core::Time(10), &frame(from, Peer::Replica(0), &m, 4));
+    }
+    assert_eq!(r.regency(), 3);
+    assert!(r.is_synchronising(), "{}", r.summary());
+    let kinds = sent_kinds(&mut r);
+    assert!(
+        kinds.contains(&"STOPDATA"),
+        "joins the leader change: {kinds:?}"
+    );
+    // Replica 3 leads regency 3 and proposes without a SYNC: no vote.
+    let propose = Message::Propose {
+        regency: 3,
+        instance: 1,
+        batch: Arc::new(Batch {
+            requests: vec![request(5, 1, b"op", 4)],
+        }),
+    };
+    r.handle_message(bft_core::Time(11), &frame(3, Peer::Replica(0), &propose, 4));
+    assert!(
+        !sent_kinds(&mut r).contains(&"WRITE"),
+        "no WRITE before the SYNC"
+    );
+    // A SYNC forwarded by another replica is as good as the leader's.
+    let sync = SyncProof {
+        regency: 3,
+        proofs: (1..4).map(|f| stop_data(f, 3, genesis.clone())).collect(),
+        batches: vec![],
+    };
+    let forwarded = Message::StateReply(StateReply {
+        nonce,
+        regency: 3,
+        checkpoint: genesis.clone(),
+        snapshot: vec![],
+        suffix: vec![],
+        sync: Some(sync.clone()),
+    });
+    r.handle_message(
+        bft_core::Time(12),
+        &frame(1, Peer::Replica(0), &forwarded, 4),
+    );
+    assert!(!r.is_synchronising(), "{}", r.summary());
+    assert!(
+        sent_kinds(&mut r).contains(&"WRITE"),
+        "the early PROPOSE is voted now"
+    );
+    // A SYNC whose proofs are not a quorum is refused.
+    let (mut r2, nonce2) = lagging_replica_with_transfer();
+    let weak = SyncProof {
+        proofs: sync.proofs[..2].to_vec(),
+        ..sync
+    };
+    let m = Message::StateReply(StateReply {
+        nonce: nonce2,
+        regency: 3,
+        checkpoint: genesis,
+        snapshot: vec![],
+        suffix: vec![],
+        sync: Some(weak),
+    });
+    r2.handle_message(bft_core::Time(12), &frame(1, Peer::Replica(0), &m, 4));
+    assert_ne!(r2.regency(), 3);
+}
+
+fn request_valid_at(client: ClientId, valid: &[ReplicaId]) -> Request {
+    let mut req = request(client, 1, b"op", 4);
+    if let RequestAuth::Macs(m) = &mut req.auth {
+        for (r, mac) in m.iter_mut().enumerate() {
+            if !valid.contains(&(r as ReplicaId)) {
+                mac[0] ^= 0xff;
+            }
+        }
+    }
+    req
+}
+
+/// Found in review: with MAC authenticators a Byzantine client can make its
+/// request valid at some replicas only. f+1 WRITEs vouch for it (one of them
+/// is correct and authenticated it), so the rest follow.
+#[test]
+fn a_request_authenticated_by_f_plus_1_replicas_is_ordered_everywhere() {
+    let mut c = Cluster::new(4);
+    c.submit(&request_valid_at(100, &[0, 1]));
+    for r in 0..4 {
+        assert_eq!(c.get(r).last_executed(), 1, "r{r}: {}", c.get(r).summary());
+    }
+    // Valid at the leader alone (f = 1 replica): nobody can vouch for it.
+    let mut c = Cluster::new(4);
+    c.submit(&request_valid_at(100, &[0]));
+    for r in 0..4 {
+        assert_eq!(c.get(r).last_executed(), 0);
+    }
 }

@@ -15,6 +15,14 @@ use std::sync::Arc;
 
 /// How many checkpoint intervals ahead of its stable checkpoint a replica records votes.
 const CHECKPOINT_LOOKAHEAD: u64 = 4;
+/// A state reply stays this far below the frame bound.
+const STATE_REPLY_BYTES_MAX: usize = crate::limits::FRAME_BYTES_MAX - (1 << 20);
+
+fn sync_bytes(s: &SyncProof) -> usize {
+    let mut w = crate::codec::Writer::new();
+    crate::message::encode_message(&mut w, &Message::Sync(s.clone()));
+    w.buf.len()
+}
 
 impl Replica {
     pub(super) fn take_checkpoint(&mut self, i: Instance) {
@@ -176,31 +184,48 @@ impl Replica {
         } else {
             from
         };
+        let snapshot = if with_snapshot {
+            self.stable.snapshot.as_ref().clone()
+        } else {
+            Vec::new()
+        };
+        // The reply must fit in one frame: snapshot first, then the SYNC, then
+        // as much of the decided suffix as fits (the rest comes next round).
+        let mut budget = STATE_REPLY_BYTES_MAX.saturating_sub(snapshot.len());
+        let sync = self
+            .last_sync
+            .clone()
+            .filter(|s| s.regency == self.regency && sync_bytes(s) <= budget);
+        budget = budget.saturating_sub(sync.as_ref().map_or(0, sync_bytes));
         // `from` is peer input: an empty range, never an inverted one.
-        let first = (base + 1).min(self.last_executed + 1);
-        let suffix = self
-            .slots
-            .range(first..self.last_executed + 1)
-            .filter_map(|(i, s)| s.decided.as_ref().map(|(_, b)| (*i, b.clone())))
-            .take(crate::limits::STATE_SUFFIX_MAX)
-            .collect();
+        let first = base.saturating_add(1).min(self.last_executed + 1);
+        let mut suffix = Vec::new();
+        for (i, slot) in self.slots.range(first..self.last_executed + 1) {
+            let Some((_, b)) = &slot.decided else { break };
+            let len = b.encoded_len() + 8;
+            if len > budget || suffix.len() >= crate::limits::STATE_SUFFIX_MAX {
+                break;
+            }
+            budget -= len;
+            suffix.push((*i, b.clone()));
+        }
         let reply = StateReply {
             nonce,
             regency: self.regency,
             checkpoint: self.stable.cert.clone(),
-            snapshot: if with_snapshot {
-                self.stable.snapshot.as_ref().clone()
-            } else {
-                Vec::new()
-            },
+            snapshot,
             suffix,
+            sync,
         };
         self.send_replica(s, Message::StateReply(reply));
     }
 
     fn state_reply_valid(&self, reply: &StateReply) -> bool {
         let low = reply.checkpoint.instance;
-        reply.suffix.windows(2).all(|w| w[0].0 + 1 == w[1].0)
+        reply
+            .suffix
+            .windows(2)
+            .all(|w| w[0].0.checked_add(1) == Some(w[1].0))
             && reply.suffix.first().is_none_or(|(i, _)| *i > low)
             && super::verify::checkpoint_cert_valid(
                 &self.cfg,
@@ -244,32 +269,34 @@ impl Replica {
         }
     }
 
-    /// If f+1 peers report a regency above ours, at least one correct replica is there.
+    /// Catches up with the regency of the others. A forwarded SYNC is applied
+    /// like the leader's own (its proofs carry its validity). Otherwise, if f+1
+    /// peers report a higher regency (so at least one correct replica is
+    /// there), we install it and wait for its SYNC: a replica never works in a
+    /// regency without the SYNC that fixed what came before.
     fn adopt_reported_regency(&mut self) {
         let f = self.cfg.f();
         let Some(t) = &self.transfer else { return };
+        let mut syncs: Vec<SyncProof> = t
+            .replies
+            .values()
+            .filter_map(|r| r.sync.clone())
+            .filter(|s| s.regency > self.synced_regency && s.regency >= self.regency)
+            .collect();
         let mut regs: Vec<Regency> = t.replies.values().map(|r| r.regency).collect();
+        syncs.sort_by_key(|s| std::cmp::Reverse(s.regency));
+        for sync in syncs {
+            if self.apply_sync_proof(sync) {
+                return;
+            }
+        }
         if regs.len() <= f {
             return;
         }
         regs.sort_unstable_by(|a, b| b.cmp(a));
-        let x = regs[f];
-        let behind = x > self.regency
-            || (x == self.regency && self.mode == Mode::Syncing && self.leader() != self.cfg.me);
-        if !behind {
-            return;
+        if regs[f] > self.regency {
+            self.install(regs[f]);
         }
-        if self.cfg.leader_of(x) == self.cfg.me {
-            if x > self.regency {
-                self.install(x); // we lead x: synchronise it rather than skip its SYNC
-            }
-            return;
-        }
-        if x > self.regency {
-            self.stats.regencies_installed += 1;
-        }
-        self.enter_normal(x);
-        self.replay_early_proposals(x);
     }
 
     /// Restores the highest certified snapshot above our state whose bytes match its digest.

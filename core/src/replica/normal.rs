@@ -118,11 +118,10 @@ impl Replica {
         }
     }
 
-    fn batch_is_valid(&self, from: ReplicaId, batch: &Batch) -> bool {
+    fn batch_is_well_formed(&self, batch: &Batch) -> bool {
         !batch.requests.is_empty()
             && batch.requests.len() <= self.cfg.batch_max_requests
             && batch.encoded_len() <= self.cfg.batch_max_bytes
-            && (from == self.cfg.me || batch.requests.iter().all(|r| self.request_is_authentic(r)))
     }
 
     pub(super) fn on_propose(&mut self, s: ReplicaId, r: Regency, i: Instance, batch: Arc<Batch>) {
@@ -130,7 +129,8 @@ impl Replica {
         if self.keep_early_proposal(s, r, i, &batch) {
             return;
         }
-        if r != self.regency || self.mode != super::Mode::Normal || s != self.cfg.leader_of(r) {
+        let synced = self.mode == super::Mode::Normal && self.synced_regency == r;
+        if r != self.regency || !synced || s != self.cfg.leader_of(r) {
             self.stats.dropped_invalid += 1;
             return;
         }
@@ -138,10 +138,12 @@ impl Replica {
             self.stats.dropped_out_of_bounds += 1;
             return;
         }
-        if !self.batch_is_valid(s, &batch) {
+        if !self.batch_is_well_formed(&batch) {
             self.stats.dropped_invalid += 1;
             return;
         }
+        let authentic =
+            s == self.cfg.me || batch.requests.iter().all(|r| self.request_is_authentic(r));
         let d = batch.digest();
         let slot = self.slots.entry(i).or_default();
         if let Some((pr, pd, _)) = &slot.proposal {
@@ -153,6 +155,7 @@ impl Replica {
             }
         }
         slot.proposal = Some((r, d, batch));
+        slot.needs_vouching = !authentic;
         self.vote_write(i);
         self.try_accept(i);
         self.try_decide(i);
@@ -217,6 +220,9 @@ impl Replica {
         if *pr != r || slot.voted_write == Some(r) {
             return;
         }
+        if slot.needs_vouching && slot.write_count(r, d) <= self.cfg.f() {
+            return;
+        }
         if let Some((dd, _)) = &slot.decided {
             if dd != d {
                 return;
@@ -264,6 +270,7 @@ impl Replica {
                 slot.writes.insert((r, s), (d, sig));
             }
         }
+        self.vote_write(i);
         self.try_accept(i);
     }
 

@@ -12,8 +12,11 @@
 
 use super::verify;
 use super::{Mode, Replica};
+use crate::crypto::Digest;
 use crate::limits::*;
 use crate::message::*;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 impl Replica {
     pub(super) fn start_stop(&mut self, target: Regency) {
@@ -70,7 +73,7 @@ impl Replica {
         self.stop_target = None;
         self.stats.regencies_installed += 1;
         self.stop_votes.retain(|_, v| *v > t);
-        self.stop_data.retain(|_, sd| sd.regency >= t);
+        self.stop_data.retain(|_, (sd, _)| sd.regency >= t);
         for slot in self.slots.values_mut() {
             slot.prune_before(t);
         }
@@ -80,17 +83,18 @@ impl Replica {
         // until then only the view-change timer escalates.
         self.progress_phase = 0;
         self.progress_deadline = None;
-        let sd = self.build_stop_data(t);
-        self.send_replica(self.cfg.leader_of(t), Message::StopData(sd));
+        let (data, batches) = self.build_stop_data(t);
+        self.send_replica(self.cfg.leader_of(t), Message::StopData { data, batches });
     }
 
-    fn build_stop_data(&self, t: Regency) -> StopData {
-        let prepared = self
+    fn build_stop_data(&self, t: Regency) -> (StopData, Vec<Arc<Batch>>) {
+        let (prepared, batches): (Vec<WriteCert>, Vec<Arc<Batch>>) = self
             .slots
             .values()
             .filter_map(|s| s.prepared.clone())
             .filter(|p| p.cert.regency < t)
-            .collect();
+            .map(|p| (p.cert, p.batch))
+            .unzip();
         let mut sd = StopData {
             regency: t,
             from: self.cfg.me,
@@ -99,11 +103,16 @@ impl Replica {
             sig: crate::crypto::Signature([0; 64]),
         };
         sd.sig = self.crypto.sign(&sd.sign_bytes());
-        sd
+        (sd, batches)
     }
 
-    pub(super) fn on_stop_data(&mut self, s: ReplicaId, sd: StopData) {
-        if sd.from != s || self.cfg.leader_of(sd.regency) != self.cfg.me {
+    pub(super) fn on_stop_data(&mut self, s: ReplicaId, sd: StopData, batches: Vec<Arc<Batch>>) {
+        let batches_match = batches.len() == sd.prepared.len()
+            && batches
+                .iter()
+                .zip(&sd.prepared)
+                .all(|(b, c)| b.digest() == c.digest);
+        if sd.from != s || self.cfg.leader_of(sd.regency) != self.cfg.me || !batches_match {
             self.stats.dropped_invalid += 1;
             return;
         }
@@ -115,7 +124,7 @@ impl Replica {
             self.stats.dropped_bad_auth += 1;
             return;
         }
-        self.stop_data.insert(s, sd);
+        self.stop_data.insert(s, (sd, batches));
         self.try_sync();
     }
 
@@ -123,36 +132,55 @@ impl Replica {
         if self.mode != Mode::Syncing || self.leader() != self.cfg.me {
             return;
         }
-        let proofs: Vec<StopData> = self
+        let chosen: Vec<&(StopData, Vec<Arc<Batch>>)> = self
             .stop_data
             .values()
-            .filter(|sd| sd.regency == self.regency)
+            .filter(|(sd, _)| sd.regency == self.regency)
             .take(self.cfg.quorum())
-            .cloned()
             .collect();
-        if proofs.len() < self.cfg.quorum() {
+        if chosen.len() < self.cfg.quorum() {
             return;
         }
-        self.broadcast(Message::Sync {
+        let proofs: Vec<StopData> = chosen.iter().map(|(sd, _)| sd.clone()).collect();
+        let available: BTreeMap<Digest, Arc<Batch>> = chosen
+            .iter()
+            .flat_map(|(sd, b)| sd.prepared.iter().map(|c| c.digest).zip(b.iter().cloned()))
+            .collect();
+        let (_, plan) = verify::plan_from(&proofs);
+        let batches: Vec<Arc<Batch>> = plan
+            .iter()
+            .filter_map(|(_, d)| d.and_then(|d| available.get(&d).cloned()))
+            .collect();
+        self.broadcast(Message::Sync(SyncProof {
             regency: self.regency,
             proofs,
-        });
+            batches,
+        }));
     }
 
-    pub(super) fn on_sync(&mut self, s: ReplicaId, t: Regency, proofs: Vec<StopData>) {
-        let fresh = t > self.regency || (t == self.regency && self.mode == Mode::Syncing);
-        if !fresh || t <= self.synced_regency {
-            return;
-        }
-        if s != self.cfg.leader_of(t) {
+    pub(super) fn on_sync(&mut self, s: ReplicaId, sync: SyncProof) {
+        if s != self.cfg.leader_of(sync.regency) {
             self.stats.dropped_invalid += 1;
             return;
         }
-        let Some(plan) = verify::sync_plan(&self.cfg, self.crypto.as_ref(), t, &proofs) else {
+        self.apply_sync_proof(sync);
+    }
+
+    /// Applies a SYNC (from its leader or forwarded in a state reply) if it is
+    /// for a regency we have not synchronised yet and its proofs hold.
+    pub(super) fn apply_sync_proof(&mut self, sync: SyncProof) -> bool {
+        let t = sync.regency;
+        let fresh = t > self.regency || (t == self.regency && self.mode == Mode::Syncing);
+        if !fresh || t <= self.synced_regency {
+            return false;
+        }
+        let Some(plan) = verify::sync_plan(&self.cfg, self.crypto.as_ref(), &sync) else {
             self.stats.dropped_bad_auth += 1;
-            return;
+            return false;
         };
         self.apply_sync(t, plan);
+        self.last_sync = Some(sync);
+        true
     }
 
     fn apply_sync(&mut self, t: Regency, plan: verify::Plan) {
@@ -168,18 +196,12 @@ impl Replica {
         for (i, d, batch) in &plan.entries {
             self.adopt_planned(t, *i, *d, batch);
         }
-        self.next_propose = (plan.last() + 1).max(self.last_executed + 1);
+        self.next_propose = plan.last().saturating_add(1).max(self.last_executed + 1);
         self.pending.requeue();
         self.replay_early_proposals(t);
     }
 
-    fn adopt_planned(
-        &mut self,
-        t: Regency,
-        i: Instance,
-        d: crate::crypto::Digest,
-        batch: &std::sync::Arc<Batch>,
-    ) {
+    fn adopt_planned(&mut self, t: Regency, i: Instance, d: Digest, batch: &Arc<Batch>) {
         if i <= self.last_executed {
             if self.decided_digest(i).is_some_and(|dd| dd != d) {
                 self.stats.plan_conflicts += 1;
@@ -200,6 +222,7 @@ impl Replica {
             return;
         }
         slot.proposal = Some((t, d, batch.clone()));
+        slot.needs_vouching = false; // 2f+1 replicas prepared it
         self.vote_write(i);
         self.try_accept(i);
         self.try_decide(i);
@@ -214,7 +237,7 @@ impl Replica {
         }
         self.view_deadline = None;
         self.stop_votes.retain(|_, v| *v > t);
-        self.stop_data.retain(|_, sd| sd.regency > t);
+        self.stop_data.retain(|_, (sd, _)| sd.regency > t);
         self.ahead.retain(|_, v| *v > t);
         for slot in self.slots.values_mut() {
             slot.prune_before(t);

@@ -16,6 +16,10 @@ pub struct Slot {
     /// At most one WRITE and one ACCEPT per (regency, sender) is kept.
     pub writes: BTreeMap<(Regency, ReplicaId), (Digest, Signature)>,
     pub accepts: BTreeMap<(Regency, ReplicaId), Digest>,
+    /// The proposal holds a request whose authenticator failed here (a MAC
+    /// entry for us can be bad while others' are good): WRITE only once f+1
+    /// replicas have, as one of them is correct and authenticated it.
+    pub needs_vouching: bool,
     pub voted_write: Option<Regency>,
     pub voted_accept: Option<Regency>,
     /// Highest-regency prepared certificate (2f+1 signed WRITEs) with its batch.

@@ -50,24 +50,20 @@ pub fn checkpoint_cert_valid(cfg: &Config, crypto: &dyn Crypto, c: &CheckpointCe
 
 pub fn stop_data_valid(cfg: &Config, crypto: &dyn Crypto, sd: &StopData) -> bool {
     let low = sd.checkpoint.instance;
+    let high = low.saturating_add(cfg.log_window());
     let entries_ok = sd
         .prepared
         .windows(2)
-        .all(|w| w[0].cert.instance < w[1].cert.instance)
-        && sd.prepared.iter().all(|p| {
-            p.cert.instance > low
-                && p.cert.instance <= low + cfg.log_window()
-                && p.cert.regency < sd.regency
-                && p.batch.digest() == p.cert.digest
-        });
+        .all(|w| w[0].instance < w[1].instance)
+        && sd
+            .prepared
+            .iter()
+            .all(|c| c.instance > low && c.instance <= high && c.regency < sd.regency);
     (sd.from as usize) < cfg.n
         && entries_ok
         && crypto.verify_replica(sd.from, &sd.sign_bytes(), &sd.sig)
         && checkpoint_cert_valid(cfg, crypto, &sd.checkpoint)
-        && sd
-            .prepared
-            .iter()
-            .all(|p| write_cert_valid(cfg, crypto, &p.cert))
+        && sd.prepared.iter().all(|c| write_cert_valid(cfg, crypto, c))
 }
 
 /// What a new regency starts from: the highest stable checkpoint among the
@@ -87,34 +83,50 @@ impl Plan {
     }
 }
 
-/// Checks a SYNC's proofs (a quorum of valid STOPDATA for `regency` from
-/// distinct replicas) and derives the plan every correct replica derives.
+/// Checks a SYNC (a quorum of valid STOPDATA for its regency from distinct
+/// replicas, and a batch for every planned digest) and derives the plan every
+/// correct replica derives.
 ///
 /// Safety: a value decided at instance i in regency r was prepared by at least
 /// f+1 correct replicas, one of which is in any quorum of STOPDATA and reports
 /// a certificate of regency ≥ r; no conflicting certificate of a higher regency
-/// can exist, so the highest certificate carries the decided value.
-pub fn sync_plan(
-    cfg: &Config,
-    crypto: &dyn Crypto,
-    regency: Regency,
-    proofs: &[StopData],
-) -> Option<Plan> {
+/// can exist, so the highest certificate carries the decided value. Two valid
+/// SYNCs for one regency can differ only where nothing was decided, and then
+/// WRITE quorums decide at most one of them, as for an equivocating PROPOSE.
+pub fn sync_plan(cfg: &Config, crypto: &dyn Crypto, sync: &SyncProof) -> Option<Plan> {
+    let proofs = &sync.proofs;
     let distinct = proofs.windows(2).all(|w| w[0].from < w[1].from);
     if proofs.len() < cfg.quorum() || !distinct {
         return None;
     }
     if !proofs
         .iter()
-        .all(|p| p.regency == regency && stop_data_valid(cfg, crypto, p))
+        .all(|p| p.regency == sync.regency && stop_data_valid(cfg, crypto, p))
     {
         return None;
     }
-    Some(plan_from(proofs))
+    let (checkpoint, digests) = plan_from(proofs);
+    let by_digest: BTreeMap<Digest, &Arc<Batch>> =
+        sync.batches.iter().map(|b| (b.digest(), b)).collect();
+    let noop = Arc::new(Batch::default());
+    let noop_digest = noop.digest();
+    let entries = digests
+        .into_iter()
+        .map(|(i, d)| match d {
+            None => Some((i, noop_digest, noop.clone())),
+            Some(d) => by_digest.get(&d).map(|b| (i, d, Arc::clone(b))),
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some(Plan {
+        checkpoint,
+        entries,
+    })
 }
 
-/// The decision rule alone (inputs already verified).
-pub fn plan_from(proofs: &[StopData]) -> Plan {
+/// The decision rule alone (inputs already verified): the highest stable
+/// checkpoint, then per instance the digest of the highest-regency certificate
+/// (`None`: nothing prepared, a no-op).
+pub fn plan_from(proofs: &[StopData]) -> (CheckpointCert, Vec<(Instance, Option<Digest>)>) {
     let checkpoint = proofs
         .iter()
         .map(|p| &p.checkpoint)
@@ -122,27 +134,19 @@ pub fn plan_from(proofs: &[StopData]) -> Plan {
         .expect("a plan needs at least one proof")
         .clone();
     let low = checkpoint.instance;
-    let mut best: BTreeMap<Instance, &Prepared> = BTreeMap::new();
-    for p in proofs.iter().flat_map(|p| &p.prepared) {
-        if p.cert.instance <= low {
+    let mut best: BTreeMap<Instance, (Regency, Digest)> = BTreeMap::new();
+    for c in proofs.iter().flat_map(|p| &p.prepared) {
+        if c.instance <= low {
             continue;
         }
-        let e = best.entry(p.cert.instance).or_insert(p);
-        if (p.cert.regency, p.cert.digest) > (e.cert.regency, e.cert.digest) {
-            *e = p;
+        let e = best.entry(c.instance).or_insert((c.regency, c.digest));
+        if (c.regency, c.digest) > *e {
+            *e = (c.regency, c.digest);
         }
     }
     let last = best.keys().next_back().copied().unwrap_or(low);
-    let noop = Arc::new(Batch::default());
-    let noop_digest = noop.digest();
     let entries = (low + 1..=last)
-        .map(|i| match best.get(&i) {
-            Some(p) => (i, p.cert.digest, p.batch.clone()),
-            None => (i, noop_digest, noop.clone()),
-        })
+        .map(|i| (i, best.get(&i).map(|(_, d)| *d)))
         .collect();
-    Plan {
-        checkpoint,
-        entries,
-    }
+    (checkpoint, entries)
 }

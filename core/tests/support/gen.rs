@@ -13,8 +13,9 @@ pub fn random_digest(rng: &mut Rng) -> [u8; 32] {
 }
 
 pub fn near(rng: &mut Rng, around: u64) -> u64 {
-    match rng.below(4) {
+    match rng.below(8) {
         0 => rng.next_u64(),
+        1 => u64::MAX - rng.below(3),
         _ => around.saturating_add(rng.below(6)).saturating_sub(2),
     }
 }
@@ -73,18 +74,17 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
                 digest: d,
                 sigs: random_sigs(rng, &CheckpointCert::sign_bytes(4, &d)),
             };
-            let prepared = (0..rng.below(3))
-                .map(|k| {
-                    let batch = random_batch(rng);
-                    let digest = batch.digest();
-                    Prepared {
-                        cert: WriteCert {
-                            regency: r.saturating_sub(1),
-                            instance: i + k,
-                            digest,
-                            sigs: random_sigs(rng, &WriteCert::sign_bytes(r, i, &digest)),
-                        },
-                        batch,
+            let batches: Vec<_> = (0..rng.below(3)).map(|_| random_batch(rng)).collect();
+            let prepared = batches
+                .iter()
+                .enumerate()
+                .map(|(k, b)| {
+                    let digest = b.digest();
+                    WriteCert {
+                        regency: r.saturating_sub(1),
+                        instance: i.saturating_add(k as u64),
+                        digest,
+                        sigs: random_sigs(rng, &WriteCert::sign_bytes(r, i, &digest)),
                     }
                 })
                 .collect();
@@ -97,12 +97,13 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
             };
             sd.sig = by3.sign(&sd.sign_bytes());
             if rng.chance(0.5) {
-                Message::StopData(sd)
+                Message::StopData { data: sd, batches }
             } else {
-                Message::Sync {
+                Message::Sync(SyncProof {
                     regency: r,
                     proofs: vec![sd.clone(), sd.clone(), sd],
-                }
+                    batches,
+                })
             }
         }
         6 => Message::Checkpoint {
@@ -124,6 +125,7 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
             },
             snapshot: vec![rng.below(256) as u8; rng.below(64) as usize],
             suffix: vec![(i, random_batch(rng))],
+            sync: None,
         }),
         9 => Message::Reply(Reply {
             client: 1,

@@ -39,9 +39,9 @@ fn shift_regency(msg: &mut Message, d: i64) {
         Message::Propose { regency, .. }
         | Message::Write { regency, .. }
         | Message::Accept { regency, .. }
-        | Message::Stop { regency }
-        | Message::Sync { regency, .. } => add(regency, d),
-        Message::StopData(sd) => add(&mut sd.regency, d),
+        | Message::Stop { regency } => add(regency, d),
+        Message::Sync(s) => add(&mut s.regency, d),
+        Message::StopData { data, .. } => add(&mut data.regency, d),
         Message::StateReply(s) => add(&mut s.regency, d),
         _ => {}
     }
@@ -77,8 +77,12 @@ fn change_payload(msg: &mut Message, rng: &mut Rng) {
         Message::Write { digest, .. }
         | Message::Accept { digest, .. }
         | Message::Checkpoint { digest, .. } => digest[0] ^= 1 << rng.below(8),
-        Message::StopData(sd) => {
-            sd.prepared.pop();
+        Message::StopData { data, batches } => {
+            data.prepared.pop();
+            batches.pop();
+        }
+        Message::Sync(s) => {
+            s.batches.pop();
         }
         Message::StateReply(s) => {
             if let Some(b) = s.snapshot.first_mut() {
@@ -109,7 +113,7 @@ fn resign(msg: &mut Message, crypto: &dyn Crypto) {
             digest,
             sig,
         } => *sig = crypto.sign(&CheckpointCert::sign_bytes(*instance, digest)),
-        Message::StopData(sd) => sd.sig = crypto.sign(&sd.sign_bytes()),
+        Message::StopData { data, .. } => data.sig = crypto.sign(&data.sign_bytes()),
         _ => {}
     }
 }

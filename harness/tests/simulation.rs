@@ -283,3 +283,31 @@ fn partitioning_one_node_then_healing_converges() {
         );
     }
 }
+
+/// Seeds that failed during development (safety: agreement with one crash;
+/// liveness: lost checkpoint votes, replay without checkpoints, PROPOSE
+/// overtaking SYNC, leader's own timer during SYNC, rare sweeps). They stay fixed.
+#[test]
+fn seeds_that_once_failed_stay_fixed() {
+    let crash1 = SimOptions { crash: 1, ..opts() };
+    let crash2 = SimOptions {
+        crash: 2,
+        crash_together: true,
+        ..opts()
+    };
+    let mutate = SimOptions {
+        mutate: true,
+        ..opts()
+    };
+    let twin = SimOptions { twins: 1, ..opts() };
+    let cases: [(&SimOptions, &[u64]); 5] = [
+        (&crash1, &[75, 105, 173, 195]),
+        (&crash2, &[20, 40, 69, 172, 210, 238, 261, 268]),
+        (&mutate, &[197, 241]),
+        (&twin, &[8012]),
+        (&opts(), &[8118, 15479, 16222]),
+    ];
+    for (o, seeds) in cases {
+        all_pass(o, seeds.iter().copied());
+    }
+}

@@ -18,7 +18,7 @@ const CHECKPOINT_LOOKAHEAD: u64 = 4;
 /// A state reply stays this far below the frame bound.
 const STATE_REPLY_BYTES_MAX: usize = crate::limits::FRAME_BYTES_MAX - (1 << 20);
 
-fn sync_bytes(s: &SyncProof) -> usize {
+pub(super) fn sync_bytes(s: &SyncProof) -> usize {
     let mut w = crate::codec::Writer::new();
     crate::message::encode_message(&mut w, &Message::Sync(s.clone()));
     w.buf.len()
@@ -194,9 +194,12 @@ impl Replica {
         let mut budget = STATE_REPLY_BYTES_MAX.saturating_sub(snapshot.len());
         let sync = self
             .last_sync
-            .clone()
-            .filter(|s| s.regency == self.regency && sync_bytes(s) <= budget);
-        budget = budget.saturating_sub(sync.as_ref().map_or(0, sync_bytes));
+            .as_ref()
+            .filter(|(s, bytes)| s.regency == self.regency && *bytes <= budget)
+            .map(|(s, bytes)| {
+                budget -= bytes;
+                s.clone()
+            });
         // `from` is peer input: an empty range, never an inverted one.
         let first = base.saturating_add(1).min(self.last_executed + 1);
         let mut suffix = Vec::new();

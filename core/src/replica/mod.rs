@@ -109,7 +109,8 @@ pub struct Replica {
     synced_regency: Regency,
     stop_data: BTreeMap<ReplicaId, (StopData, Vec<Arc<Batch>>)>,
     /// The SYNC this replica applied last, forwarded to laggards in state replies.
-    last_sync: Option<SyncProof>,
+    /// With its encoded size, measured once.
+    last_sync: Option<(SyncProof, usize)>,
     checkpoint_votes: BTreeMap<Instance, BTreeMap<ReplicaId, (Digest, crate::crypto::Signature)>>,
     own_checkpoints: BTreeMap<Instance, (Digest, Arc<Vec<u8>>)>,
     known_stable: Option<CheckpointCert>,

@@ -179,7 +179,8 @@ impl Replica {
             return false;
         };
         self.apply_sync(t, plan);
-        self.last_sync = Some(sync);
+        let bytes = super::checkpoint::sync_bytes(&sync);
+        self.last_sync = Some((sync, bytes));
         true
     }
 

@@ -94,7 +94,7 @@ impl Replica {
         }
         match self.own_checkpoints.get(&cert.instance).cloned() {
             Some((own, snapshot)) if own == cert.digest => self.make_stable(cert, snapshot),
-            Some(_) => self.stats.plan_conflicts += 1,
+            Some(_) => self.stats.checkpoint_mismatches += 1,
             None if cert.instance > self.last_executed => self.note_stable_elsewhere(cert),
             None => {}
         }

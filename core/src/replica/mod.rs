@@ -62,7 +62,10 @@ pub struct Stats {
     pub state_transfers_started: u64,
     pub state_transfers_applied: u64,
     pub poisoned_state_rejected: u64,
+    /// A SYNC plan contradicted a decision here (never, with at most f faulty).
     pub plan_conflicts: u64,
+    /// A stable checkpoint's digest differed from our own state (never, with at most f faulty).
+    pub checkpoint_mismatches: u64,
     pub instances_decided: u64,
     pub requests_executed: u64,
 }

@@ -610,6 +610,7 @@ fn add_stats(acc: &mut Stats, s: &Stats) {
     acc.state_transfers_applied += s.state_transfers_applied;
     acc.poisoned_state_rejected += s.poisoned_state_rejected;
     acc.plan_conflicts += s.plan_conflicts;
+    acc.checkpoint_mismatches += s.checkpoint_mismatches;
     acc.instances_decided += s.instances_decided;
     acc.requests_executed += s.requests_executed;
 }
@@ -627,6 +628,7 @@ pub fn stats_map(s: &Stats) -> BTreeMap<&'static str, u64> {
         ("equivocations_seen", s.equivocations_seen),
         ("dropped_bad_auth", s.dropped_bad_auth),
         ("plan_conflicts", s.plan_conflicts),
+        ("checkpoint_mismatches", s.checkpoint_mismatches),
         ("poisoned_rejected", s.poisoned_state_rejected),
     ])
 }

@@ -7,8 +7,10 @@
 pub const REPLICAS_MAX: usize = 64;
 /// Largest frame the codec decodes; checked before any allocation.
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
-/// Largest client operation or result payload.
+/// Largest client operation payload.
 pub const OP_BYTES_MAX: usize = 64 << 10;
+/// Largest result payload in a reply (a YCSB scan returns many records).
+pub const RESULT_BYTES_MAX: usize = 256 << 10;
 /// Largest number of requests in one batch.
 pub const BATCH_REQUESTS_MAX: usize = 4096;
 /// Largest encoded batch.

@@ -502,7 +502,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
         2 => Message::Reply(Reply {
             client: r.u64()?,
             seq: r.u64()?,
-            result: r.bytes("reply", OP_BYTES_MAX)?.to_vec(),
+            result: r.bytes("reply", RESULT_BYTES_MAX)?.to_vec(),
         }),
         3 => Message::Propose {
             regency: r.u64()?,

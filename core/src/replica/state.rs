@@ -115,7 +115,7 @@ impl ClientTable {
             }
             prev = Some(c);
             let s = r.u64()?;
-            last.insert(c, (s, r.bytes("cached reply", OP_BYTES_MAX)?.to_vec()));
+            last.insert(c, (s, r.bytes("cached reply", RESULT_BYTES_MAX)?.to_vec()));
         }
         Ok(ClientTable { last })
     }

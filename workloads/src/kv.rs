@@ -1,0 +1,303 @@
+//! The key-value App: YCSB's records (named fields) under ordered keys.
+//!
+//! The state digest is kept incrementally: the wrapping sum, in four 64-bit
+//! lanes, of a SHA-256 per record. An operation re-hashes only the record it
+//! touches, and the sum does not depend on insertion order, only on content.
+
+use crate::op::*;
+use bft_core::app::{App, RestoreError};
+use bft_core::codec::{Reader, Writer};
+use bft_core::crypto::{hash, hash_parts, Digest};
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+/// Bytes the store holds at most (keys, field names and values), so that a
+/// snapshot always fits state transfer.
+pub const STORE_BYTES_MAX: usize = 40 << 20;
+/// Bytes of records one scan returns at most; a longer scan is cut (and says so).
+pub const SCAN_RESULT_BYTES_MAX: usize = 192 << 10;
+const _: () = assert!(SCAN_RESULT_BYTES_MAX + 16 <= bft_core::limits::RESULT_BYTES_MAX);
+
+pub type Record = BTreeMap<String, Vec<u8>>;
+
+/// Result status, first byte of every result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Status {
+    Ok = 0,
+    NotFound = 1,
+    Error = 2,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvApp {
+    records: BTreeMap<String, Record>,
+    lanes: [u64; 4],
+    bytes: usize,
+}
+
+fn record_bytes(key: &str, r: &Record) -> usize {
+    key.len() + r.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+}
+
+fn record_hash(key: &str, r: &Record) -> [u64; 4] {
+    let mut w = Writer::new();
+    encode_record(&mut w, key, r);
+    let h = hash(&w.buf);
+    let lane = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(b)
+    };
+    [lane(0), lane(1), lane(2), lane(3)]
+}
+
+fn encode_record(w: &mut Writer, key: &str, r: &Record) {
+    w.bytes(key.as_bytes());
+    w.len(r.len());
+    for (n, v) in r {
+        w.bytes(n.as_bytes());
+        w.bytes(v);
+    }
+}
+
+fn result(status: Status, body: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    let mut w = Writer::new();
+    w.u8(status as u8);
+    body(&mut w);
+    w.finish()
+}
+
+fn error(msg: &str) -> Vec<u8> {
+    result(Status::Error, |w| w.bytes(msg.as_bytes()))
+}
+
+impl KvApp {
+    pub fn new() -> KvApp {
+        KvApp::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Record> {
+        self.records.get(key)
+    }
+
+    fn account(&mut self, key: &str, r: &Record, add: bool) {
+        let h = record_hash(key, r);
+        for (l, x) in self.lanes.iter_mut().zip(h) {
+            *l = if add {
+                l.wrapping_add(x)
+            } else {
+                l.wrapping_sub(x)
+            };
+        }
+        let b = record_bytes(key, r);
+        self.bytes = if add { self.bytes + b } else { self.bytes - b };
+    }
+
+    /// Replaces (or removes, with None) a record, keeping digest and size.
+    fn put(&mut self, key: &str, new: Option<Record>) -> Result<(), &'static str> {
+        let old_bytes = self.records.get(key).map_or(0, |r| record_bytes(key, r));
+        let new_bytes = new.as_ref().map_or(0, |r| record_bytes(key, r));
+        if self.bytes - old_bytes + new_bytes > STORE_BYTES_MAX {
+            return Err("store full: STORE_BYTES_MAX reached");
+        }
+        if let Some(old) = self.records.remove(key) {
+            self.account(key, &old, false);
+        }
+        if let Some(r) = new {
+            if r.len() > FIELDS_MAX {
+                return Err("too many fields in the record");
+            }
+            self.account(key, &r, true);
+            self.records.insert(key.to_string(), r);
+        }
+        Ok(())
+    }
+
+    fn read(&self, key: &str, fields: &Option<Vec<String>>) -> Vec<u8> {
+        match self.records.get(key) {
+            None => result(Status::NotFound, |_| {}),
+            Some(r) => result(Status::Ok, |w| encode_fields(w, r, fields)),
+        }
+    }
+
+    fn update(&mut self, key: &str, values: Vec<(String, Vec<u8>)>) -> Vec<u8> {
+        let Some(mut r) = self.records.get(key).cloned() else {
+            return result(Status::NotFound, |_| {});
+        };
+        r.extend(values);
+        match self.put(key, Some(r)) {
+            Ok(()) => result(Status::Ok, |_| {}),
+            Err(e) => error(e),
+        }
+    }
+
+    fn scan(&self, start: &str, count: u32, fields: &Option<Vec<String>>) -> Vec<u8> {
+        let count = count.min(SCAN_RECORDS_MAX) as usize;
+        let mut body = Writer::new();
+        let (mut n, mut cut) = (0u32, false);
+        let range = self
+            .records
+            .range::<str, _>((Bound::Included(start), Bound::Unbounded));
+        for (k, r) in range.take(count) {
+            let mut one = Writer::new();
+            one.bytes(k.as_bytes());
+            encode_fields(&mut one, r, fields);
+            if body.buf.len() + one.buf.len() > SCAN_RESULT_BYTES_MAX {
+                cut = true;
+                break;
+            }
+            body.raw(&one.buf);
+            n += 1;
+        }
+        result(Status::Ok, |w| {
+            w.u8(cut as u8);
+            w.u32(n);
+            w.raw(&body.buf);
+        })
+    }
+
+    fn apply(&mut self, op: Op) -> Vec<u8> {
+        match op {
+            Op::Read { key, fields } => self.read(&key, &fields),
+            Op::Update { key, values } => self.update(&key, values),
+            Op::Insert { key, values } => {
+                match self.put(&key, Some(values.into_iter().collect())) {
+                    Ok(()) => result(Status::Ok, |_| {}),
+                    Err(e) => error(e),
+                }
+            }
+            Op::Delete { key } => match self.records.contains_key(&key) {
+                false => result(Status::NotFound, |_| {}),
+                true => {
+                    let _ = self.put(&key, None);
+                    result(Status::Ok, |_| {})
+                }
+            },
+            Op::Scan {
+                start,
+                count,
+                fields,
+            } => self.scan(&start, count, &fields),
+            Op::ReadModifyWrite {
+                key,
+                fields,
+                values,
+            } => {
+                let read = self.read(&key, &fields);
+                if read.first() != Some(&(Status::Ok as u8)) {
+                    return read;
+                }
+                match self.update(&key, values).first() {
+                    Some(&s) if s == Status::Ok as u8 => read,
+                    _ => error("update after read failed"),
+                }
+            }
+        }
+    }
+
+    /// Digest recomputed from scratch; equals `digest()` (checked by tests).
+    pub fn full_digest(&self) -> Digest {
+        let mut lanes = [0u64; 4];
+        for (k, r) in &self.records {
+            for (l, x) in lanes.iter_mut().zip(record_hash(k, r)) {
+                *l = l.wrapping_add(x);
+            }
+        }
+        digest_of(self.records.len(), &lanes)
+    }
+}
+
+fn digest_of(count: usize, lanes: &[u64; 4]) -> Digest {
+    let mut b = Vec::with_capacity(40);
+    b.extend_from_slice(&(count as u64).to_le_bytes());
+    for l in lanes {
+        b.extend_from_slice(&l.to_le_bytes());
+    }
+    hash_parts(&[b"bftbench-kv", &b])
+}
+
+fn encode_fields(w: &mut Writer, r: &Record, fields: &Option<Vec<String>>) {
+    match fields {
+        None => {
+            w.len(r.len());
+            for (n, v) in r {
+                w.bytes(n.as_bytes());
+                w.bytes(v);
+            }
+        }
+        Some(names) => {
+            let hits: Vec<_> = names.iter().filter_map(|n| r.get_key_value(n)).collect();
+            w.len(hits.len());
+            for (n, v) in hits {
+                w.bytes(n.as_bytes());
+                w.bytes(v);
+            }
+        }
+    }
+}
+
+impl App for KvApp {
+    fn execute(&mut self, op: &[u8]) -> Vec<u8> {
+        match Op::decode(op) {
+            Ok(op) => self.apply(op),
+            Err(e) => error(&format!("bad operation: {e}")),
+        }
+    }
+
+    fn digest(&self) -> Digest {
+        digest_of(self.records.len(), &self.lanes)
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.len(self.records.len());
+        for (k, r) in &self.records {
+            encode_record(&mut w, k, r);
+        }
+        w.finish()
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let bad = |e: bft_core::codec::DecodeError| RestoreError(format!("KV snapshot: {e}"));
+        let mut r = Reader::new(snapshot);
+        let n = r.len("records", usize::MAX, 8).map_err(bad)?;
+        let mut fresh = KvApp::new();
+        let mut prev: Option<String> = None;
+        for _ in 0..n {
+            let key = read_string(&mut r, KEY_BYTES_MAX).map_err(bad)?;
+            if prev.as_ref().is_some_and(|p| *p >= key) {
+                return Err(RestoreError("KV snapshot: keys out of order".into()));
+            }
+            let nf = r.len("fields", FIELDS_MAX, 8).map_err(bad)?;
+            let mut rec = Record::new();
+            for _ in 0..nf {
+                let name = read_string(&mut r, FIELD_NAME_BYTES_MAX).map_err(bad)?;
+                let v = r
+                    .bytes("value", bft_core::limits::OP_BYTES_MAX)
+                    .map_err(bad)?;
+                rec.insert(name, v.to_vec());
+            }
+            fresh
+                .put(&key, Some(rec))
+                .map_err(|e| RestoreError(format!("KV snapshot: {e}")))?;
+            prev = Some(key);
+        }
+        r.finish().map_err(bad)?;
+        *self = fresh;
+        Ok(())
+    }
+}
+
+fn read_string(r: &mut Reader, max: usize) -> Result<String, bft_core::codec::DecodeError> {
+    let b = r.bytes("string", max)?;
+    String::from_utf8(b.to_vec()).map_err(|_| bft_core::codec::DecodeError::Invalid("not UTF-8"))
+}

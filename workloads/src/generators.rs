@@ -223,7 +223,7 @@ impl Sequential {
             counter: 0,
         }
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_value(&mut self) -> u64 {
         let v = self.start + self.counter % self.interval;
         self.counter += 1;
         v
@@ -308,7 +308,7 @@ mod tests {
     #[test]
     fn sequential_wraps_and_discrete_skips_zero_weights() {
         let mut s = Sequential::new(5, 7);
-        let v: Vec<_> = (0..5).map(|_| s.next()).collect();
+        let v: Vec<_> = (0..5).map(|_| s.next_value()).collect();
         assert_eq!(v, [5, 6, 7, 5, 6]);
         let mut d = Discrete::new(vec![(0.0, 'a'), (1.0, 'b')]);
         let mut rng = Rng::new(1);

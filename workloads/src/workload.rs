@@ -267,13 +267,7 @@ impl Workload {
             field_length,
             scan_length,
             key_chooser,
-            operations: Discrete::new(
-                s.proportions
-                    .to_vec()
-                    .into_iter()
-                    .map(|(k, w)| (w, k))
-                    .collect(),
-            ),
+            operations: Discrete::new(s.proportions.iter().map(|(k, w)| (*w, *k)).collect()),
             load_next: s.insert_start,
             inserts,
             settings: s,
@@ -318,7 +312,7 @@ impl Workload {
                 KeyChooser::Zipfian(g) => g.next(rng),
                 KeyChooser::Latest(g) => return g.next(rng, last),
                 KeyChooser::Hotspot(g) => g.next(rng),
-                KeyChooser::Sequential(g) => g.next(),
+                KeyChooser::Sequential(g) => g.next_value(),
                 KeyChooser::Exponential(g) => {
                     // Java truncates the draw to an int and redraws below 0.
                     let back = g.next(rng) as i32 as i64;

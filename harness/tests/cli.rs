@@ -69,3 +69,95 @@ fn bad_arguments_are_named() {
     assert_eq!(code, 2);
     assert!(err.contains("--seeds"), "{err}");
 }
+
+#[test]
+fn workload_keys_print_java_ycsb_names() {
+    let (code, out, _) = bftbench(&["workload", "keys", "--start", "0", "--count", "2"]);
+    assert_eq!(code, 0);
+    assert_eq!(out, "user6284781860667377211\nuser8517097267634966620\n");
+    let (_, out, _) = bftbench(&["workload", "keys", "--start", "999", "--count", "1"]);
+    assert_eq!(out.trim(), "user2071219101098386137");
+}
+
+#[test]
+fn workload_traces_are_deterministic_and_well_formed() {
+    let args = [
+        "workload",
+        "trace",
+        "--workload",
+        "e",
+        "--ops",
+        "300",
+        "--seed",
+        "4",
+    ];
+    let (code, a, _) = bftbench(&args);
+    let (_, b, _) = bftbench(&args);
+    assert_eq!(code, 0);
+    assert_eq!(a, b, "same seed, same trace");
+    assert_eq!(a.lines().count(), 300);
+    for l in a.lines() {
+        let parts: Vec<&str> = l.split(' ').collect();
+        match parts[0] {
+            "SCAN" => assert!(parts.len() == 3 && parts[2].parse::<u32>().is_ok(), "{l}"),
+            "INSERT" => assert_eq!(parts.len(), 2),
+            other => panic!("workload e has no {other}"),
+        }
+        assert!(parts[1].starts_with("user"));
+    }
+    let (_, c, _) = bftbench(&[
+        "workload",
+        "trace",
+        "--workload",
+        "e",
+        "--ops",
+        "300",
+        "--seed",
+        "5",
+    ]);
+    assert_ne!(a, c);
+}
+
+#[test]
+fn workload_summary_and_property_files() {
+    let dir = std::env::temp_dir().join(format!("bftbench-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mine");
+    std::fs::write(&file, "recordcount=500\noperationcount=10\nreadproportion=0.2\nupdateproportion=0.8\nrequestdistribution=uniform\n").unwrap();
+    let path = file.to_str().unwrap();
+    let (code, out, err) = bftbench(&[
+        "workload",
+        "trace",
+        "--workload",
+        path,
+        "--ops",
+        "20000",
+        "--summary",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("READ 4") && out.contains("UPDATE 1"), "{out}");
+    let hot: f64 = out
+        .lines()
+        .last()
+        .unwrap()
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .split('%')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        hot < 3.0,
+        "uniform: the hottest 1% get little more than 1%: {out}"
+    );
+    std::fs::write(&file, "recordcount=500\nreadproportion=lots\n").unwrap();
+    let (code, _, err) = bftbench(&["workload", "trace", "--workload", path]);
+    assert_eq!(code, 2);
+    assert!(err.contains("line 2: readproportion = `lots`"), "{err}");
+    let (code, _, err) = bftbench(&["workload", "trace", "--workload", "a", "-p", "nope=1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("unknown property `nope`"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

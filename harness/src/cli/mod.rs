@@ -1,6 +1,7 @@
 //! `bftbench` subcommands, one module each.
 
 pub mod sim;
+pub mod workload;
 
 use clap::{Parser, Subcommand};
 
@@ -19,10 +20,13 @@ pub struct Cli {
 pub enum Command {
     /// Deterministic simulation: seeded faults, Byzantine twins and mutations, checkers.
     Sim(sim::SimArgs),
+    /// Inspect the YCSB generators: key names, operation traces, summaries.
+    Workload(workload::WorkloadArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Sim(args) => sim::run(args),
+        Command::Workload(args) => workload::run(args),
     }
 }

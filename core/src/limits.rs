@@ -25,7 +25,7 @@ pub const LOG_WINDOW_MAX: u64 = 2 * CHECKPOINT_INTERVAL_MAX;
 /// Requests waiting to be ordered at one replica; beyond it new requests are dropped.
 pub const PENDING_REQUESTS_MAX: usize = 64 * 1024;
 /// Distinct clients a replica tracks (reply cache entries).
-pub const CLIENTS_MAX: usize = 1 << 20;
+pub const CLIENTS_MAX: usize = 1 << 16;
 /// Largest App snapshot carried by state transfer.
 pub const SNAPSHOT_BYTES_MAX: usize = 48 << 20;
 /// How far ahead of its current regency a replica records STOP votes.
@@ -42,3 +42,10 @@ pub const EARLY_PROPOSALS_MAX: usize = PIPELINE_MAX as usize;
 /// log window): `2 × checkpoint_interval × batch_max_bytes` must stay within it,
 /// so STOPDATA and SYNC always fit in a frame.
 pub const LEADER_CHANGE_BATCH_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
+/// Bytes of results the replicated client table keeps to answer retransmissions.
+pub const CLIENT_RESULTS_BYTES_MAX: usize = 8 << 20;
+
+// A snapshot is the App's state plus the client table; keep their sum within
+// what state transfer carries (the KV App holds at most 32 MiB).
+const _: () =
+    assert!(CLIENT_RESULTS_BYTES_MAX + CLIENTS_MAX * 40 + (32 << 20) < SNAPSHOT_BYTES_MAX);

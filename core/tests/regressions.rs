@@ -537,3 +537,41 @@ fn a_request_authenticated_by_f_plus_1_replicas_is_ordered_everywhere() {
         assert_eq!(c.get(r).last_executed(), 0);
     }
 }
+
+/// The client table (in every snapshot) keeps results only within a byte
+/// budget, evicting the oldest-executed first: the same on every replica, so
+/// digests agree, and snapshots stay bounded even with large (scan) results.
+#[test]
+fn client_results_are_kept_within_a_deterministic_budget() {
+    use bft_core::codec::{Reader, Writer};
+    use bft_core::limits::CLIENT_RESULTS_BYTES_MAX;
+    use bft_core::replica::ClientTable;
+    let big = vec![1u8; 200 << 10];
+    let (mut a, mut b) = (ClientTable::default(), ClientTable::default());
+    let clients = (CLIENT_RESULTS_BYTES_MAX / big.len()) as u64 + 10;
+    for c in 0..clients {
+        a.record(c, 1, big.clone());
+        b.record(c, 1, big.clone());
+    }
+    assert_eq!(a.digest(), b.digest());
+    assert!(a.result(0).is_none(), "the oldest results are evicted");
+    assert!(a.result(clients - 1).is_some(), "the newest are kept");
+    assert_eq!(a.last_seq(0), Some(1), "but exactly-once records stay");
+    let mut w = Writer::new();
+    a.encode(&mut w);
+    assert!(w.buf.len() < CLIENT_RESULTS_BYTES_MAX + 64 * 1024);
+    let back = ClientTable::decode(&mut Reader::new(&w.buf)).unwrap();
+    assert_eq!(back, a);
+    // A replica restored from a snapshot can still answer a retransmission.
+    let mut c = Cluster::new(4);
+    for s in 1..=4 {
+        c.submit(&request(100, s, b"op", 4));
+    }
+    c.replicas[2] = Some(replica(config(4, 2)));
+    c.submit(&request(101, 1, b"op", 4));
+    c.advance(Span::from_millis(1000));
+    assert!(c.get(2).last_executed() >= 4, "{}", c.get(2).summary());
+    let before = c.to_clients.len();
+    c.inject(2, &client_frame(&request(100, 4, b"op", 4)));
+    assert_eq!(c.to_clients.len(), before + 1, "the restored table answers");
+}

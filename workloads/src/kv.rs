@@ -13,7 +13,7 @@ use std::ops::Bound;
 
 /// Bytes the store holds at most (keys, field names and values), so that a
 /// snapshot always fits state transfer.
-pub const STORE_BYTES_MAX: usize = 40 << 20;
+pub const STORE_BYTES_MAX: usize = 32 << 20;
 /// Bytes of records one scan returns at most; a longer scan is cut (and says so).
 pub const SCAN_RESULT_BYTES_MAX: usize = 192 << 10;
 const _: () = assert!(SCAN_RESULT_BYTES_MAX + 16 <= bft_core::limits::RESULT_BYTES_MAX);
@@ -36,8 +36,9 @@ pub struct KvApp {
     bytes: usize,
 }
 
+/// A record's encoded size (with its length prefixes), as in a snapshot.
 fn record_bytes(key: &str, r: &Record) -> usize {
-    key.len() + r.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>()
+    8 + key.len() + r.iter().map(|(n, v)| 8 + n.len() + v.len()).sum::<usize>()
 }
 
 fn record_hash(key: &str, r: &Record) -> [u64; 4] {

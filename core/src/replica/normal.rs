@@ -60,14 +60,15 @@ impl Replica {
     }
 
     fn resend_cached_reply(&mut self, client: ClientId) {
-        if let Some((seq, result)) = self.clients.last.get(&client).cloned() {
-            let reply = Message::Reply(Reply {
-                client,
-                seq,
-                result,
-            });
-            self.send(Peer::Client(client), &reply);
-        }
+        let Some((seq, result)) = self.clients.result(client) else {
+            return; // evicted under the results budget
+        };
+        let reply = Message::Reply(Reply {
+            client,
+            seq,
+            result: result.to_vec(),
+        });
+        self.send(Peer::Client(client), &reply);
     }
 
     /// Leader: fill free pipeline slots with batches of pending requests.
@@ -406,22 +407,20 @@ impl Replica {
         {
             return None;
         }
-        if self.clients.last.len() >= CLIENTS_MAX && !self.clients.last.contains_key(&req.client) {
+        if self.clients.len() >= CLIENTS_MAX && !self.clients.contains(req.client) {
             return None; // deterministic on every replica: the table is part of the state
         }
         let result = self.app.execute(&req.op);
-        self.clients
-            .last
-            .insert(req.client, (req.seq, result.clone()));
         self.stats.requests_executed += 1;
         if reply {
             let msg = Message::Reply(Reply {
                 client: req.client,
                 seq: req.seq,
-                result,
+                result: result.clone(),
             });
             self.send(Peer::Client(req.client), &msg);
         }
+        self.clients.record(req.client, req.seq, result);
         Some(req.id())
     }
 

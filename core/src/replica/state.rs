@@ -84,29 +84,102 @@ pub struct Durable {
     pub slots: BTreeMap<Instance, Slot>,
 }
 
-/// Per-client exactly-once record: the last executed sequence number and its reply.
+/// One client's exactly-once record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientEntry {
+    pub seq: u64,
+    /// Execution order of `seq`, for deterministic eviction of results.
+    pub stamp: u64,
+    /// The result, kept while the table's result budget allows.
+    pub result: Option<Vec<u8>>,
+}
+
+/// Per-client exactly-once records, part of the replicated state (snapshot and
+/// digest): the last executed sequence number and, within a byte budget, its
+/// result, to answer a retransmission. Results are evicted oldest-executed
+/// first; as every replica executes the same order, every replica evicts the
+/// same ones, and a snapshot stays bounded.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientTable {
-    pub last: BTreeMap<ClientId, (u64, Vec<u8>)>,
+    last: BTreeMap<ClientId, ClientEntry>,
+    /// stamp → client, for entries still holding a result.
+    by_stamp: BTreeMap<u64, ClientId>,
+    result_bytes: usize,
+    next_stamp: u64,
 }
 
 impl ClientTable {
     pub fn last_seq(&self, client: ClientId) -> Option<u64> {
-        self.last.get(&client).map(|(s, _)| *s)
+        self.last.get(&client).map(|e| e.seq)
+    }
+
+    pub fn len(&self) -> usize {
+        self.last.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.last.is_empty()
+    }
+
+    pub fn contains(&self, client: ClientId) -> bool {
+        self.last.contains_key(&client)
+    }
+
+    /// The cached result of the client's last request, if still held.
+    pub fn result(&self, client: ClientId) -> Option<(u64, &[u8])> {
+        let e = self.last.get(&client)?;
+        e.result.as_deref().map(|r| (e.seq, r))
+    }
+
+    pub fn record(&mut self, client: ClientId, seq: u64, result: Vec<u8>) {
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        if let Some(old) = self.last.remove(&client) {
+            if self.by_stamp.remove(&old.stamp).is_some() {
+                self.result_bytes -= old.result.as_ref().map_or(0, Vec::len);
+            }
+        }
+        self.result_bytes += result.len();
+        self.by_stamp.insert(stamp, client);
+        let entry = ClientEntry {
+            seq,
+            stamp,
+            result: Some(result),
+        };
+        self.last.insert(client, entry);
+        while self.result_bytes > CLIENT_RESULTS_BYTES_MAX {
+            let Some((_, c)) = self.by_stamp.pop_first() else {
+                break;
+            };
+            if let Some(r) = self.last.get_mut(&c).and_then(|e| e.result.take()) {
+                self.result_bytes -= r.len();
+            }
+        }
     }
 
     pub fn encode(&self, w: &mut Writer) {
+        w.u64(self.next_stamp);
         w.len(self.last.len());
-        for (c, (s, r)) in &self.last {
+        for (c, e) in &self.last {
             w.u64(*c);
-            w.u64(*s);
-            w.bytes(r);
+            w.u64(e.seq);
+            w.u64(e.stamp);
+            match &e.result {
+                None => w.u8(0),
+                Some(r) => {
+                    w.u8(1);
+                    w.bytes(r);
+                }
+            }
         }
     }
 
     pub fn decode(r: &mut Reader) -> Result<ClientTable, DecodeError> {
-        let n = r.len("client table", CLIENTS_MAX, 20)?;
-        let mut last = BTreeMap::new();
+        let mut t = ClientTable {
+            next_stamp: r.u64()?,
+            ..ClientTable::default()
+        };
+        let n = r.len("client table", CLIENTS_MAX, 25)?;
         let mut prev = None;
         for _ in 0..n {
             let c = r.u64()?;
@@ -114,10 +187,27 @@ impl ClientTable {
                 return Err(DecodeError::Invalid("client table out of order"));
             }
             prev = Some(c);
-            let s = r.u64()?;
-            last.insert(c, (s, r.bytes("cached reply", RESULT_BYTES_MAX)?.to_vec()));
+            let (seq, stamp) = (r.u64()?, r.u64()?);
+            let result = match r.u8()? {
+                0 => None,
+                1 => Some(r.bytes("cached result", RESULT_BYTES_MAX)?.to_vec()),
+                t => return Err(DecodeError::BadTag(t)),
+            };
+            if stamp >= t.next_stamp {
+                return Err(DecodeError::Invalid("client stamp ahead of the table"));
+            }
+            if let Some(res) = &result {
+                t.result_bytes += res.len();
+                if t.by_stamp.insert(stamp, c).is_some() {
+                    return Err(DecodeError::Invalid("duplicate client stamp"));
+                }
+            }
+            t.last.insert(c, ClientEntry { seq, stamp, result });
         }
-        Ok(ClientTable { last })
+        if t.result_bytes > CLIENT_RESULTS_BYTES_MAX {
+            return Err(DecodeError::Invalid("client results over budget"));
+        }
+        Ok(t)
     }
 
     pub fn digest(&self) -> Digest {

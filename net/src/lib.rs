@@ -1,1 +1,4 @@
-//! Sockets and event loops: placeholder until the networked-replicas issue lands.
+//! `bft-net`: sockets, framing, cluster files and the event loops that pump the sans-IO core.
+
+pub mod cluster;
+pub mod frame;

@@ -1,0 +1,300 @@
+//! Cluster files (TOML: replicas, addresses, public keys) and key files.
+//!
+//! `keygen` writes `cluster.toml`, one `replica-<id>.key` per replica and
+//! `clients.key`, the secret files with mode 0600. Secrets are never logged.
+
+use bft_core::crypto::{signing_key_from_seed, KeyedCrypto, Peer};
+use bft_core::message::{ClientId, ReplicaId};
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {msg}")]
+    Invalid { path: PathBuf, msg: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
+    move |source| ClusterError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn invalid(path: &Path, msg: impl Into<String>) -> ClusterError {
+    ClusterError::Invalid {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaEntry {
+    pub id: ReplicaId,
+    pub addr: String,
+    pub public_key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientsEntry {
+    /// Client ids are `first_id`, `first_id + 1`, … in key order.
+    pub first_id: ClientId,
+    pub public_keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClusterFile {
+    pub protocol: String,
+    pub replica: Vec<ReplicaEntry>,
+    pub clients: ClientsEntry,
+}
+
+/// A validated cluster: addresses and public keys, ready to build crypto.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub file: ClusterFile,
+    pub addrs: Vec<SocketAddr>,
+    pub replica_keys: Vec<VerifyingKey>,
+    pub client_keys: BTreeMap<ClientId, VerifyingKey>,
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn verifying_key(s: &str) -> Option<VerifyingKey> {
+    let b: [u8; 32] = unhex(s)?.try_into().ok()?;
+    VerifyingKey::from_bytes(&b).ok()
+}
+
+fn secret_from_hex(s: &str) -> Option<SigningKey> {
+    let b: [u8; 32] = unhex(s.trim())?.try_into().ok()?;
+    Some(SigningKey::from_bytes(&b))
+}
+
+/// 32 bytes from the OS (`/dev/urandom`), for real keys.
+fn os_random() -> std::io::Result<[u8; 32]> {
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
+}
+
+fn write_secret(path: &Path, text: &str) -> Result<(), ClusterError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.write_all(text.as_bytes()).map_err(io_err(path))
+}
+
+#[derive(Clone, Debug)]
+pub struct KeygenOptions {
+    pub replicas: usize,
+    pub clients: usize,
+    pub first_client_id: ClientId,
+    pub host: String,
+    pub base_port: u16,
+    /// Deterministic keys for tests and benchmarks; None draws from the OS.
+    pub seed: Option<u64>,
+}
+
+/// Writes `cluster.toml` and the secret key files into `dir`.
+pub fn keygen(dir: &Path, o: &KeygenOptions) -> Result<ClusterFile, ClusterError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let key = |who: Peer| -> Result<SigningKey, ClusterError> {
+        match o.seed {
+            Some(s) => Ok(signing_key_from_seed(s, who)),
+            None => Ok(SigningKey::from_bytes(
+                &os_random().map_err(io_err(Path::new("/dev/urandom")))?,
+            )),
+        }
+    };
+    let mut replica = Vec::new();
+    for id in 0..o.replicas as ReplicaId {
+        let sk = key(Peer::Replica(id))?;
+        write_secret(&dir.join(format!("replica-{id}.key")), &hex(&sk.to_bytes()))?;
+        replica.push(ReplicaEntry {
+            id,
+            addr: format!("{}:{}", o.host, o.base_port as usize + id as usize),
+            public_key: hex(sk.verifying_key().as_bytes()),
+        });
+    }
+    let mut secrets = String::new();
+    let mut public_keys = Vec::new();
+    for c in 0..o.clients as ClientId {
+        let sk = key(Peer::Client(o.first_client_id + c))?;
+        secrets.push_str(&hex(&sk.to_bytes()));
+        secrets.push('\n');
+        public_keys.push(hex(sk.verifying_key().as_bytes()));
+    }
+    write_secret(&dir.join("clients.key"), &secrets)?;
+    let file = ClusterFile {
+        protocol: "bft".into(),
+        replica,
+        clients: ClientsEntry {
+            first_id: o.first_client_id,
+            public_keys,
+        },
+    };
+    let path = dir.join("cluster.toml");
+    let text = toml::to_string(&file).map_err(|e| invalid(&path, e.to_string()))?;
+    std::fs::write(
+        &path,
+        format!("# bftbench cluster file (written by `bftbench keygen`)\n{text}"),
+    )
+    .map_err(io_err(&path))?;
+    Ok(file)
+}
+
+impl Cluster {
+    pub fn load(path: &Path) -> Result<Cluster, ClusterError> {
+        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+        let file: ClusterFile = toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
+        Cluster::from_file(path, file)
+    }
+
+    pub fn from_file(path: &Path, file: ClusterFile) -> Result<Cluster, ClusterError> {
+        let n = file.replica.len();
+        if n < 4 || (n - 1) % 3 != 0 {
+            return Err(invalid(
+                path,
+                format!("{n} replicas: BFT needs n = 3f+1 (4, 7, 10, …)"),
+            ));
+        }
+        let mut addrs = Vec::new();
+        let mut replica_keys = Vec::new();
+        for (i, r) in file.replica.iter().enumerate() {
+            if r.id as usize != i {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "replica ids must be 0..{n} in order; found {} at position {i}",
+                        r.id
+                    ),
+                ));
+            }
+            let addr = r.addr.parse().map_err(|_| {
+                invalid(path, format!("replica {}: bad address `{}`", r.id, r.addr))
+            })?;
+            addrs.push(addr);
+            let k = verifying_key(&r.public_key)
+                .ok_or_else(|| invalid(path, format!("replica {}: bad public key", r.id)))?;
+            replica_keys.push(k);
+        }
+        let mut client_keys = BTreeMap::new();
+        for (i, pk) in file.clients.public_keys.iter().enumerate() {
+            let k = verifying_key(pk)
+                .ok_or_else(|| invalid(path, format!("client key {i}: bad public key")))?;
+            client_keys.insert(file.clients.first_id + i as ClientId, k);
+        }
+        Ok(Cluster {
+            file,
+            addrs,
+            replica_keys,
+            client_keys,
+        })
+    }
+
+    pub fn n(&self) -> usize {
+        self.addrs.len()
+    }
+
+    pub fn crypto(&self, me: Peer, secret: SigningKey) -> Result<KeyedCrypto, ClusterError> {
+        let clients = match me {
+            Peer::Replica(_) => self.client_keys.clone(),
+            Peer::Client(_) => BTreeMap::new(),
+        };
+        KeyedCrypto::new(me, secret, self.replica_keys.clone(), clients)
+            .map_err(|e| invalid(Path::new("cluster"), e.to_string()))
+    }
+}
+
+pub fn load_secret(path: &Path) -> Result<SigningKey, ClusterError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    secret_from_hex(&text).ok_or_else(|| invalid(path, "not a 32-byte hex secret key"))
+}
+
+pub fn load_client_secrets(path: &Path) -> Result<Vec<SigningKey>, ClusterError> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            secret_from_hex(l)
+                .ok_or_else(|| invalid(path, format!("line {}: not a hex secret key", i + 1)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keygen_writes_a_loadable_cluster_with_private_secrets() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("bftbench-keygen-{}", std::process::id()));
+        let o = KeygenOptions {
+            replicas: 4,
+            clients: 3,
+            first_client_id: 1000,
+            host: "127.0.0.1".into(),
+            base_port: 17000,
+            seed: None,
+        };
+        keygen(&dir, &o).unwrap();
+        let c = Cluster::load(&dir.join("cluster.toml")).unwrap();
+        assert_eq!(c.n(), 4);
+        assert_eq!(c.addrs[3].port(), 17003);
+        assert_eq!(c.client_keys.len(), 3);
+        let sk = load_secret(&dir.join("replica-2.key")).unwrap();
+        assert_eq!(sk.verifying_key(), c.replica_keys[2]);
+        let mode = std::fs::metadata(dir.join("replica-2.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            load_client_secrets(&dir.join("clients.key")).unwrap().len(),
+            3
+        );
+        let text = std::fs::read_to_string(dir.join("cluster.toml")).unwrap();
+        assert!(
+            !text.contains(&hex(&sk.to_bytes())),
+            "no secret in the cluster file"
+        );
+        std::fs::write(
+            dir.join("bad.toml"),
+            text.replace("127.0.0.1:17001", "nowhere"),
+        )
+        .unwrap();
+        let e = Cluster::load(&dir.join("bad.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad address `nowhere`"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

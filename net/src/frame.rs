@@ -1,0 +1,175 @@
+//! Length-prefixed framing: `[u32 length, little-endian][frame]`.
+//!
+//! Reading checks the declared length against `FRAME_BYTES_MAX` before it
+//! allocates; writing appends frames to one buffer per connection so that many
+//! frames leave in one `write`.
+
+use bft_core::limits::FRAME_BYTES_MAX;
+use std::io::{self, Read, Write};
+
+/// Bytes read from a socket per `read` call.
+const READ_CHUNK: usize = 64 << 10;
+/// Pending output per connection; beyond it frames are dropped (the protocol
+/// tolerates loss; a peer that does not read must not exhaust our memory).
+pub const OUTBOUND_BYTES_MAX: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("declared frame length {0} exceeds the bound")]
+    TooLarge(usize),
+}
+
+/// Accumulates bytes from a stream and yields whole frames.
+#[derive(Debug, Default)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl FrameReader {
+    /// Reads what the socket has (until it would block). Ok(false) on EOF.
+    pub fn fill(&mut self, r: &mut impl Read) -> io::Result<bool> {
+        loop {
+            if self.start > 0 && self.start == self.buf.len() {
+                self.buf.clear();
+                self.start = 0;
+            }
+            let len = self.buf.len();
+            self.buf.resize(len + READ_CHUNK, 0);
+            match r.read(&mut self.buf[len..]) {
+                Ok(0) => {
+                    self.buf.truncate(len);
+                    return Ok(false);
+                }
+                Ok(n) => self.buf.truncate(len + n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.buf.truncate(len);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(len),
+                Err(e) => {
+                    self.buf.truncate(len);
+                    return Err(e);
+                }
+            }
+            if self.buf.len() - self.start > 4 * READ_CHUNK {
+                return Ok(true); // let the caller drain frames before reading more
+            }
+        }
+    }
+
+    /// The next whole frame, if buffered.
+    pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < 4 {
+            self.compact();
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+        if len > FRAME_BYTES_MAX {
+            return Err(FrameError::TooLarge(len));
+        }
+        if avail.len() < 4 + len {
+            self.compact();
+            return Ok(None);
+        }
+        let at = self.start + 4;
+        self.start = at + len;
+        Ok(Some(&self.buf[at..at + len]))
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
+/// Frames waiting to be written to one connection.
+#[derive(Debug, Default)]
+pub struct FrameWriter {
+    buf: Vec<u8>,
+    sent: usize,
+    pub dropped: u64,
+}
+
+impl FrameWriter {
+    /// Queues a frame; false (and counted) if the connection is too far behind.
+    pub fn push(&mut self, frame: &[u8]) -> bool {
+        if self.buf.len() - self.sent + frame.len() + 4 > OUTBOUND_BYTES_MAX {
+            self.dropped += 1;
+            return false;
+        }
+        self.buf
+            .extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(frame);
+        true
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sent == self.buf.len()
+    }
+
+    /// Writes as much as the socket takes. Ok(true) when everything is out.
+    pub fn flush(&mut self, w: &mut impl Write) -> io::Result<bool> {
+        while self.sent < self.buf.len() {
+            match w.write(&self.buf[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.buf.clear();
+        self.sent = 0;
+        Ok(true)
+    }
+
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.sent = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_across_partial_reads() {
+        let mut w = FrameWriter::default();
+        assert!(w.push(b"hello"));
+        assert!(w.push(b""));
+        assert!(w.push(&[7u8; 1000]));
+        let mut wire = Vec::new();
+        assert!(w.flush(&mut wire).unwrap());
+        let mut r = FrameReader::default();
+        // Feed one byte at a time.
+        let mut got = Vec::new();
+        for b in wire.chunks(1) {
+            r.fill(&mut &b[..]).unwrap();
+            while let Some(f) = r.next_frame().unwrap() {
+                got.push(f.to_vec());
+            }
+        }
+        assert_eq!(got, vec![b"hello".to_vec(), vec![], vec![7u8; 1000]]);
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_allocation() {
+        let mut r = FrameReader::default();
+        let bytes = u32::MAX.to_le_bytes();
+        r.fill(&mut &bytes[..]).unwrap();
+        assert_eq!(r.next_frame(), Err(FrameError::TooLarge(u32::MAX as usize)));
+    }
+
+    #[test]
+    fn a_slow_reader_cannot_grow_the_output_without_bound() {
+        let mut w = FrameWriter::default();
+        let big = vec![0u8; 1 << 20];
+        let accepted = (0..100).filter(|_| w.push(&big)).count();
+        assert!(accepted < 64 && w.dropped > 0);
+    }
+}

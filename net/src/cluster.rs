@@ -112,11 +112,10 @@ fn write_secret(path: &Path, text: &str) -> Result<(), ClusterError> {
 
 #[derive(Clone, Debug)]
 pub struct KeygenOptions {
-    pub replicas: usize,
+    /// One address per replica; replica i listens on `addrs[i]`.
+    pub addrs: Vec<String>,
     pub clients: usize,
     pub first_client_id: ClientId,
-    pub host: String,
-    pub base_port: u16,
     /// Deterministic keys for tests and benchmarks; None draws from the OS.
     pub seed: Option<u64>,
 }
@@ -133,12 +132,13 @@ pub fn keygen(dir: &Path, o: &KeygenOptions) -> Result<ClusterFile, ClusterError
         }
     };
     let mut replica = Vec::new();
-    for id in 0..o.replicas as ReplicaId {
+    for (id, addr) in o.addrs.iter().enumerate() {
+        let id = id as ReplicaId;
         let sk = key(Peer::Replica(id))?;
         write_secret(&dir.join(format!("replica-{id}.key")), &hex(&sk.to_bytes()))?;
         replica.push(ReplicaEntry {
             id,
-            addr: format!("{}:{}", o.host, o.base_port as usize + id as usize),
+            addr: addr.clone(),
             public_key: hex(sk.verifying_key().as_bytes()),
         });
     }
@@ -258,11 +258,9 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("bftbench-keygen-{}", std::process::id()));
         let o = KeygenOptions {
-            replicas: 4,
+            addrs: (0..4).map(|i| format!("127.0.0.1:{}", 17000 + i)).collect(),
             clients: 3,
             first_client_id: 1000,
-            host: "127.0.0.1".into(),
-            base_port: 17000,
             seed: None,
         };
         keygen(&dir, &o).unwrap();

@@ -19,6 +19,18 @@ pub enum FrameError {
     TooLarge(usize),
 }
 
+/// What one `fill` left behind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fill {
+    /// The socket has nothing more (would block): wait for the next event.
+    Drained,
+    /// The buffer is full: take the frames out, then fill again (edge-triggered
+    /// readiness will not announce the bytes still in the socket).
+    More,
+    /// The peer closed the connection.
+    Closed,
+}
+
 /// Accumulates bytes from a stream and yields whole frames.
 #[derive(Debug, Default)]
 pub struct FrameReader {
@@ -27,8 +39,8 @@ pub struct FrameReader {
 }
 
 impl FrameReader {
-    /// Reads what the socket has (until it would block). Ok(false) on EOF.
-    pub fn fill(&mut self, r: &mut impl Read) -> io::Result<bool> {
+    /// Reads what the socket has, up to a buffer bound.
+    pub fn fill(&mut self, r: &mut impl Read) -> io::Result<Fill> {
         loop {
             if self.start > 0 && self.start == self.buf.len() {
                 self.buf.clear();
@@ -39,12 +51,12 @@ impl FrameReader {
             match r.read(&mut self.buf[len..]) {
                 Ok(0) => {
                     self.buf.truncate(len);
-                    return Ok(false);
+                    return Ok(Fill::Closed);
                 }
                 Ok(n) => self.buf.truncate(len + n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.buf.truncate(len);
-                    return Ok(true);
+                    return Ok(Fill::Drained);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(len),
                 Err(e) => {
@@ -53,7 +65,7 @@ impl FrameReader {
                 }
             }
             if self.buf.len() - self.start > 4 * READ_CHUNK {
-                return Ok(true); // let the caller drain frames before reading more
+                return Ok(Fill::More);
             }
         }
     }
@@ -149,7 +161,7 @@ mod tests {
         // Feed one byte at a time.
         let mut got = Vec::new();
         for b in wire.chunks(1) {
-            r.fill(&mut &b[..]).unwrap();
+            assert_ne!(r.fill(&mut &b[..]).unwrap(), Fill::More);
             while let Some(f) = r.next_frame().unwrap() {
                 got.push(f.to_vec());
             }

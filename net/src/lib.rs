@@ -1,4 +1,6 @@
 //! `bft-net`: sockets, framing, cluster files and the event loops that pump the sans-IO core.
 
+pub mod client_loop;
 pub mod cluster;
 pub mod frame;
+pub mod replica_loop;

@@ -1,5 +1,9 @@
 //! `bftbench` subcommands, one module each.
 
+pub mod bench;
+pub mod keygen;
+pub mod replica;
+pub mod report;
 pub mod sim;
 pub mod workload;
 
@@ -22,11 +26,20 @@ pub enum Command {
     Sim(sim::SimArgs),
     /// Inspect the YCSB generators: key names, operation traces, summaries.
     Workload(workload::WorkloadArgs),
+    /// Start a local cluster, load a YCSB workload, print throughput, latency and CPU per operation.
+    Bench(bench::BenchArgs),
+    /// Write per-replica ed25519 keys (mode 0600) and a cluster file.
+    Keygen(keygen::KeygenArgs),
+    /// Run one BFT replica (with the key-value App) from a cluster file.
+    Replica(replica::ReplicaArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Sim(args) => sim::run(args),
         Command::Workload(args) => workload::run(args),
+        Command::Bench(args) => bench::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Replica(args) => replica::run(args),
     }
 }

@@ -1,0 +1,244 @@
+//! `bftbench bench`: start a local cluster as child processes on loopback, load
+//! a YCSB workload, measure, print one comparison table (and CSV), and stop
+//! every process it started, also on failure.
+
+use super::replica::ProtocolArgs;
+use super::report::{cpu_seconds, parse_duration, print_ycsb};
+use anyhow::{bail, Context};
+use bft_core::client::ClientAuth;
+use bft_net::client_loop::{LoadGenerator, LoadOptions, LoadReport, Phase};
+use bft_net::cluster::{keygen, load_client_secrets, Cluster, KeygenOptions};
+use bft_workloads::Workload;
+use clap::Args;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Protocols to run (bft; raft and bare arrive with their issue).
+    #[arg(long, value_delimiter = ',', default_value = "bft")]
+    pub protocols: Vec<String>,
+    #[arg(long, default_value_t = 4)]
+    pub replicas: usize,
+    /// A core workload (a … f) or a YCSB property file.
+    #[arg(long, default_value = "a")]
+    pub workload: String,
+    #[arg(short = 'p', value_name = "KEY=VALUE")]
+    pub props: Vec<String>,
+    #[arg(long, default_value = "5s")]
+    pub duration: String,
+    #[arg(long, default_value = "1s")]
+    pub warmup: String,
+    /// Logical closed-loop clients.
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    /// Sign every request with ed25519 instead of MAC authenticators.
+    #[arg(long)]
+    pub signed: bool,
+    #[command(flatten)]
+    pub protocol: ProtocolArgs,
+    /// Append the result rows to this CSV file.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Also print YCSB's per-operation text output.
+    #[arg(long)]
+    pub ycsb: bool,
+}
+
+/// Child processes killed (and reaped) when dropped, whatever happened.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn free_addrs(n: usize) -> anyhow::Result<Vec<String>> {
+    let ls: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .context("finding free loopback ports")?;
+    Ok(ls
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.to_string()))
+        .collect::<Result<_, _>>()?)
+}
+
+fn spawn_replicas(dir: &Path, n: usize, proto: &ProtocolArgs) -> anyhow::Result<Processes> {
+    let exe = std::env::current_exe().context("locating the bftbench binary")?;
+    let mut procs = Processes(Vec::new());
+    for id in 0..n {
+        let log = std::fs::File::create(dir.join(format!("replica-{id}.log")))?;
+        let child = Command::new(&exe)
+            .arg("replica")
+            .arg("--cluster")
+            .arg(dir.join("cluster.toml"))
+            .args(["--id", &id.to_string(), "--exit-on-stdin-eof"])
+            .args(proto.to_flags())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting replica {id}"))?;
+        procs.0.push(child);
+    }
+    Ok(procs)
+}
+
+pub struct Row {
+    pub protocol: String,
+    pub report: LoadReport,
+    pub cpu_us_per_op: f64,
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
+    for p in &a.protocols {
+        if p != "bft" {
+            bail!("--protocols {p}: only `bft` is available yet (raft and bare come with the networked-baselines work)");
+        }
+    }
+    let duration = parse_duration(&a.duration).context("--duration")?;
+    let warmup = parse_duration(&a.warmup).context("--warmup")?;
+    let props = super::workload::load_properties(&a.workload, &a.props)?;
+    let mut rows = Vec::new();
+    for p in &a.protocols {
+        rows.push(run_one(&a, p, &props, duration, warmup)?);
+    }
+    print_table(&mut std::io::stdout(), &a, &rows)?;
+    if let Some(path) = &a.csv {
+        write_csv(path, &a, &rows)?;
+        println!("results appended to {}", path.display());
+    }
+    Ok(0)
+}
+
+fn run_one(
+    a: &BenchArgs,
+    protocol: &str,
+    props: &bft_workloads::Properties,
+    duration: Duration,
+    warmup: Duration,
+) -> anyhow::Result<Row> {
+    let dir =
+        std::env::temp_dir().join(format!("bftbench-bench-{}-{protocol}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let ko = KeygenOptions {
+        addrs: free_addrs(a.replicas)?,
+        clients: a.clients,
+        first_client_id: 1_000,
+        seed: Some(1),
+    };
+    keygen(&dir, &ko)?;
+    let cluster = Cluster::load(&dir.join("cluster.toml"))?;
+    let procs = spawn_replicas(&dir, a.replicas, &a.protocol)?;
+    let secrets: Vec<_> = load_client_secrets(&dir.join("clients.key"))?
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| (1_000 + i as u64, k))
+        .collect();
+    let opts = LoadOptions {
+        auth: if a.signed {
+            ClientAuth::Signature
+        } else {
+            ClientAuth::Macs
+        },
+        ..LoadOptions::default()
+    };
+    let stop = AtomicBool::new(false);
+    let mut gen = LoadGenerator::connect(&cluster, &secrets, &opts, Duration::from_secs(10))
+        .with_context(|| format!("connecting to the replicas (logs in {})", dir.display()))?;
+    let mut workload = Workload::new(props, 1)?;
+    gen.run(&mut workload, Phase::Load, &opts, &stop)
+        .context("load phase")?;
+    let pids: Vec<String> = procs
+        .0
+        .iter()
+        .map(|c| c.id().to_string())
+        .chain(["self".to_string()])
+        .collect();
+    let cpu = |pids: &[String]| pids.iter().filter_map(|p| cpu_seconds(p)).sum::<f64>();
+    let cpu_before = cpu(&pids);
+    let report = gen
+        .run(&mut workload, Phase::Run { duration, warmup }, &opts, &stop)
+        .context("run phase")?;
+    let cpu_used = cpu(&pids) - cpu_before;
+    drop(procs);
+    if a.ycsb {
+        print_ycsb(&mut std::io::stdout(), &report)?;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let measured = duration.as_secs_f64() / (duration + warmup).as_secs_f64();
+    Ok(Row {
+        protocol: protocol.to_string(),
+        cpu_us_per_op: cpu_used * measured * 1e6 / report.ops.max(1) as f64,
+        report,
+    })
+}
+
+fn print_table(out: &mut impl Write, a: &BenchArgs, rows: &[Row]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:<8} {:>3} {:>8} {:>9} {:>12} {:>9} {:>9} {:>12}",
+        "protocol", "n", "workload", "clients", "ops/s", "p50 µs", "p99 µs", "CPU µs/op"
+    )?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:<8} {:>3} {:>8} {:>9} {:>12.0} {:>9} {:>9} {:>12.1}",
+            r.protocol,
+            a.replicas,
+            a.workload,
+            a.clients,
+            r.report.throughput(),
+            r.report.all.value_at_quantile(0.5),
+            r.report.all.value_at_quantile(0.99),
+            r.cpu_us_per_op
+        )?;
+    }
+    Ok(())
+}
+
+const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,batch,pipeline,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,cpu_us_per_op";
+
+fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
+    let exists = path.exists();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("--csv {}", path.display()))?;
+    if !exists {
+        writeln!(f, "{CSV_HEADER}")?;
+    }
+    for r in rows {
+        let h = &r.report.all;
+        writeln!(
+            f,
+            "{},{},{},{},{},{},{},{:.3},{},{:.1},{},{},{},{},{},{:.2}",
+            r.protocol,
+            a.replicas,
+            a.workload,
+            a.clients,
+            if a.signed { "ed25519" } else { "mac" },
+            a.protocol.batch,
+            a.protocol.pipeline,
+            r.report.elapsed.as_secs_f64(),
+            r.report.ops,
+            r.report.throughput(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.9),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max(),
+            r.cpu_us_per_op
+        )?;
+    }
+    Ok(())
+}

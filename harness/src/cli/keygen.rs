@@ -1,0 +1,52 @@
+//! `bftbench keygen`: per-replica ed25519 keys and a cluster file.
+
+use anyhow::bail;
+use bft_net::cluster::{keygen, KeygenOptions};
+use clap::Args;
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Folder for cluster.toml, replica-<id>.key and clients.key.
+    #[arg(long, default_value = "cluster")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 4)]
+    pub replicas: usize,
+    /// Client keys to generate (one per logical client).
+    #[arg(long, default_value_t = 64)]
+    pub clients: usize,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Replica i listens on base-port + i.
+    #[arg(long, default_value_t = 7000)]
+    pub base_port: u16,
+    /// Deterministic (test) keys instead of keys from the OS; never for real deployments.
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+pub fn run(a: KeygenArgs) -> anyhow::Result<i32> {
+    if a.replicas < 4 || (a.replicas - 1) % 3 != 0 {
+        bail!(
+            "--replicas {}: BFT needs n = 3f+1 (4, 7, 10, …)",
+            a.replicas
+        );
+    }
+    if a.base_port as usize + a.replicas > u16::MAX as usize {
+        bail!("--base-port {}: the ports run past 65535", a.base_port);
+    }
+    let o = KeygenOptions {
+        addrs: (0..a.replicas)
+            .map(|i| format!("{}:{}", a.host, a.base_port as usize + i))
+            .collect(),
+        clients: a.clients,
+        first_client_id: 1_000,
+        seed: a.seed,
+    };
+    keygen(&a.out, &o)?;
+    println!(
+        "wrote {} (secret keys with mode 0600 beside it)",
+        a.out.join("cluster.toml").display()
+    );
+    Ok(0)
+}

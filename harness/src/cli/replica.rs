@@ -1,0 +1,123 @@
+//! `bftbench replica`: one BFT replica with the key-value App, from a cluster file.
+
+use anyhow::{bail, Context};
+use bft_core::config::Config;
+use bft_core::crypto::Peer;
+use bft_core::message::ReplicaId;
+use bft_core::replica::Replica;
+use bft_net::cluster::{load_secret, Cluster};
+use bft_workloads::kv::KvApp;
+use clap::Args;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(Args, Debug, Clone)]
+pub struct ProtocolArgs {
+    /// Largest batch (requests).
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
+    /// Consensus instances in flight (W).
+    #[arg(long, default_value_t = 4)]
+    pub pipeline: u64,
+    #[arg(long, default_value_t = 128)]
+    pub checkpoint_interval: u64,
+    /// Request timeout in milliseconds (leader change after two expiries).
+    #[arg(long, default_value_t = 1000)]
+    pub request_timeout_ms: u64,
+}
+
+impl ProtocolArgs {
+    pub fn to_flags(&self) -> Vec<String> {
+        vec![
+            "--batch".into(),
+            self.batch.to_string(),
+            "--pipeline".into(),
+            self.pipeline.to_string(),
+            "--checkpoint-interval".into(),
+            self.checkpoint_interval.to_string(),
+            "--request-timeout-ms".into(),
+            self.request_timeout_ms.to_string(),
+        ]
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ReplicaArgs {
+    #[arg(long)]
+    pub cluster: PathBuf,
+    #[arg(long)]
+    pub id: ReplicaId,
+    /// Secret key file (default: replica-<id>.key beside the cluster file).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub protocol: ProtocolArgs,
+    /// Stop when standard input closes (how `bftbench bench` ties replicas to itself).
+    #[arg(long)]
+    pub exit_on_stdin_eof: bool,
+}
+
+pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
+    let cluster = Cluster::load(&a.cluster)?;
+    if a.id as usize >= cluster.n() {
+        bail!("--id {}: the cluster has replicas 0..{}", a.id, cluster.n());
+    }
+    let key = a.key.clone().unwrap_or_else(|| {
+        a.cluster
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(format!("replica-{}.key", a.id))
+    });
+    let secret = load_secret(&key)?;
+    if secret.verifying_key() != cluster.replica_keys[a.id as usize] {
+        bail!(
+            "--key {}: not the key of replica {} in {}",
+            key.display(),
+            a.id,
+            a.cluster.display()
+        );
+    }
+    let mut cfg = Config::new(cluster.n(), a.id);
+    cfg.batch_max_requests = a.protocol.batch;
+    cfg.pipeline = a.protocol.pipeline;
+    cfg.checkpoint_interval = a.protocol.checkpoint_interval;
+    cfg.request_timeout = bft_core::Span::from_millis(a.protocol.request_timeout_ms);
+    cfg.view_change_timeout = cfg.request_timeout;
+    cfg.state_transfer_timeout = cfg.request_timeout;
+    let crypto = cluster.crypto(Peer::Replica(a.id), secret)?;
+    let seed = std::process::id() as u64;
+    let replica = Replica::new(cfg, Box::new(crypto), Box::new(KvApp::new()), seed)
+        .context("replica configuration")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    if a.exit_on_stdin_eof {
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 64];
+            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+            s.store(true, Ordering::Relaxed);
+        });
+    }
+    let mut node =
+        bft_net::replica_loop::ReplicaNode::bind(&cluster, replica).with_context(|| {
+            format!(
+                "replica {}: cannot listen on {}",
+                a.id, cluster.addrs[a.id as usize]
+            )
+        })?;
+    node.run(&stop)?;
+    let s = node.replica().stats();
+    eprintln!(
+        "replica {} stopped: executed {} requests in {} instances, regency {}; net {:?}; dropped bad-auth {} undecodable {} unknown-sender {}",
+        a.id,
+        s.requests_executed,
+        node.replica().last_executed(),
+        node.replica().regency(),
+        node.net,
+        s.dropped_bad_auth,
+        s.dropped_undecodable,
+        s.dropped_unknown_sender
+    );
+    Ok(0)
+}

@@ -1,0 +1,414 @@
+//! The replica's event loop (epoll through mio): pumps the sans-IO core.
+//!
+//! One thread. Every replica dials every other (messages to peer r leave on
+//! our outbound connection to r); peers and clients dial our listener.
+//! Frames produced while handling events are queued per connection and
+//! flushed once per loop turn, so many frames leave in one `write`.
+
+use crate::cluster::Cluster;
+use crate::frame::{Fill, FrameReader, FrameWriter};
+use bft_core::crypto::Peer;
+use bft_core::limits::CLIENTS_MAX;
+use bft_core::message::{ClientId, ReplicaId};
+use bft_core::replica::{Output, Replica};
+use bft_core::time::Time;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use std::collections::BTreeMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LISTENER: Token = Token(0);
+const PEER_BASE: usize = 1;
+const INBOUND_BASE: usize = 1 << 20;
+/// Longest sleep in `poll`, so a stop request is noticed quickly.
+const POLL_MAX: Duration = Duration::from_millis(50);
+const RECONNECT_MIN: Duration = Duration::from_millis(20);
+const RECONNECT_MAX: Duration = Duration::from_secs(1);
+/// Inbound connections at most (peers and client processes).
+pub const INBOUND_MAX: usize = 4096;
+
+/// What the network layer saw, beside the core's own `Stats`.
+#[derive(Debug, Default, Clone)]
+pub struct NetStats {
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub writes: u64,
+    pub oversized_frames: u64,
+    pub connections_closed: u64,
+    pub dropped_outbound: u64,
+    pub unroutable_replies: u64,
+}
+
+struct PeerLink {
+    addr: std::net::SocketAddr,
+    stream: Option<TcpStream>,
+    /// A non-blocking connect completes with the first writable event.
+    connected: bool,
+    out: FrameWriter,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+struct Inbound {
+    stream: TcpStream,
+    reader: FrameReader,
+    out: FrameWriter,
+    warned: bool,
+}
+
+pub struct ReplicaNode {
+    replica: Replica,
+    me: ReplicaId,
+    poll: Poll,
+    listener: TcpListener,
+    peers: Vec<Option<PeerLink>>,
+    inbound: Vec<Option<Inbound>>,
+    clients: BTreeMap<ClientId, usize>,
+    epoch: Instant,
+    pub net: NetStats,
+}
+
+fn nodelay(s: &TcpStream) {
+    let _ = s.set_nodelay(true); // small frames must not wait for Nagle
+}
+
+impl ReplicaNode {
+    pub fn bind(cluster: &Cluster, replica: Replica) -> io::Result<ReplicaNode> {
+        let me = replica.id();
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(cluster.addrs[me as usize])?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let now = Instant::now();
+        let peers = cluster
+            .addrs
+            .iter()
+            .enumerate()
+            .map(|(r, addr)| {
+                (r != me as usize).then(|| PeerLink {
+                    addr: *addr,
+                    stream: None,
+                    connected: false,
+                    out: FrameWriter::default(),
+                    retry_at: now,
+                    backoff: RECONNECT_MIN,
+                })
+            })
+            .collect();
+        Ok(ReplicaNode {
+            replica,
+            me,
+            poll,
+            listener,
+            peers,
+            inbound: Vec::new(),
+            clients: BTreeMap::new(),
+            epoch: now,
+            net: NetStats::default(),
+        })
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    fn now(&self) -> Time {
+        Time(self.epoch.elapsed().as_nanos() as u64)
+    }
+
+    /// Runs until `stop` is set.
+    pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !stop.load(Ordering::Relaxed) {
+            self.reconnect_due();
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept()?,
+                    Token(t) if (PEER_BASE..INBOUND_BASE).contains(&t) => {
+                        let closed = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                        self.peer_event(t - PEER_BASE, closed, ev.is_writable())
+                    }
+                    Token(t) => self.inbound_event(t - INBOUND_BASE),
+                }
+            }
+            let now = self.now();
+            if self.replica.poll_timeout().is_some_and(|t| t <= now) {
+                self.replica.handle_timeout(now);
+            }
+            self.route_outputs();
+            self.flush_all();
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let now = self.now();
+        let core = self.replica.poll_timeout().map_or(POLL_MAX, |t| {
+            Duration::from_nanos(t.0.saturating_sub(now.0))
+        });
+        core.min(POLL_MAX)
+    }
+
+    fn accept(&mut self) -> io::Result<()> {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let Some(idx) = self.free_inbound_slot() else {
+                        self.net.connections_closed += 1;
+                        continue; // full: the connection is dropped
+                    };
+                    nodelay(&stream);
+                    self.poll.registry().register(
+                        &mut stream,
+                        Token(INBOUND_BASE + idx),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )?;
+                    self.inbound[idx] = Some(Inbound {
+                        stream,
+                        reader: FrameReader::default(),
+                        out: FrameWriter::default(),
+                        warned: false,
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn free_inbound_slot(&mut self) -> Option<usize> {
+        if let Some(i) = self.inbound.iter().position(Option::is_none) {
+            return Some(i);
+        }
+        if self.inbound.len() >= INBOUND_MAX {
+            return None;
+        }
+        self.inbound.push(None);
+        Some(self.inbound.len() - 1)
+    }
+
+    fn inbound_event(&mut self, idx: usize) {
+        let (fill, oversized) = loop {
+            let Some(conn) = self.inbound.get_mut(idx).and_then(Option::as_mut) else {
+                return;
+            };
+            let fill = conn.reader.fill(&mut conn.stream).unwrap_or(Fill::Closed);
+            let mut frames = Vec::new();
+            let mut oversized = false;
+            loop {
+                match conn.reader.next_frame() {
+                    Ok(Some(f)) => frames.push(f.to_vec()),
+                    Ok(None) => break,
+                    Err(_) => {
+                        oversized = true;
+                        break;
+                    }
+                }
+            }
+            for f in frames {
+                self.handle_frame(idx, &f);
+            }
+            if fill != Fill::More || oversized {
+                break (fill, oversized);
+            }
+        };
+        let alive = fill != Fill::Closed;
+        if oversized {
+            self.net.oversized_frames += 1;
+            self.warn_once(idx, "declared an oversized frame; closing the connection");
+        }
+        if !alive || oversized {
+            self.close_inbound(idx);
+        }
+    }
+
+    fn warn_once(&mut self, idx: usize, what: &str) {
+        if let Some(conn) = self.inbound.get_mut(idx).and_then(Option::as_mut) {
+            if !conn.warned {
+                conn.warned = true;
+                let peer = conn
+                    .stream
+                    .peer_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                eprintln!("replica {}: connection from {peer} {what}", self.me);
+            }
+        }
+    }
+
+    fn handle_frame(&mut self, idx: usize, frame: &[u8]) {
+        self.net.frames_in += 1;
+        if frame.first() == Some(&1) && frame.len() >= 9 {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&frame[1..9]);
+            let client = ClientId::from_le_bytes(id);
+            if self.clients.len() < CLIENTS_MAX || self.clients.contains_key(&client) {
+                self.clients.insert(client, idx);
+            }
+        }
+        let before =
+            self.replica.stats().dropped_bad_auth + self.replica.stats().dropped_undecodable;
+        self.replica.handle_message(self.now(), frame);
+        let after =
+            self.replica.stats().dropped_bad_auth + self.replica.stats().dropped_undecodable;
+        if after > before {
+            self.warn_once(
+                idx,
+                "sent a frame that failed decoding or authentication (counted and dropped)",
+            );
+        }
+    }
+
+    fn close_inbound(&mut self, idx: usize) {
+        if let Some(mut conn) = self.inbound[idx].take() {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.net.connections_closed += 1;
+        }
+        self.clients.retain(|_, i| *i != idx);
+    }
+
+    fn peer_event(&mut self, r: usize, readable: bool, writable: bool) {
+        let Some(Some(link)) = self.peers.get_mut(r) else {
+            return;
+        };
+        let Some(stream) = link.stream.as_mut() else {
+            return;
+        };
+        if writable && !link.connected {
+            match (stream.take_error(), stream.peer_addr()) {
+                (Ok(None), Ok(_)) => link.connected = true,
+                _ => return self.drop_peer(r),
+            }
+        }
+        if readable {
+            // Peers never send on our outbound link: readable means closed or failed.
+            let mut buf = [0u8; 256];
+            match io::Read::read(stream, &mut buf) {
+                Ok(0) => self.drop_peer(r),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => self.drop_peer(r),
+            }
+        }
+    }
+
+    fn drop_peer(&mut self, r: usize) {
+        if let Some(Some(link)) = self.peers.get_mut(r) {
+            if let Some(mut s) = link.stream.take() {
+                let _ = self.poll.registry().deregister(&mut s);
+            }
+            link.out.clear();
+            link.connected = false;
+            link.retry_at = Instant::now() + link.backoff;
+            link.backoff = (link.backoff * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    fn reconnect_due(&mut self) {
+        let now = Instant::now();
+        for r in 0..self.peers.len() {
+            let Some(Some(link)) = self.peers.get_mut(r) else {
+                continue;
+            };
+            if link.stream.is_some() || link.retry_at > now {
+                continue;
+            }
+            match TcpStream::connect(link.addr) {
+                Ok(mut s) => {
+                    nodelay(&s);
+                    let token = Token(PEER_BASE + r);
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut s, token, Interest::READABLE | Interest::WRITABLE)
+                        .is_ok()
+                    {
+                        link.stream = Some(s);
+                        link.backoff = RECONNECT_MIN;
+                    }
+                }
+                Err(_) => {
+                    link.retry_at = now + link.backoff;
+                    link.backoff = (link.backoff * 2).min(RECONNECT_MAX);
+                }
+            }
+        }
+    }
+
+    fn route_outputs(&mut self) {
+        while let Some(out) = self.replica.poll_output() {
+            let Output::Send { to, frame } = out else {
+                continue;
+            };
+            self.net.frames_out += 1;
+            let queued = match to {
+                Peer::Replica(r) => match self.peers.get_mut(r as usize) {
+                    Some(Some(link)) if link.stream.is_some() => link.out.push(&frame),
+                    _ => false, // not connected: the protocol recovers lost messages
+                },
+                Peer::Client(c) => {
+                    match self.clients.get(&c).and_then(|i| self.inbound[*i].as_mut()) {
+                        Some(conn) => conn.out.push(&frame),
+                        None => {
+                            self.net.unroutable_replies += 1;
+                            true
+                        }
+                    }
+                }
+            };
+            if !queued {
+                self.net.dropped_outbound += 1;
+            }
+        }
+    }
+
+    fn flush_all(&mut self) {
+        let mut failed_peers = Vec::new();
+        for (r, link) in self.peers.iter_mut().enumerate() {
+            let Some(link) = link else { continue };
+            if !link.connected {
+                continue;
+            }
+            if let (Some(s), false) = (link.stream.as_mut(), link.out.is_empty()) {
+                self.net.writes += 1;
+                if link.out.flush(s).is_err() {
+                    failed_peers.push(r);
+                }
+            }
+        }
+        for r in failed_peers {
+            self.drop_peer(r);
+        }
+        let mut failed = Vec::new();
+        for (i, conn) in self.inbound.iter_mut().enumerate() {
+            let Some(conn) = conn else { continue };
+            if !conn.out.is_empty() {
+                self.net.writes += 1;
+                if conn.out.flush(&mut conn.stream).is_err() {
+                    failed.push(i);
+                }
+            }
+        }
+        for i in failed {
+            self.close_inbound(i);
+        }
+    }
+}
+
+/// Runs a replica until `stop` is set (a convenience for the CLI and tests).
+pub fn serve(cluster: &Cluster, replica: Replica, stop: Arc<AtomicBool>) -> io::Result<NetStats> {
+    let mut node = ReplicaNode::bind(cluster, replica)?;
+    node.run(&stop)?;
+    Ok(node.net)
+}

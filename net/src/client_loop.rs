@@ -94,9 +94,14 @@ struct Conn {
     stream: TcpStream,
     reader: FrameReader,
     out: FrameWriter,
-    /// The replica went away; the others carry on (up to f may fail).
+    /// The replica went away; the others carry on (up to f may fail) and we
+    /// try to reconnect now and then.
     dead: bool,
+    addr: std::net::SocketAddr,
 }
+
+/// How often a lost replica connection is retried.
+const RECONNECT_EVERY: Duration = Duration::from_millis(300);
 
 struct Logical {
     client: Client,
@@ -149,6 +154,7 @@ impl LoadGenerator {
                 reader: FrameReader::default(),
                 out: FrameWriter::default(),
                 dead: false,
+                addr: *addr,
             });
         }
         let retransmit = Span(opts.retransmit.as_nanos() as u64);
@@ -194,8 +200,12 @@ impl LoadGenerator {
         let mut done = 0u64;
         let mut exhausted = false;
         let mut events = Events::with_capacity(256);
+        let mut last_reconnect = Instant::now();
         for i in 0..self.clients.len() {
-            exhausted |= !self.submit(i, workload, phase);
+            // A request left in flight by an earlier phase still completes here.
+            if self.clients[i].op.is_none() && !exhausted {
+                exhausted |= !self.submit(i, workload, phase);
+            }
         }
         loop {
             let now_i = Instant::now();
@@ -237,6 +247,10 @@ impl LoadGenerator {
                 }
             }
             self.fire_timers();
+            if last_reconnect.elapsed() >= RECONNECT_EVERY {
+                last_reconnect = Instant::now();
+                self.reconnect_dead();
+            }
         }
         let measured_end = end.map_or(Instant::now(), |e| e.min(Instant::now()));
         report.elapsed = measured_end.saturating_duration_since(measure_from);
@@ -331,6 +345,38 @@ impl LoadGenerator {
             {
                 self.clients[i].client.handle_timeout(now);
                 self.collect(i);
+            }
+        }
+    }
+
+    fn reconnect_dead(&mut self) {
+        for (r, c) in self.conns.iter_mut().enumerate() {
+            if !c.dead {
+                continue;
+            }
+            let Ok(s) = std::net::TcpStream::connect_timeout(&c.addr, Duration::from_millis(50))
+            else {
+                continue;
+            };
+            if s.set_nodelay(true).is_err() || s.set_nonblocking(true).is_err() {
+                continue;
+            }
+            let _ = self.poll.registry().deregister(&mut c.stream);
+            let mut stream = TcpStream::from_std(s);
+            if self
+                .poll
+                .registry()
+                .register(
+                    &mut stream,
+                    Token(r),
+                    Interest::READABLE | Interest::WRITABLE,
+                )
+                .is_ok()
+            {
+                c.stream = stream;
+                c.reader = FrameReader::default();
+                c.out.clear();
+                c.dead = false;
             }
         }
     }

@@ -47,6 +47,7 @@ impl Replica {
             return;
         }
         if c % k != 0 || c > self.stable.cert.instance + CHECKPOINT_LOOKAHEAD * k {
+            self.note_instance_evidence(s, c);
             self.stats.dropped_out_of_bounds += 1;
             return;
         }

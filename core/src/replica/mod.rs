@@ -121,6 +121,8 @@ pub struct Replica {
     early: BTreeMap<(Regency, Instance), Arc<Batch>>,
     /// Highest regency each peer was seen voting in, when above ours.
     ahead: BTreeMap<ReplicaId, Regency>,
+    /// Peers seen talking about instances beyond our window (evidence we are behind).
+    beyond: std::collections::BTreeSet<ReplicaId>,
     /// When each peer was last answered a state request (replies can be large).
     state_replied: BTreeMap<ReplicaId, Time>,
     transfer: Option<Transfer>,
@@ -182,6 +184,7 @@ impl Replica {
             known_stable: None,
             early: BTreeMap::new(),
             ahead: BTreeMap::new(),
+            beyond: std::collections::BTreeSet::new(),
             state_replied: BTreeMap::new(),
             transfer: None,
             outputs: VecDeque::new(),

@@ -195,6 +195,20 @@ impl Replica {
         }
     }
 
+    /// Messages from f+1 replicas about instances beyond our window mean we fell
+    /// (at least a checkpoint) behind, e.g. after a restart: fetch state.
+    pub(super) fn note_instance_evidence(&mut self, s: ReplicaId, i: Instance) {
+        let low = self.stable.cert.instance;
+        if i <= low + self.cfg.log_window() {
+            return;
+        }
+        self.beyond.insert(s);
+        if self.beyond.len() > self.cfg.f() {
+            self.beyond.clear();
+            self.start_state_transfer();
+        }
+    }
+
     /// Votes from f+1 replicas in a higher regency mean we fell behind: fetch state.
     pub(super) fn note_regency_evidence(&mut self, s: ReplicaId, r: Regency) {
         if r <= self.regency {
@@ -250,6 +264,7 @@ impl Replica {
     ) {
         self.note_regency_evidence(s, r);
         if !self.vote_regency_ok(r) || !self.in_window(i) {
+            self.note_instance_evidence(s, i);
             self.stats.dropped_out_of_bounds += 1;
             return;
         }
@@ -317,6 +332,7 @@ impl Replica {
     pub(super) fn on_accept(&mut self, s: ReplicaId, r: Regency, i: Instance, d: Digest) {
         self.note_regency_evidence(s, r);
         if !self.vote_regency_ok(r) || !self.in_window(i) {
+            self.note_instance_evidence(s, i);
             self.stats.dropped_out_of_bounds += 1;
             return;
         }

@@ -109,6 +109,12 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     node.run(&stop)?;
     let s = node.replica().stats();
     eprintln!(
+        "final: exec={} state={} transfers={}",
+        node.replica().last_executed(),
+        bft_net::cluster::hex(&node.replica().state_digest()),
+        s.state_transfers_applied
+    );
+    eprintln!(
         "replica {} stopped: executed {} requests in {} instances, regency {}; net {:?}; dropped bad-auth {} undecodable {} unknown-sender {}",
         a.id,
         s.requests_executed,

@@ -1,0 +1,294 @@
+//! Real processes on loopback: replicas started from the `bftbench` binary,
+//! driven by the load generator. Bounded in time; every process is killed and
+//! reaped by a guard, also when an assertion fails.
+
+#![allow(clippy::unwrap_used)]
+
+use bft_net::client_loop::{LoadError, LoadGenerator, LoadOptions, Phase};
+use bft_net::cluster::{keygen, load_client_secrets, Cluster, KeygenOptions};
+use bft_workloads::{properties, Workload};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The machine has two cores: one cluster at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+struct TestCluster {
+    dir: PathBuf,
+    cluster: Cluster,
+    procs: Vec<Option<Child>>,
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for c in self.procs.iter_mut().flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_addrs(n: usize) -> Vec<String> {
+    let ls: Vec<_> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    ls.iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+impl TestCluster {
+    fn start(name: &str) -> TestCluster {
+        let dir = std::env::temp_dir().join(format!("bftbench-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let o = KeygenOptions {
+            addrs: free_addrs(4),
+            clients: 16,
+            first_client_id: 1_000,
+            seed: Some(3),
+        };
+        keygen(&dir, &o).unwrap();
+        let cluster = Cluster::load(&dir.join("cluster.toml")).unwrap();
+        let procs = (0..4)
+            .map(|id| {
+                let log = std::fs::File::create(dir.join(format!("replica-{id}.log"))).unwrap();
+                Some(
+                    Command::new(env!("CARGO_BIN_EXE_bftbench"))
+                        .args(["replica", "--cluster"])
+                        .arg(dir.join("cluster.toml"))
+                        .args(["--id", &id.to_string(), "--exit-on-stdin-eof"])
+                        .args(["--request-timeout-ms", "150", "--checkpoint-interval", "32"])
+                        .stdin(Stdio::piped())
+                        .stdout(Stdio::null())
+                        .stderr(log)
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        TestCluster {
+            dir,
+            cluster,
+            procs,
+        }
+    }
+
+    fn spawn(&mut self, id: usize) {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.dir.join(format!("replica-{id}.log")))
+            .unwrap();
+        self.procs[id] = Some(
+            Command::new(env!("CARGO_BIN_EXE_bftbench"))
+                .args(["replica", "--cluster"])
+                .arg(self.dir.join("cluster.toml"))
+                .args(["--id", &id.to_string(), "--exit-on-stdin-eof"])
+                .args(["--request-timeout-ms", "150", "--checkpoint-interval", "32"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+    }
+
+    /// Closes every replica's stdin (a graceful stop) and returns their final lines.
+    fn stop_all(&mut self) -> Vec<(u64, String, u64)> {
+        for c in self.procs.iter_mut().flatten() {
+            drop(c.stdin.take());
+        }
+        for c in self.procs.iter_mut().flatten() {
+            c.wait().unwrap();
+        }
+        self.procs.iter_mut().for_each(|p| *p = None);
+        (0..4)
+            .map(|id| {
+                let log = self.log(id);
+                let line = log
+                    .lines()
+                    .rev()
+                    .find(|l| l.starts_with("final:"))
+                    .unwrap()
+                    .to_string();
+                let field = |k: &str| {
+                    line.split(' ')
+                        .find_map(|p| p.strip_prefix(k))
+                        .unwrap()
+                        .to_string()
+                };
+                (
+                    field("exec=").parse().unwrap(),
+                    field("state="),
+                    field("transfers=").parse().unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn kill(&mut self, id: usize) {
+        if let Some(mut c) = self.procs[id].take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    fn client(&self, opts: &LoadOptions) -> LoadGenerator {
+        let secrets: Vec<_> = load_client_secrets(&self.dir.join("clients.key"))
+            .unwrap()
+            .into_iter()
+            .enumerate()
+            .map(|(i, k)| (1_000 + i as u64, k))
+            .collect();
+        LoadGenerator::connect(&self.cluster, &secrets, opts, Duration::from_secs(10)).unwrap()
+    }
+
+    fn log(&self, id: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("replica-{id}.log"))).unwrap_or_default()
+    }
+}
+
+fn workload_a() -> Workload {
+    Workload::new(
+        &properties("a", None, &["recordcount=200".to_string()]).unwrap(),
+        1,
+    )
+    .unwrap()
+}
+
+fn run_for(
+    gen: &mut LoadGenerator,
+    w: &mut Workload,
+    secs: u64,
+    opts: &LoadOptions,
+) -> Result<u64, LoadError> {
+    let phase = Phase::Run {
+        duration: Duration::from_secs(secs),
+        warmup: Duration::ZERO,
+    };
+    gen.run(w, phase, opts, &AtomicBool::new(false))
+        .map(|r| r.ops)
+}
+
+fn opts() -> LoadOptions {
+    LoadOptions {
+        retransmit: Duration::from_millis(200),
+        stall_timeout: Duration::from_secs(5),
+        ..LoadOptions::default()
+    }
+}
+
+#[test]
+fn a_cluster_runs_ycsb_a_and_survives_a_follower_then_the_leader_being_killed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start("kills");
+    let o = opts();
+    let mut gen = c.client(&o);
+    let mut w = workload_a();
+    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
+        .unwrap();
+    let ops = run_for(&mut gen, &mut w, 2, &o).unwrap();
+    assert!(ops > 100, "a healthy cluster commits: {ops}");
+    c.kill(3); // a follower
+    let ops = run_for(&mut gen, &mut w, 2, &o).unwrap();
+    assert!(ops > 100, "one follower down: still committing ({ops})");
+    c.kill(0); // the leader of regency 0, with follower 3 still down: 2 of 4 left
+    let stalled = run_for(&mut gen, &mut w, 8, &o);
+    assert!(
+        matches!(stalled, Err(LoadError::Stalled(..))),
+        "2 of 4 down: the client reports no progress instead of hanging: {stalled:?}"
+    );
+}
+
+#[test]
+fn killing_the_leader_alone_is_survived_by_a_leader_change() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start("leader");
+    let o = opts();
+    let mut gen = c.client(&o);
+    let mut w = workload_a();
+    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
+        .unwrap();
+    c.kill(0);
+    let ops = run_for(&mut gen, &mut w, 4, &o).unwrap();
+    assert!(
+        ops > 50,
+        "commits resume after the leader change ({ops}); logs: {}",
+        c.log(1)
+    );
+}
+
+#[test]
+fn garbage_and_oversized_frames_are_dropped_and_the_cluster_keeps_serving() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start("garbage");
+    let o = opts();
+    let mut gen = c.client(&o);
+    let addr = c.cluster.addrs[1];
+    // Random bytes in well-formed frames, then an oversized length prefix.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut junk = Vec::new();
+    for i in 0..50u32 {
+        let body: Vec<u8> = (0..40).map(|k| (i * 7 + k) as u8).collect();
+        junk.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        junk.extend_from_slice(&body);
+    }
+    s.write_all(&junk).unwrap();
+    let mut s2 = std::net::TcpStream::connect(addr).unwrap();
+    s2.write_all(&u32::MAX.to_le_bytes()).unwrap();
+    let mut w = workload_a();
+    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
+        .unwrap();
+    let ops = run_for(&mut gen, &mut w, 2, &o).unwrap();
+    assert!(ops > 100, "{ops}");
+    drop(gen);
+    drop(s);
+    drop(s2);
+    let log = c.log(1);
+    assert!(log.contains("oversized frame"), "logged: {log}");
+    assert!(
+        log.matches("failed decoding or authentication").count() <= 2,
+        "once per connection: {log}"
+    );
+}
+
+#[test]
+fn a_killed_replica_restarted_later_catches_up_by_state_transfer() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start("restart");
+    let o = opts();
+    let mut gen = c.client(&o);
+    let mut w = workload_a();
+    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
+        .unwrap();
+    c.kill(2);
+    assert!(run_for(&mut gen, &mut w, 2, &o).unwrap() > 100);
+    c.spawn(2); // restarts empty: it must fetch what it missed
+    assert!(run_for(&mut gen, &mut w, 3, &o).unwrap() > 100);
+    drop(gen);
+    std::thread::sleep(Duration::from_millis(500));
+    let finals = c.stop_all();
+    let (exec, state, _) = finals[0].clone();
+    assert!(
+        finals[2].2 > 0,
+        "replica 2 applied a state transfer: {finals:?}"
+    );
+    assert!(
+        finals[2].0 + 64 >= exec,
+        "and caught up to within two checkpoints: {finals:?}"
+    );
+    for (e, s, _) in &finals {
+        if *e == exec {
+            assert_eq!(*s, state, "equal instances, equal digests: {finals:?}");
+        }
+    }
+    assert!(
+        finals.iter().filter(|f| f.0 == exec).count() >= 3,
+        "{finals:?}"
+    );
+}

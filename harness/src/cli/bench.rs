@@ -46,6 +46,9 @@ pub struct BenchArgs {
     /// Also print YCSB's per-operation text output.
     #[arg(long)]
     pub ycsb: bool,
+    /// Keep the cluster folder (keys, replica logs) instead of removing it.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// Child processes killed (and reaped) when dropped, whatever happened.
@@ -53,7 +56,16 @@ struct Processes(Vec<Child>);
 
 impl Drop for Processes {
     fn drop(&mut self) {
+        // Closing stdin asks each replica to stop (and log its totals); then
+        // anything still running after a grace period is killed.
         for c in &mut self.0 {
+            drop(c.stdin.take());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        for c in &mut self.0 {
+            while std::time::Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -169,11 +181,16 @@ fn run_one(
         .run(&mut workload, Phase::Run { duration, warmup }, &opts, &stop)
         .context("run phase")?;
     let cpu_used = cpu(&pids) - cpu_before;
+    drop(gen);
     drop(procs);
     if a.ycsb {
         print_ycsb(&mut std::io::stdout(), &report)?;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if a.keep {
+        println!("replica logs kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     let measured = duration.as_secs_f64() / (duration + warmup).as_secs_f64();
     Ok(Row {
         protocol: protocol.to_string(),

@@ -18,6 +18,7 @@
 //! ```
 
 pub mod app;
+pub mod bare;
 pub mod client;
 pub mod codec;
 pub mod config;

@@ -48,6 +48,7 @@ impl TestCluster {
         let _ = std::fs::remove_dir_all(&dir);
         let o = KeygenOptions {
             addrs: free_addrs(4),
+            protocol: "bft".into(),
             clients: 16,
             first_client_id: 1_000,
             seed: Some(3),

@@ -114,6 +114,8 @@ fn write_secret(path: &Path, text: &str) -> Result<(), ClusterError> {
 pub struct KeygenOptions {
     /// One address per replica; replica i listens on `addrs[i]`.
     pub addrs: Vec<String>,
+    /// `bft` (n = 3f+1 replicas) or `bare` (one unreplicated server).
+    pub protocol: String,
     pub clients: usize,
     pub first_client_id: ClientId,
     /// Deterministic keys for tests and benchmarks; None draws from the OS.
@@ -152,7 +154,7 @@ pub fn keygen(dir: &Path, o: &KeygenOptions) -> Result<ClusterFile, ClusterError
     }
     write_secret(&dir.join("clients.key"), &secrets)?;
     let file = ClusterFile {
-        protocol: "bft".into(),
+        protocol: o.protocol.clone(),
         replica,
         clients: ClientsEntry {
             first_id: o.first_client_id,
@@ -178,11 +180,26 @@ impl Cluster {
 
     pub fn from_file(path: &Path, file: ClusterFile) -> Result<Cluster, ClusterError> {
         let n = file.replica.len();
-        if n < 4 || (n - 1) % 3 != 0 {
-            return Err(invalid(
-                path,
-                format!("{n} replicas: BFT needs n = 3f+1 (4, 7, 10, …)"),
-            ));
+        match file.protocol.as_str() {
+            "bft" if n < 4 || (n - 1) % 3 != 0 => {
+                return Err(invalid(
+                    path,
+                    format!("{n} replicas: BFT needs n = 3f+1 (4, 7, 10, …)"),
+                ))
+            }
+            "bare" if n != 1 => {
+                return Err(invalid(
+                    path,
+                    format!("{n} servers: bare means exactly one"),
+                ))
+            }
+            "bft" | "bare" => {}
+            p => {
+                return Err(invalid(
+                    path,
+                    format!("protocol `{p}`: expected bft or bare"),
+                ))
+            }
         }
         let mut addrs = Vec::new();
         let mut replica_keys = Vec::new();
@@ -259,6 +276,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("bftbench-keygen-{}", std::process::id()));
         let o = KeygenOptions {
             addrs: (0..4).map(|i| format!("127.0.0.1:{}", 17000 + i)).collect(),
+            protocol: "bft".into(),
             clients: 3,
             first_client_id: 1000,
             seed: None,

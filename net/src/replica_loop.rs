@@ -7,6 +7,7 @@
 
 use crate::cluster::Cluster;
 use crate::frame::{Fill, FrameReader, FrameWriter};
+use bft_core::bare::BareServer;
 use bft_core::crypto::Peer;
 use bft_core::limits::CLIENTS_MAX;
 use bft_core::message::{ClientId, ReplicaId};
@@ -29,6 +30,63 @@ const RECONNECT_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// Inbound connections at most (peers and client processes).
 pub const INBOUND_MAX: usize = 4096;
+
+/// A sans-IO protocol engine the loop can pump: the BFT replica or the bare server.
+pub trait Engine {
+    fn id(&self) -> ReplicaId;
+    fn handle_message(&mut self, now: Time, frame: &[u8]);
+    fn handle_timeout(&mut self, now: Time);
+    fn poll_timeout(&self) -> Option<Time>;
+    /// The next frame to send.
+    fn poll_send(&mut self) -> Option<(Peer, Vec<u8>)>;
+    /// Frames dropped for failing decoding or authentication, so far.
+    fn rejected(&self) -> u64;
+}
+
+impl Engine for Replica {
+    fn id(&self) -> ReplicaId {
+        Replica::id(self)
+    }
+    fn handle_message(&mut self, now: Time, frame: &[u8]) {
+        Replica::handle_message(self, now, frame)
+    }
+    fn handle_timeout(&mut self, now: Time) {
+        Replica::handle_timeout(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        Replica::poll_timeout(self)
+    }
+    fn poll_send(&mut self) -> Option<(Peer, Vec<u8>)> {
+        while let Some(out) = self.poll_output() {
+            if let Output::Send { to, frame } = out {
+                return Some((to, frame));
+            }
+        }
+        None
+    }
+    fn rejected(&self) -> u64 {
+        self.stats().dropped_bad_auth + self.stats().dropped_undecodable
+    }
+}
+
+impl Engine for BareServer {
+    fn id(&self) -> ReplicaId {
+        0
+    }
+    fn handle_message(&mut self, _now: Time, frame: &[u8]) {
+        BareServer::handle_message(self, frame)
+    }
+    fn handle_timeout(&mut self, _now: Time) {}
+    fn poll_timeout(&self) -> Option<Time> {
+        None
+    }
+    fn poll_send(&mut self) -> Option<(Peer, Vec<u8>)> {
+        self.poll_output()
+    }
+    fn rejected(&self) -> u64 {
+        self.stats().dropped_bad_auth + self.stats().dropped_undecodable
+    }
+}
 
 /// What the network layer saw, beside the core's own `Stats`.
 #[derive(Debug, Default, Clone)]
@@ -59,8 +117,8 @@ struct Inbound {
     warned: bool,
 }
 
-pub struct ReplicaNode {
-    replica: Replica,
+pub struct ReplicaNode<E: Engine> {
+    replica: E,
     me: ReplicaId,
     poll: Poll,
     listener: TcpListener,
@@ -75,8 +133,8 @@ fn nodelay(s: &TcpStream) {
     let _ = s.set_nodelay(true); // small frames must not wait for Nagle
 }
 
-impl ReplicaNode {
-    pub fn bind(cluster: &Cluster, replica: Replica) -> io::Result<ReplicaNode> {
+impl<E: Engine> ReplicaNode<E> {
+    pub fn bind(cluster: &Cluster, replica: E) -> io::Result<ReplicaNode<E>> {
         let me = replica.id();
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(cluster.addrs[me as usize])?;
@@ -111,7 +169,7 @@ impl ReplicaNode {
         })
     }
 
-    pub fn replica(&self) -> &Replica {
+    pub fn engine(&self) -> &E {
         &self.replica
     }
 
@@ -257,11 +315,9 @@ impl ReplicaNode {
                 self.clients.insert(client, idx);
             }
         }
-        let before =
-            self.replica.stats().dropped_bad_auth + self.replica.stats().dropped_undecodable;
+        let before = self.replica.rejected();
         self.replica.handle_message(self.now(), frame);
-        let after =
-            self.replica.stats().dropped_bad_auth + self.replica.stats().dropped_undecodable;
+        let after = self.replica.rejected();
         if after > before {
             self.warn_once(
                 idx,
@@ -347,10 +403,7 @@ impl ReplicaNode {
     }
 
     fn route_outputs(&mut self) {
-        while let Some(out) = self.replica.poll_output() {
-            let Output::Send { to, frame } = out else {
-                continue;
-            };
+        while let Some((to, frame)) = self.replica.poll_send() {
             self.net.frames_out += 1;
             let queued = match to {
                 Peer::Replica(r) => match self.peers.get_mut(r as usize) {
@@ -406,8 +459,12 @@ impl ReplicaNode {
     }
 }
 
-/// Runs a replica until `stop` is set (a convenience for the CLI and tests).
-pub fn serve(cluster: &Cluster, replica: Replica, stop: Arc<AtomicBool>) -> io::Result<NetStats> {
+/// Runs an engine until `stop` is set (a convenience for the CLI and tests).
+pub fn serve<E: Engine>(
+    cluster: &Cluster,
+    replica: E,
+    stop: Arc<AtomicBool>,
+) -> io::Result<NetStats> {
     let mut node = ReplicaNode::bind(cluster, replica)?;
     node.run(&stop)?;
     Ok(node.net)

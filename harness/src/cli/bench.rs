@@ -18,8 +18,8 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Protocols to run (bft; raft and bare arrive with their issue).
-    #[arg(long, value_delimiter = ',', default_value = "bft")]
+    /// Protocols to run, side by side: bare (one unreplicated server) and bft (raft arrives later).
+    #[arg(long, value_delimiter = ',', default_value = "bare,bft")]
     pub protocols: Vec<String>,
     #[arg(long, default_value_t = 4)]
     pub replicas: usize,
@@ -106,14 +106,15 @@ fn spawn_replicas(dir: &Path, n: usize, proto: &ProtocolArgs) -> anyhow::Result<
 
 pub struct Row {
     pub protocol: String,
+    pub n: usize,
     pub report: LoadReport,
     pub cpu_us_per_op: f64,
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     for p in &a.protocols {
-        if p != "bft" {
-            bail!("--protocols {p}: only `bft` is available yet (raft and bare come with the networked-baselines work)");
+        if p != "bft" && p != "bare" {
+            bail!("--protocols {p}: expected bare or bft (raft is not available yet)");
         }
     }
     let duration = parse_duration(&a.duration).context("--duration")?;
@@ -141,15 +142,17 @@ fn run_one(
     let dir =
         std::env::temp_dir().join(format!("bftbench-bench-{}-{protocol}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let n = if protocol == "bare" { 1 } else { a.replicas };
     let ko = KeygenOptions {
-        addrs: free_addrs(a.replicas)?,
+        addrs: free_addrs(n)?,
+        protocol: protocol.to_string(),
         clients: a.clients,
         first_client_id: 1_000,
         seed: Some(1),
     };
     keygen(&dir, &ko)?;
     let cluster = Cluster::load(&dir.join("cluster.toml"))?;
-    let procs = spawn_replicas(&dir, a.replicas, &a.protocol)?;
+    let procs = spawn_replicas(&dir, n, &a.protocol)?;
     let secrets: Vec<_> = load_client_secrets(&dir.join("clients.key"))?
         .into_iter()
         .enumerate()
@@ -194,6 +197,7 @@ fn run_one(
     let measured = duration.as_secs_f64() / (duration + warmup).as_secs_f64();
     Ok(Row {
         protocol: protocol.to_string(),
+        n,
         cpu_us_per_op: cpu_used * measured * 1e6 / report.ops.max(1) as f64,
         report,
     })
@@ -210,7 +214,7 @@ fn print_table(out: &mut impl Write, a: &BenchArgs, rows: &[Row]) -> std::io::Re
             out,
             "{:<8} {:>3} {:>8} {:>9} {:>12.0} {:>9} {:>9} {:>12.1}",
             r.protocol,
-            a.replicas,
+            r.n,
             a.workload,
             a.clients,
             r.report.throughput(),
@@ -240,7 +244,7 @@ fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
             f,
             "{},{},{},{},{},{},{},{:.3},{},{:.1},{},{},{},{},{},{:.2}",
             r.protocol,
-            a.replicas,
+            r.n,
             a.workload,
             a.clients,
             if a.signed { "ed25519" } else { "mac" },

@@ -12,6 +12,9 @@ pub struct KeygenArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 4)]
     pub replicas: usize,
+    /// `bft` (n = 3f+1 replicas) or `bare` (one unreplicated server).
+    #[arg(long, default_value = "bft")]
+    pub protocol: String,
     /// Client keys to generate (one per logical client).
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
@@ -26,19 +29,25 @@ pub struct KeygenArgs {
 }
 
 pub fn run(a: KeygenArgs) -> anyhow::Result<i32> {
-    if a.replicas < 4 || (a.replicas - 1) % 3 != 0 {
-        bail!(
-            "--replicas {}: BFT needs n = 3f+1 (4, 7, 10, …)",
-            a.replicas
-        );
-    }
-    if a.base_port as usize + a.replicas > u16::MAX as usize {
+    let replicas = match a.protocol.as_str() {
+        "bare" => 1,
+        "bft" if a.replicas < 4 || (a.replicas - 1) % 3 != 0 => {
+            bail!(
+                "--replicas {}: BFT needs n = 3f+1 (4, 7, 10, …)",
+                a.replicas
+            )
+        }
+        "bft" => a.replicas,
+        p => bail!("--protocol {p}: expected bft or bare"),
+    };
+    if a.base_port as usize + replicas > u16::MAX as usize {
         bail!("--base-port {}: the ports run past 65535", a.base_port);
     }
     let o = KeygenOptions {
-        addrs: (0..a.replicas)
+        addrs: (0..replicas)
             .map(|i| format!("{}:{}", a.host, a.base_port as usize + i))
             .collect(),
+        protocol: a.protocol.clone(),
         clients: a.clients,
         first_client_id: 1_000,
         seed: a.seed,

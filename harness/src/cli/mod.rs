@@ -32,6 +32,8 @@ pub enum Command {
     Keygen(keygen::KeygenArgs),
     /// Run one BFT replica (with the key-value App) from a cluster file.
     Replica(replica::ReplicaArgs),
+    /// Run the unreplicated server of a `bare` cluster file (same as `replica`).
+    Server(replica::ReplicaArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -40,6 +42,6 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Workload(args) => workload::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Keygen(args) => keygen::run(args),
-        Command::Replica(args) => replica::run(args),
+        Command::Replica(args) | Command::Server(args) => replica::run(args),
     }
 }

@@ -1,11 +1,13 @@
 //! `bftbench replica`: one BFT replica with the key-value App, from a cluster file.
 
 use anyhow::{bail, Context};
+use bft_core::bare::BareServer;
 use bft_core::config::Config;
 use bft_core::crypto::Peer;
 use bft_core::message::ReplicaId;
 use bft_core::replica::Replica;
-use bft_net::cluster::{load_secret, Cluster};
+use bft_net::cluster::{hex, load_secret, Cluster};
+use bft_net::replica_loop::ReplicaNode;
 use bft_workloads::kv::KvApp;
 use clap::Args;
 use std::io::Read;
@@ -79,6 +81,33 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
             a.cluster.display()
         );
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    if a.exit_on_stdin_eof {
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 64];
+            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+            s.store(true, Ordering::Relaxed);
+        });
+    }
+    if cluster.file.protocol == "bare" {
+        let crypto = cluster.crypto(Peer::Replica(0), secret)?;
+        let server = BareServer::new(Box::new(crypto), Box::new(KvApp::new()));
+        let mut node = ReplicaNode::bind(&cluster, server)
+            .with_context(|| format!("server: cannot listen on {}", cluster.addrs[0]))?;
+        node.run(&stop)?;
+        let s = node.engine().stats();
+        eprintln!(
+            "final: exec={} state={} transfers=0",
+            s.requests_executed,
+            hex(&node.engine().state_digest())
+        );
+        eprintln!(
+            "server stopped: executed {} requests; net {:?}",
+            s.requests_executed, node.net
+        );
+        return Ok(0);
+    }
     let mut cfg = Config::new(cluster.n(), a.id);
     cfg.batch_max_requests = a.protocol.batch;
     cfg.pipeline = a.protocol.pipeline;
@@ -90,36 +119,26 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     let seed = std::process::id() as u64;
     let replica = Replica::new(cfg, Box::new(crypto), Box::new(KvApp::new()), seed)
         .context("replica configuration")?;
-    let stop = Arc::new(AtomicBool::new(false));
-    if a.exit_on_stdin_eof {
-        let s = stop.clone();
-        std::thread::spawn(move || {
-            let mut sink = [0u8; 64];
-            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
-            s.store(true, Ordering::Relaxed);
-        });
-    }
-    let mut node =
-        bft_net::replica_loop::ReplicaNode::bind(&cluster, replica).with_context(|| {
-            format!(
-                "replica {}: cannot listen on {}",
-                a.id, cluster.addrs[a.id as usize]
-            )
-        })?;
+    let mut node = ReplicaNode::bind(&cluster, replica).with_context(|| {
+        format!(
+            "replica {}: cannot listen on {}",
+            a.id, cluster.addrs[a.id as usize]
+        )
+    })?;
     node.run(&stop)?;
-    let s = node.replica().stats();
+    let s = node.engine().stats();
     eprintln!(
         "final: exec={} state={} transfers={}",
-        node.replica().last_executed(),
-        bft_net::cluster::hex(&node.replica().state_digest()),
+        node.engine().last_executed(),
+        hex(&node.engine().state_digest()),
         s.state_transfers_applied
     );
     eprintln!(
         "replica {} stopped: executed {} requests in {} instances, regency {}; net {:?}; dropped bad-auth {} undecodable {} unknown-sender {}",
         a.id,
         s.requests_executed,
-        node.replica().last_executed(),
-        node.replica().regency(),
+        node.engine().last_executed(),
+        node.engine().regency(),
         node.net,
         s.dropped_bad_auth,
         s.dropped_undecodable,

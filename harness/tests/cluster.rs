@@ -293,3 +293,54 @@ fn a_killed_replica_restarted_later_catches_up_by_state_transfer() {
         "{finals:?}"
     );
 }
+
+#[test]
+fn bench_compares_bare_and_bft_and_writes_a_csv() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let csv = std::env::temp_dir().join(format!("bftbench-bench-{}.csv", std::process::id()));
+    let _ = std::fs::remove_file(&csv);
+    let out = Command::new(env!("CARGO_BIN_EXE_bftbench"))
+        .args([
+            "bench",
+            "--duration",
+            "1s",
+            "--warmup",
+            "500ms",
+            "--clients",
+            "8",
+            "-p",
+            "recordcount=100",
+            "--csv",
+        ])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.lines().any(|l| l.starts_with("bare ")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("bft ")), "{stdout}");
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    assert!(header.contains(&"protocol") && header.contains(&"throughput_ops_s"));
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    let col = header
+        .iter()
+        .position(|h| *h == "throughput_ops_s")
+        .unwrap();
+    assert!(rows.iter().all(|r| r[col].parse::<f64>().unwrap() > 0.0));
+    std::fs::remove_file(&csv).unwrap();
+    let ps = Command::new("pgrep")
+        .args(["-f", "bftbench replica"])
+        .output()
+        .unwrap();
+    assert!(ps.stdout.is_empty(), "bench left processes behind");
+}

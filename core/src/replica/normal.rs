@@ -104,12 +104,14 @@ impl Replica {
                 self.batch_deadline = Some(ready_at);
                 return;
             }
-            // Adaptive batching: with the pipeline at least half full, let
-            // requests gather into a full batch (each instance costs every
-            // replica a signature and 2f+1 verifications); with it less than
-            // half full, propose at once, so a lone client waits for nothing.
+            // Adaptive batching: with nothing in flight, propose at once (a lone
+            // client waits for nothing); with an instance in flight, propose
+            // another only once `batch_max / W` requests wait. Each instance costs
+            // every replica a signature and 2f verifications, so a CPU-bound
+            // cluster gets large batches, and a deep queue still fills the pipeline.
             let in_flight = next - 1 - self.last_executed;
-            if !full && in_flight >= self.cfg.pipeline.div_ceil(2) && in_flight > 0 {
+            let target = (self.cfg.batch_max_requests as u64 / self.cfg.pipeline).max(1) as usize;
+            if in_flight > 0 && self.pending.unproposed.len() < target {
                 return;
             }
             let requests = self

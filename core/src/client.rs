@@ -79,6 +79,15 @@ impl Client {
         self.id
     }
 
+    /// Continues numbering after `last_seq`. A client process that restarts
+    /// under the same id must use numbers above any it used before (replicas
+    /// treat lower ones as old); hosts pass e.g. the wall-clock time in µs.
+    pub fn with_last_seq(mut self, last_seq: u64) -> Client {
+        assert!(self.outstanding.is_none());
+        self.seq = last_seq;
+        self
+    }
+
     pub fn is_idle(&self) -> bool {
         self.outstanding.is_none()
     }

@@ -344,3 +344,43 @@ fn bench_compares_bare_and_bft_and_writes_a_csv() {
         .unwrap();
     assert!(ps.stdout.is_empty(), "bench left processes behind");
 }
+
+/// Separate client processes reuse client ids: each must number its requests
+/// above the last process's, or replicas would take them for old ones.
+#[test]
+fn the_client_command_loads_then_runs_from_separate_processes() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start("client-cmd");
+    let cluster = c.dir.join("cluster.toml");
+    let client = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bftbench"))
+            .arg("client")
+            .arg("--cluster")
+            .arg(&cluster)
+            .args(["--threads", "8", "-p", "recordcount=100"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let load = client(&["--load"]);
+    assert!(load.contains("[INSERT], Operations, 100"), "{load}");
+    for _ in 0..2 {
+        let run = client(&["--duration", "1s", "--json"]);
+        let ops: u64 = run
+            .split("\"operations\":")
+            .nth(1)
+            .unwrap()
+            .split(',')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ops > 100, "{run}");
+    }
+}

@@ -158,11 +158,16 @@ impl LoadGenerator {
             });
         }
         let retransmit = Span(opts.retransmit.as_nanos() as u64);
+        // Sequence numbers above any an earlier process under these ids used.
+        let seq_base = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         let mut clients = Vec::new();
         for (id, sk) in secrets {
             let crypto = cluster.crypto(Peer::Client(*id), sk.clone())?;
+            let client = Client::new(*id, cluster.n(), Box::new(crypto), opts.auth, retransmit);
             clients.push(Logical {
-                client: Client::new(*id, cluster.n(), Box::new(crypto), opts.auth, retransmit),
+                client: client.with_last_seq(seq_base),
                 op: None,
             });
         }

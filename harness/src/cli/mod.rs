@@ -1,6 +1,7 @@
 //! `bftbench` subcommands, one module each.
 
 pub mod bench;
+pub mod client;
 pub mod keygen;
 pub mod replica;
 pub mod report;
@@ -28,6 +29,8 @@ pub enum Command {
     Workload(workload::WorkloadArgs),
     /// Start a local cluster, load a YCSB workload, print throughput, latency and CPU per operation.
     Bench(bench::BenchArgs),
+    /// YCSB load or run phase against a running cluster (YCSB text or --json).
+    Client(client::ClientArgs),
     /// Write per-replica ed25519 keys (mode 0600) and a cluster file.
     Keygen(keygen::KeygenArgs),
     /// Run one BFT replica (with the key-value App) from a cluster file.
@@ -41,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Sim(args) => sim::run(args),
         Command::Workload(args) => workload::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Client(args) => client::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::Replica(args) | Command::Server(args) => replica::run(args),
     }

@@ -1,0 +1,125 @@
+//! `bftbench client`: YCSB load or run phase against a running cluster.
+
+use super::report::{parse_duration, print_ycsb};
+use anyhow::{bail, Context};
+use bft_core::client::ClientAuth;
+use bft_net::client_loop::{LoadGenerator, LoadOptions, LoadReport, Phase};
+use bft_net::cluster::{load_client_secrets, Cluster};
+use bft_workloads::Workload;
+use clap::Args;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub struct ClientArgs {
+    #[arg(long)]
+    pub cluster: PathBuf,
+    /// Client secret keys (default: clients.key beside the cluster file).
+    #[arg(long)]
+    pub keys: Option<PathBuf>,
+    /// A core workload (a … f) or a YCSB property file.
+    #[arg(long, default_value = "a")]
+    pub workload: String,
+    #[arg(short = 'p', value_name = "KEY=VALUE")]
+    pub props: Vec<String>,
+    /// Logical closed-loop clients (YCSB's -threads); at most the number of client keys.
+    #[arg(long, default_value_t = 16)]
+    pub threads: usize,
+    /// Run the load phase (insert the records) instead of the run phase.
+    #[arg(long)]
+    pub load: bool,
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    #[arg(long, default_value = "0s")]
+    pub warmup: String,
+    /// Sign requests with ed25519 instead of MAC authenticators.
+    #[arg(long)]
+    pub signed: bool,
+    /// Print JSON instead of YCSB's text blocks.
+    #[arg(long)]
+    pub json: bool,
+    /// Seed of the operation stream.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+pub fn run(a: ClientArgs) -> anyhow::Result<i32> {
+    let cluster = Cluster::load(&a.cluster)?;
+    let keys = a.keys.clone().unwrap_or_else(|| {
+        a.cluster
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("clients.key")
+    });
+    let secrets = load_client_secrets(&keys)?;
+    if a.threads == 0 || a.threads > secrets.len() {
+        bail!(
+            "--threads {}: {} has {} client keys",
+            a.threads,
+            keys.display(),
+            secrets.len()
+        );
+    }
+    let first = cluster.file.clients.first_id;
+    let secrets: Vec<_> = secrets
+        .into_iter()
+        .take(a.threads)
+        .enumerate()
+        .map(|(i, k)| (first + i as u64, k))
+        .collect();
+    let props = super::workload::load_properties(&a.workload, &a.props)?;
+    let mut workload = Workload::new(&props, a.seed)?;
+    let opts = LoadOptions {
+        auth: if a.signed {
+            ClientAuth::Signature
+        } else {
+            ClientAuth::Macs
+        },
+        ..LoadOptions::default()
+    };
+    let mut gen = LoadGenerator::connect(&cluster, &secrets, &opts, Duration::from_secs(10))
+        .with_context(|| format!("connecting to the cluster in {}", a.cluster.display()))?;
+    let phase = if a.load {
+        Phase::Load
+    } else {
+        Phase::Run {
+            duration: parse_duration(&a.duration).context("--duration")?,
+            warmup: parse_duration(&a.warmup).context("--warmup")?,
+        }
+    };
+    let report = gen.run(&mut workload, phase, &opts, &AtomicBool::new(false))?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        print_json(&mut out, &report)?;
+    } else {
+        print_ycsb(&mut out, &report)?;
+    }
+    Ok(0)
+}
+
+fn print_json(out: &mut impl Write, r: &LoadReport) -> std::io::Result<()> {
+    write!(
+        out,
+        "{{\"runtime_ms\":{},\"throughput_ops_s\":{:.3},\"operations\":{},\"per_op\":{{",
+        r.elapsed.as_millis(),
+        r.throughput(),
+        r.ops
+    )?;
+    for (i, (name, h)) in r.per_op.iter().enumerate() {
+        write!(
+            out,
+            "{}\"{name}\":{{\"count\":{},\"mean_us\":{:.1},\"p50_us\":{},\"p95_us\":{},\"p99_us\":{},\"p999_us\":{},\"max_us\":{}}}",
+            if i > 0 { "," } else { "" },
+            h.len(),
+            h.mean(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.95),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            h.max()
+        )?;
+    }
+    writeln!(out, "}}}}")
+}

@@ -384,3 +384,28 @@ fn the_client_command_loads_then_runs_from_separate_processes() {
         assert!(ops > 100, "{run}");
     }
 }
+
+/// Open loop: the offered rate is met when below capacity, and latency is also
+/// measured from each operation's scheduled start.
+#[test]
+fn open_loop_meets_a_modest_target_and_reports_intended_latency() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start("open-loop");
+    let o = LoadOptions {
+        target: Some(500.0),
+        ..opts()
+    };
+    let mut gen = c.client(&o);
+    let mut w = workload_a();
+    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
+        .unwrap();
+    let phase = Phase::Run {
+        duration: Duration::from_secs(2),
+        warmup: Duration::ZERO,
+    };
+    let r = gen.run(&mut w, phase, &o, &AtomicBool::new(false)).unwrap();
+    let rate = r.throughput();
+    assert!((400.0..=600.0).contains(&rate), "offered 500/s, got {rate}");
+    assert!(r.all_intended.value_at_quantile(0.5) >= r.all.value_at_quantile(0.5));
+    assert_eq!(r.behind, 0);
+}

@@ -14,7 +14,7 @@ use ed25519_dalek::SigningKey;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +52,8 @@ pub struct LoadOptions {
     pub retransmit: Duration,
     /// Give up when nothing completes for this long.
     pub stall_timeout: Duration,
+    /// Open loop at this many operations per second (run phase); None: closed loop.
+    pub target: Option<f64>,
 }
 
 impl Default for LoadOptions {
@@ -60,6 +62,7 @@ impl Default for LoadOptions {
             auth: ClientAuth::Macs,
             retransmit: Duration::from_millis(500),
             stall_timeout: Duration::from_secs(10),
+            target: None,
         }
     }
 }
@@ -68,8 +71,16 @@ impl Default for LoadOptions {
 pub struct LoadReport {
     pub elapsed: Duration,
     pub ops: u64,
+    /// Latency from the actual send.
     pub per_op: BTreeMap<&'static str, Histogram<u64>>,
     pub all: Histogram<u64>,
+    /// Latency from the intended start (open loop; equal to actual in closed loop).
+    pub per_op_intended: BTreeMap<&'static str, Histogram<u64>>,
+    pub all_intended: Histogram<u64>,
+    /// Scheduled operations the generator could not even queue (backlog full).
+    pub behind: u64,
+    /// Scheduled operations still waiting for a client at the end.
+    pub backlog_left: u64,
 }
 
 impl LoadReport {
@@ -79,7 +90,28 @@ impl LoadReport {
             ops: 0,
             per_op: BTreeMap::new(),
             all: histogram(),
+            per_op_intended: BTreeMap::new(),
+            all_intended: histogram(),
+            behind: 0,
+            backlog_left: 0,
         }
+    }
+
+    fn record(&mut self, c: &Completed, now: Instant) {
+        let actual = (c.latency.0 / 1000).clamp(1, LATENCY_US_MAX);
+        let intended = (now.saturating_duration_since(c.intended).as_micros() as u64)
+            .clamp(actual, LATENCY_US_MAX);
+        self.per_op
+            .entry(c.name)
+            .or_insert_with(histogram)
+            .saturating_record(actual);
+        self.all.saturating_record(actual);
+        self.per_op_intended
+            .entry(c.name)
+            .or_insert_with(histogram)
+            .saturating_record(intended);
+        self.all_intended.saturating_record(intended);
+        self.ops += 1;
     }
     pub fn throughput(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -100,12 +132,34 @@ struct Conn {
     addr: std::net::SocketAddr,
 }
 
+/// Scheduled operations waiting for an idle client, at most (open loop).
+pub const BACKLOG_MAX: usize = 1 << 20;
+
 /// How often a lost replica connection is retried.
 const RECONNECT_EVERY: Duration = Duration::from_millis(300);
 
+/// An operation in flight on one logical client.
+#[derive(Debug)]
+struct Pending {
+    name: &'static str,
+    insert: Option<u64>,
+    /// When it was meant to start (open loop: its scheduled time).
+    intended: Instant,
+}
+
+/// A completed operation.
+#[derive(Debug)]
+pub struct Completed {
+    pub name: &'static str,
+    pub insert: Option<u64>,
+    pub intended: Instant,
+    /// From the actual send to the f+1-th matching reply.
+    pub latency: Span,
+}
+
 struct Logical {
     client: Client,
-    op: Option<(&'static str, Option<u64>)>,
+    op: Option<Pending>,
 }
 
 pub struct LoadGenerator {
@@ -186,6 +240,11 @@ impl LoadGenerator {
     }
 
     /// Drives `phase` to its end; the histograms hold latencies in microseconds.
+    ///
+    /// Closed loop (no `target`): every logical client always has one request
+    /// out. Open loop (`target` ops/s, run phase): operation k is due at
+    /// start + k/target; one that finds no idle client waits in a backlog, and
+    /// its *intended* latency counts that wait (no coordinated omission).
     pub fn run(
         &mut self,
         workload: &mut Workload,
@@ -200,16 +259,25 @@ impl LoadGenerator {
                 (started + warmup, Some(started + warmup + duration))
             }
         };
+        let open = match phase {
+            Phase::Run { .. } => opts.target.filter(|t| *t > 0.0),
+            Phase::Load => None,
+        };
+        let interval = open.map(|t| Duration::from_secs_f64(1.0 / t));
+        let mut next_due = started;
+        let mut backlog: VecDeque<Instant> = VecDeque::new();
         let mut report = LoadReport::new();
         let mut last_progress = Instant::now();
         let mut done = 0u64;
         let mut exhausted = false;
         let mut events = Events::with_capacity(256);
         let mut last_reconnect = Instant::now();
-        for i in 0..self.clients.len() {
-            // A request left in flight by an earlier phase still completes here.
-            if self.clients[i].op.is_none() && !exhausted {
-                exhausted |= !self.submit(i, workload, phase);
+        if open.is_none() {
+            for i in 0..self.clients.len() {
+                // A request left in flight by an earlier phase still completes here.
+                if self.clients[i].op.is_none() && !exhausted {
+                    exhausted |= !self.submit(i, workload, phase, None);
+                }
             }
         }
         loop {
@@ -219,37 +287,50 @@ impl LoadGenerator {
             if !running && (end.is_some() || idle) || (exhausted && idle) {
                 break;
             }
-            if now_i - last_progress > opts.stall_timeout {
+            if now_i - last_progress > opts.stall_timeout && !idle {
                 return Err(LoadError::Stalled(opts.stall_timeout, done));
             }
+            if let (Some(iv), true) = (interval, running) {
+                while next_due <= now_i {
+                    if backlog.len() < BACKLOG_MAX {
+                        backlog.push_back(next_due);
+                    } else {
+                        report.behind += 1; // the generator itself cannot keep up
+                    }
+                    next_due += iv;
+                }
+                self.start_backlog(&mut backlog, workload, phase);
+            }
             self.flush()?;
-            self.poll.poll(&mut events, Some(POLL_MAX))?;
+            let wait = match interval {
+                Some(_) if running => next_due
+                    .saturating_duration_since(Instant::now())
+                    .min(POLL_MAX),
+                _ => POLL_MAX,
+            };
+            self.poll.poll(&mut events, Some(wait))?;
             let ready: Vec<usize> = events
                 .iter()
                 .filter(|e| e.is_readable())
                 .map(|e| e.token().0)
                 .collect();
             for r in ready {
-                for (i, name, ins, latency) in self.read_replies(r)? {
+                for (i, done_op) in self.read_replies(r)? {
                     last_progress = Instant::now();
                     done += 1;
-                    if let Some(k) = ins {
+                    if let Some(k) = done_op.insert {
                         let _ = workload.ack_insert(k);
                     }
                     if last_progress >= measure_from && end.is_none_or(|e| last_progress < e) {
-                        let us = (latency.0 / 1000).clamp(1, LATENCY_US_MAX);
-                        report
-                            .per_op
-                            .entry(name)
-                            .or_insert_with(histogram)
-                            .saturating_record(us);
-                        report.all.saturating_record(us);
-                        report.ops += 1;
+                        report.record(&done_op, last_progress);
                     }
-                    if running && !exhausted {
-                        exhausted |= !self.submit(i, workload, phase);
+                    if running && !exhausted && open.is_none() {
+                        exhausted |= !self.submit(i, workload, phase, None);
                     }
                 }
+            }
+            if open.is_some() && running {
+                self.start_backlog(&mut backlog, workload, phase);
             }
             self.fire_timers();
             if last_reconnect.elapsed() >= RECONNECT_EVERY {
@@ -259,11 +340,36 @@ impl LoadGenerator {
         }
         let measured_end = end.map_or(Instant::now(), |e| e.min(Instant::now()));
         report.elapsed = measured_end.saturating_duration_since(measure_from);
+        report.backlog_left = backlog.len() as u64;
         Ok(report)
     }
 
+    /// Hands scheduled operations to idle logical clients.
+    fn start_backlog(
+        &mut self,
+        backlog: &mut VecDeque<Instant>,
+        workload: &mut Workload,
+        phase: Phase,
+    ) {
+        for i in 0..self.clients.len() {
+            if backlog.is_empty() {
+                return;
+            }
+            if self.clients[i].op.is_none() {
+                let intended = backlog.pop_front();
+                self.submit(i, workload, phase, intended);
+            }
+        }
+    }
+
     /// Starts the next operation on logical client `i`; false when the phase has no more.
-    fn submit(&mut self, i: usize, workload: &mut Workload, phase: Phase) -> bool {
+    fn submit(
+        &mut self,
+        i: usize,
+        workload: &mut Workload,
+        phase: Phase,
+        intended: Option<Instant>,
+    ) -> bool {
         let (op, insert) = match phase {
             Phase::Load => match workload.load_op() {
                 Some(op) => (op, None),
@@ -274,12 +380,16 @@ impl LoadGenerator {
         let now = self.now();
         let c = &mut self.clients[i];
         c.client.submit(now, op.encode());
-        c.op = Some((op.name(), insert));
+        c.op = Some(Pending {
+            name: op.name(),
+            insert,
+            intended: intended.unwrap_or_else(Instant::now),
+        });
         self.collect(i);
         true
     }
 
-    fn collect(&mut self, i: usize) -> Vec<(&'static str, Option<u64>, Span)> {
+    fn collect(&mut self, i: usize) -> Vec<Completed> {
         let mut completed = Vec::new();
         while let Some(out) = self.clients[i].client.poll_output() {
             match out {
@@ -290,8 +400,13 @@ impl LoadGenerator {
                     }
                 }
                 ClientOutput::Complete { latency, .. } => {
-                    if let Some((name, ins)) = self.clients[i].op.take() {
-                        completed.push((name, ins, latency));
+                    if let Some(p) = self.clients[i].op.take() {
+                        completed.push(Completed {
+                            name: p.name,
+                            insert: p.insert,
+                            intended: p.intended,
+                            latency,
+                        });
                     }
                 }
             }
@@ -299,11 +414,7 @@ impl LoadGenerator {
         completed
     }
 
-    #[allow(clippy::type_complexity)]
-    fn read_replies(
-        &mut self,
-        r: usize,
-    ) -> io::Result<Vec<(usize, &'static str, Option<u64>, Span)>> {
+    fn read_replies(&mut self, r: usize) -> io::Result<Vec<(usize, Completed)>> {
         let conn = &mut self.conns[r];
         let mut frames = Vec::new();
         loop {
@@ -333,8 +444,8 @@ impl LoadGenerator {
                 continue;
             }
             self.clients[i].client.handle_message(now, &f);
-            for (name, ins, lat) in self.collect(i) {
-                out.push((i, name, ins, lat));
+            for c in self.collect(i) {
+                out.push((i, c));
             }
         }
         Ok(out)

@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Logical closed-loop clients.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    /// Open loop at this many operations per second (default: closed loop).
+    #[arg(long)]
+    pub target: Option<f64>,
     /// Sign every request with ed25519 instead of MAC authenticators.
     #[arg(long)]
     pub signed: bool,
@@ -164,6 +167,7 @@ fn run_one(
         } else {
             ClientAuth::Macs
         },
+        target: a.target,
         ..LoadOptions::default()
     };
     let stop = AtomicBool::new(false);
@@ -187,7 +191,7 @@ fn run_one(
     drop(gen);
     drop(procs);
     if a.ycsb {
-        print_ycsb(&mut std::io::stdout(), &report)?;
+        print_ycsb(&mut std::io::stdout(), &report, a.target.is_some())?;
     }
     if a.keep {
         println!("replica logs kept in {}", dir.display());
@@ -206,13 +210,21 @@ fn run_one(
 fn print_table(out: &mut impl Write, a: &BenchArgs, rows: &[Row]) -> std::io::Result<()> {
     writeln!(
         out,
-        "{:<8} {:>3} {:>8} {:>9} {:>12} {:>9} {:>9} {:>12}",
-        "protocol", "n", "workload", "clients", "ops/s", "p50 µs", "p99 µs", "CPU µs/op"
+        "{:<8} {:>3} {:>8} {:>9} {:>12} {:>9} {:>9} {:>14} {:>12}",
+        "protocol",
+        "n",
+        "workload",
+        "clients",
+        "ops/s",
+        "p50 µs",
+        "p99 µs",
+        "p99 intended",
+        "CPU µs/op"
     )?;
     for r in rows {
         writeln!(
             out,
-            "{:<8} {:>3} {:>8} {:>9} {:>12.0} {:>9} {:>9} {:>12.1}",
+            "{:<8} {:>3} {:>8} {:>9} {:>12.0} {:>9} {:>9} {:>14} {:>12.1}",
             r.protocol,
             r.n,
             a.workload,
@@ -220,13 +232,14 @@ fn print_table(out: &mut impl Write, a: &BenchArgs, rows: &[Row]) -> std::io::Re
             r.report.throughput(),
             r.report.all.value_at_quantile(0.5),
             r.report.all.value_at_quantile(0.99),
+            r.report.all_intended.value_at_quantile(0.99),
             r.cpu_us_per_op
         )?;
     }
     Ok(())
 }
 
-const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,batch,pipeline,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,cpu_us_per_op";
+const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,batch,pipeline,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
 
 fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
     let exists = path.exists();
@@ -242,7 +255,7 @@ fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
         let h = &r.report.all;
         writeln!(
             f,
-            "{},{},{},{},{},{},{},{:.3},{},{:.1},{},{},{},{},{},{:.2}",
+            "{},{},{},{},{},{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{:.2}",
             r.protocol,
             r.n,
             a.workload,
@@ -250,6 +263,7 @@ fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
             if a.signed { "ed25519" } else { "mac" },
             a.protocol.batch,
             a.protocol.pipeline,
+            a.target.map_or(String::new(), |t| t.to_string()),
             r.report.elapsed.as_secs_f64(),
             r.report.ops,
             r.report.throughput(),
@@ -258,6 +272,9 @@ fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
             h.value_at_quantile(0.99),
             h.value_at_quantile(0.999),
             h.max(),
+            r.report.all_intended.value_at_quantile(0.5),
+            r.report.all_intended.value_at_quantile(0.99),
+            r.report.behind + r.report.backlog_left,
             r.cpu_us_per_op
         )?;
     }

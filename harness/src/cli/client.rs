@@ -37,6 +37,9 @@ pub struct ClientArgs {
     /// Sign requests with ed25519 instead of MAC authenticators.
     #[arg(long)]
     pub signed: bool,
+    /// Open loop at this many operations per second (latency also from the intended start).
+    #[arg(long)]
+    pub target: Option<f64>,
     /// Print JSON instead of YCSB's text blocks.
     #[arg(long)]
     pub json: bool,
@@ -77,6 +80,7 @@ pub fn run(a: ClientArgs) -> anyhow::Result<i32> {
         } else {
             ClientAuth::Macs
         },
+        target: a.target,
         ..LoadOptions::default()
     };
     let mut gen = LoadGenerator::connect(&cluster, &secrets, &opts, Duration::from_secs(10))
@@ -94,7 +98,7 @@ pub fn run(a: ClientArgs) -> anyhow::Result<i32> {
     if a.json {
         print_json(&mut out, &report)?;
     } else {
-        print_ycsb(&mut out, &report)?;
+        print_ycsb(&mut out, &report, a.target.is_some())?;
     }
     Ok(0)
 }
@@ -121,5 +125,13 @@ fn print_json(out: &mut impl Write, r: &LoadReport) -> std::io::Result<()> {
             h.max()
         )?;
     }
-    writeln!(out, "}}}}")
+    let i = &r.all_intended;
+    writeln!(
+        out,
+        "}},\"intended\":{{\"p50_us\":{},\"p99_us\":{},\"max_us\":{}}},\"behind\":{}}}",
+        i.value_at_quantile(0.5),
+        i.value_at_quantile(0.99),
+        i.max(),
+        r.behind + r.backlog_left
+    )
 }

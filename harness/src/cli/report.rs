@@ -33,11 +33,18 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
-/// YCSB's text output, which existing tooling parses.
-pub fn print_ycsb(out: &mut impl Write, r: &LoadReport) -> std::io::Result<()> {
+/// YCSB's text output, which existing tooling parses; with `intended`, also
+/// the `[Intended-OP]` blocks (latency from the scheduled start, open loop).
+pub fn print_ycsb(out: &mut impl Write, r: &LoadReport, intended: bool) -> std::io::Result<()> {
     writeln!(out, "[OVERALL], RunTime(ms), {}", r.elapsed.as_millis())?;
     writeln!(out, "[OVERALL], Throughput(ops/sec), {}", r.throughput())?;
-    for (name, h) in &r.per_op {
+    let blocks = r.per_op.iter().map(|(n, h)| (n.to_string(), h));
+    let intended_blocks = r
+        .per_op_intended
+        .iter()
+        .filter(|_| intended)
+        .map(|(n, h)| (format!("Intended-{n}"), h));
+    for (name, h) in blocks.chain(intended_blocks) {
         writeln!(out, "[{name}], Operations, {}", h.len())?;
         writeln!(out, "[{name}], AverageLatency(us), {:.1}", h.mean())?;
         writeln!(out, "[{name}], MinLatency(us), {}", h.min())?;

@@ -206,6 +206,8 @@ pub enum Message {
         from: Instance,
     },
     StateReply(StateReply),
+    /// A Raft message (protobuf bytes) for the Raft baseline, inside our authenticated frame.
+    Raft(Vec<u8>),
 }
 
 impl Message {
@@ -222,6 +224,7 @@ impl Message {
             Message::Checkpoint { .. } => "CHECKPOINT",
             Message::StateRequest { .. } => "STATE-REQUEST",
             Message::StateReply(_) => "STATE-REPLY",
+            Message::Raft(_) => "RAFT",
         }
     }
 }
@@ -493,6 +496,10 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
                 }
             }
         }
+        Message::Raft(b) => {
+            w.u8(12);
+            w.bytes(b);
+        }
     }
 }
 
@@ -558,6 +565,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
                 sync,
             })
         }
+        12 => Message::Raft(r.bytes("raft message", FRAME_BYTES_MAX)?.to_vec()),
         t => return Err(DecodeError::BadTag(t)),
     };
     Ok(m)

@@ -44,18 +44,22 @@ fn free_addrs(n: usize) -> Vec<String> {
 
 impl TestCluster {
     fn start(name: &str) -> TestCluster {
+        TestCluster::start_with(name, "bft", 4)
+    }
+
+    fn start_with(name: &str, protocol: &str, n: usize) -> TestCluster {
         let dir = std::env::temp_dir().join(format!("bftbench-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let o = KeygenOptions {
-            addrs: free_addrs(4),
-            protocol: "bft".into(),
+            addrs: free_addrs(n),
+            protocol: protocol.into(),
             clients: 16,
             first_client_id: 1_000,
             seed: Some(3),
         };
         keygen(&dir, &o).unwrap();
         let cluster = Cluster::load(&dir.join("cluster.toml")).unwrap();
-        let procs = (0..4)
+        let procs = (0..n)
             .map(|id| {
                 let log = std::fs::File::create(dir.join(format!("replica-{id}.log"))).unwrap();
                 Some(
@@ -108,7 +112,7 @@ impl TestCluster {
             c.wait().unwrap();
         }
         self.procs.iter_mut().for_each(|p| *p = None);
-        (0..4)
+        (0..self.procs.len())
             .map(|id| {
                 let log = self.log(id);
                 let line = log
@@ -408,4 +412,29 @@ fn open_loop_meets_a_modest_target_and_reports_intended_latency() {
     assert!((400.0..=600.0).contains(&rate), "offered 500/s, got {rate}");
     assert!(r.all_intended.value_at_quantile(0.5) >= r.all.value_at_quantile(0.5));
     assert_eq!(r.behind, 0);
+}
+
+#[test]
+fn raft_with_three_replicas_survives_its_leader_being_killed() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start_with("raft", "raft", 3);
+    let o = LoadOptions {
+        stall_timeout: Duration::from_secs(8),
+        ..opts()
+    };
+    let mut gen = c.client(&o);
+    let mut w = workload_a();
+    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
+        .unwrap();
+    assert!(run_for(&mut gen, &mut w, 1, &o).unwrap() > 100);
+    let leader = (0..3)
+        .find(|id| c.log(*id).contains("became leader"))
+        .expect("a leader was elected");
+    c.kill(leader);
+    let ops = run_for(&mut gen, &mut w, 4, &o).unwrap();
+    assert!(ops > 100, "a new leader takes over ({ops})");
+    let new_leader = (0..3)
+        .filter(|id| *id != leader)
+        .find(|id| c.log(*id).contains("became leader"));
+    assert!(new_leader.is_some(), "another replica was elected");
 }

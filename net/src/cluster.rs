@@ -193,11 +193,14 @@ impl Cluster {
                     format!("{n} servers: bare means exactly one"),
                 ))
             }
-            "bft" | "bare" => {}
+            "raft" if n < 3 => {
+                return Err(invalid(path, format!("{n} replicas: Raft needs n ≥ 3")))
+            }
+            "bft" | "bare" | "raft" => {}
             p => {
                 return Err(invalid(
                     path,
-                    format!("protocol `{p}`: expected bft or bare"),
+                    format!("protocol `{p}`: expected bft, raft or bare"),
                 ))
             }
         }

@@ -3,4 +3,5 @@
 pub mod client_loop;
 pub mod cluster;
 pub mod frame;
+pub mod raft_engine;
 pub mod replica_loop;

@@ -305,7 +305,7 @@ impl Replica {
             } => self.on_checkpoint(s, instance, digest, sig),
             Message::StateRequest { nonce, from } => self.on_state_request(s, nonce, from),
             Message::StateReply(reply) => self.on_state_reply(s, reply),
-            Message::Reply(_) => self.stats.dropped_invalid += 1,
+            Message::Reply(_) | Message::Raft(_) => self.stats.dropped_invalid += 1,
         }
     }
 

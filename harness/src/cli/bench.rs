@@ -18,8 +18,8 @@ use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// Protocols to run, side by side: bare (one unreplicated server) and bft (raft arrives later).
-    #[arg(long, value_delimiter = ',', default_value = "bare,bft")]
+    /// Protocols to run, side by side: bare (one unreplicated server), raft (n = 3), bft (n = --replicas).
+    #[arg(long, value_delimiter = ',', default_value = "bare,raft,bft")]
     pub protocols: Vec<String>,
     #[arg(long, default_value_t = 4)]
     pub replicas: usize,
@@ -116,8 +116,8 @@ pub struct Row {
 
 pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     for p in &a.protocols {
-        if p != "bft" && p != "bare" {
-            bail!("--protocols {p}: expected bare or bft (raft is not available yet)");
+        if !["bft", "bare", "raft"].contains(&p.as_str()) {
+            bail!("--protocols {p}: expected bare, raft or bft");
         }
     }
     let duration = parse_duration(&a.duration).context("--duration")?;
@@ -145,7 +145,11 @@ fn run_one(
     let dir =
         std::env::temp_dir().join(format!("bftbench-bench-{}-{protocol}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let n = if protocol == "bare" { 1 } else { a.replicas };
+    let n = match protocol {
+        "bare" => 1,
+        "raft" => 3,
+        _ => a.replicas,
+    };
     let ko = KeygenOptions {
         addrs: free_addrs(n)?,
         protocol: protocol.to_string(),

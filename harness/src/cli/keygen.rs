@@ -12,7 +12,7 @@ pub struct KeygenArgs {
     pub out: PathBuf,
     #[arg(long, default_value_t = 4)]
     pub replicas: usize,
-    /// `bft` (n = 3f+1 replicas) or `bare` (one unreplicated server).
+    /// `bft` (n = 3f+1 replicas), `raft` (n ≥ 3) or `bare` (one unreplicated server).
     #[arg(long, default_value = "bft")]
     pub protocol: String,
     /// Client keys to generate (one per logical client).
@@ -38,7 +38,9 @@ pub fn run(a: KeygenArgs) -> anyhow::Result<i32> {
             )
         }
         "bft" => a.replicas,
-        p => bail!("--protocol {p}: expected bft or bare"),
+        "raft" if a.replicas < 3 => bail!("--replicas {}: Raft needs n ≥ 3", a.replicas),
+        "raft" => a.replicas,
+        p => bail!("--protocol {p}: expected bft, raft or bare"),
     };
     if a.base_port as usize + replicas > u16::MAX as usize {
         bail!("--base-port {}: the ports run past 65535", a.base_port);

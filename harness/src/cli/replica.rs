@@ -7,6 +7,7 @@ use bft_core::crypto::Peer;
 use bft_core::message::ReplicaId;
 use bft_core::replica::Replica;
 use bft_net::cluster::{hex, load_secret, Cluster};
+use bft_net::raft_engine::RaftEngine;
 use bft_net::replica_loop::ReplicaNode;
 use bft_workloads::kv::KvApp;
 use clap::Args;
@@ -89,6 +90,30 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
             while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
             s.store(true, Ordering::Relaxed);
         });
+    }
+    if cluster.file.protocol == "raft" {
+        let crypto = cluster.crypto(Peer::Replica(a.id), secret)?;
+        let engine = RaftEngine::new(a.id, cluster.n(), Box::new(crypto), Box::new(KvApp::new()))?;
+        let mut node = ReplicaNode::bind(&cluster, engine).with_context(|| {
+            format!(
+                "raft replica {}: cannot listen on {}",
+                a.id, cluster.addrs[a.id as usize]
+            )
+        })?;
+        node.run(&stop)?;
+        let e = node.engine();
+        eprintln!(
+            "final: exec={} state={} transfers=0",
+            e.applied(),
+            hex(&e.state_digest())
+        );
+        eprintln!(
+            "raft replica {} stopped: executed {} requests; net {:?}",
+            a.id,
+            e.stats().requests_executed,
+            node.net
+        );
+        return Ok(0);
     }
     if cluster.file.protocol == "bare" {
         let crypto = cluster.crypto(Peer::Replica(0), secret)?;

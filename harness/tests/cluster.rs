@@ -299,7 +299,7 @@ fn a_killed_replica_restarted_later_catches_up_by_state_transfer() {
 }
 
 #[test]
-fn bench_compares_bare_and_bft_and_writes_a_csv() {
+fn bench_compares_bare_raft_and_bft_and_writes_a_csv() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let csv = std::env::temp_dir().join(format!("bftbench-bench-{}.csv", std::process::id()));
     let _ = std::fs::remove_file(&csv);
@@ -327,6 +327,7 @@ fn bench_compares_bare_and_bft_and_writes_a_csv() {
     );
     assert!(stdout.lines().any(|l| l.starts_with("bare ")), "{stdout}");
     assert!(stdout.lines().any(|l| l.starts_with("bft ")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.starts_with("raft ")), "{stdout}");
     let text = std::fs::read_to_string(&csv).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
     assert!(header.contains(&"protocol") && header.contains(&"throughput_ops_s"));
@@ -335,7 +336,7 @@ fn bench_compares_bare_and_bft_and_writes_a_csv() {
         .skip(1)
         .map(|l| l.split(',').collect())
         .collect();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3, "bare, raft, bft");
     let col = header
         .iter()
         .position(|h| *h == "throughput_ops_s")

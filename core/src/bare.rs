@@ -16,6 +16,7 @@ pub struct BareServer {
     clients: ClientTable,
     outputs: VecDeque<(Peer, Vec<u8>)>,
     stats: Stats,
+    authenticated_client: Option<crate::message::ClientId>,
 }
 
 impl BareServer {
@@ -26,7 +27,13 @@ impl BareServer {
             clients: ClientTable::default(),
             outputs: VecDeque::new(),
             stats: Stats::default(),
+            authenticated_client: None,
         }
+    }
+
+    /// The client whose authenticated request the last frame carried.
+    pub fn authenticated_client(&self) -> Option<crate::message::ClientId> {
+        self.authenticated_client
     }
 
     fn authentic(&self, req: &Request) -> bool {
@@ -46,6 +53,7 @@ impl BareServer {
     /// A frame from a client: executed at once if new, answered from the
     /// client table if a retransmission.
     pub fn handle_message(&mut self, frame: &[u8]) {
+        self.authenticated_client = None;
         let req = match wire::open(frame, 1, self.crypto.as_ref()) {
             Ok((Peer::Client(_), Message::Request(req))) => req,
             Ok(_) => return self.stats.dropped_invalid += 1,
@@ -56,6 +64,7 @@ impl BareServer {
             self.stats.dropped_bad_auth += 1;
             return;
         }
+        self.authenticated_client = Some(req.client);
         let result = match self.clients.last_seq(req.client) {
             Some(last) if req.seq < last => return,
             Some(last) if req.seq == last => match self.clients.result(req.client) {

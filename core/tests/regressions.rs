@@ -575,3 +575,26 @@ fn client_results_are_kept_within_a_deterministic_budget() {
     c.inject(2, &client_frame(&request(100, 4, b"op", 4)));
     assert_eq!(c.to_clients.len(), before + 1, "the restored table answers");
 }
+
+/// Found in review: the network layer routed a client's replies to whichever
+/// connection last *claimed* its id. Routing now follows only requests the core
+/// authenticated, which this getter reports.
+#[test]
+fn only_an_authenticated_request_identifies_its_client() {
+    let mut r = replica(config(4, 1));
+    let mut forged = request(7, 1, b"op", 4);
+    if let RequestAuth::Macs(m) = &mut forged.auth {
+        m[1][0] ^= 1;
+    }
+    r.handle_message(bft_core::Time(1), &client_frame(&forged));
+    assert_eq!(r.authenticated_client(), None);
+    r.handle_message(bft_core::Time(1), &[1, 7, 0, 0, 0, 0, 0, 0, 0, 99]);
+    assert_eq!(r.authenticated_client(), None, "a bare claim of id 7");
+    r.handle_message(bft_core::Time(1), &client_frame(&request(7, 1, b"op", 4)));
+    assert_eq!(r.authenticated_client(), Some(7));
+    r.handle_message(
+        bft_core::Time(2),
+        &frame(2, Peer::Replica(1), &Message::Stop { regency: 1 }, 4),
+    );
+    assert_eq!(r.authenticated_client(), None, "reset by every input");
+}

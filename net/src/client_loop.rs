@@ -31,6 +31,8 @@ pub enum LoadError {
     Cluster(#[from] ClusterError),
     #[error("no operation completed for {0:?}: fewer than 2f+1 replicas seem to be up ({1} completed before)")]
     Stalled(Duration, u64),
+    #[error("target {0} ops/s is outside {TARGET_MIN}..={TARGET_MAX}")]
+    Target(f64),
     #[error("could not connect to replica {0} at {1} within {2:?}")]
     Connect(usize, std::net::SocketAddr, Duration),
 }
@@ -131,6 +133,10 @@ struct Conn {
     dead: bool,
     addr: std::net::SocketAddr,
 }
+
+/// Open-loop rates accepted (operations per second).
+pub const TARGET_MIN: f64 = 0.01;
+pub const TARGET_MAX: f64 = 10_000_000.0;
 
 /// Scheduled operations waiting for an idle client, at most (open loop).
 pub const BACKLOG_MAX: usize = 1 << 20;
@@ -260,9 +266,14 @@ impl LoadGenerator {
             }
         };
         let open = match phase {
-            Phase::Run { .. } => opts.target.filter(|t| *t > 0.0),
+            Phase::Run { .. } => opts.target,
             Phase::Load => None,
         };
+        if let Some(t) = open {
+            if !(TARGET_MIN..=TARGET_MAX).contains(&t) {
+                return Err(LoadError::Target(t));
+            }
+        }
         let interval = open.map(|t| Duration::from_secs_f64(1.0 / t));
         let mut next_due = started;
         let mut backlog: VecDeque<Instant> = VecDeque::new();
@@ -287,6 +298,9 @@ impl LoadGenerator {
             if !running && (end.is_some() || idle) || (exhausted && idle) {
                 break;
             }
+            if idle {
+                last_progress = now_i; // nothing asked, nothing owed
+            }
             if now_i - last_progress > opts.stall_timeout && !idle {
                 return Err(LoadError::Stalled(opts.stall_timeout, done));
             }
@@ -308,7 +322,11 @@ impl LoadGenerator {
                     .min(POLL_MAX),
                 _ => POLL_MAX,
             };
-            self.poll.poll(&mut events, Some(wait))?;
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e.into());
+                }
+            }
             let ready: Vec<usize> = events
                 .iter()
                 .filter(|e| e.is_readable())
@@ -419,8 +437,16 @@ impl LoadGenerator {
         let mut frames = Vec::new();
         loop {
             let fill = conn.reader.fill(&mut conn.stream).unwrap_or(Fill::Closed);
-            while let Ok(Some(f)) = conn.reader.next_frame() {
-                frames.push(f.to_vec());
+            loop {
+                match conn.reader.next_frame() {
+                    Ok(Some(f)) => frames.push(f.to_vec()),
+                    Ok(None) => break,
+                    Err(_) => {
+                        conn.dead = true; // an oversized frame: this replica is faulty
+                        conn.reader = FrameReader::default();
+                        return Ok(Vec::new());
+                    }
+                }
             }
             match fill {
                 Fill::More => continue,

@@ -113,6 +113,11 @@ impl FrameWriter {
             self.dropped += 1;
             return false;
         }
+        if self.sent > self.buf.len() / 2 {
+            // Under sustained backpressure: drop what was already written.
+            self.buf.drain(..self.sent);
+            self.sent = 0;
+        }
         self.buf
             .extend_from_slice(&(frame.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(frame);

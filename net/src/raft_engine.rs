@@ -38,6 +38,7 @@ pub struct RaftEngine {
     outputs: VecDeque<(Peer, Vec<u8>)>,
     stats: Stats,
     was_leader: bool,
+    authenticated_client: Option<bft_core::message::ClientId>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,7 @@ impl RaftEngine {
             outputs: VecDeque::new(),
             stats: Stats::default(),
             was_leader: false,
+            authenticated_client: None,
         })
     }
 
@@ -117,6 +119,7 @@ impl RaftEngine {
             self.stats.dropped_bad_auth += 1;
             return;
         }
+        self.authenticated_client = Some(req.client);
         if let Some(last) = self.clients.last_seq(req.client) {
             if req.seq < last {
                 return;
@@ -231,6 +234,7 @@ impl Engine for RaftEngine {
     }
 
     fn handle_message(&mut self, _now: Time, frame: &[u8]) {
+        self.authenticated_client = None;
         match wire::open(frame, self.n, self.crypto.as_ref()) {
             Ok((Peer::Client(_), Message::Request(req))) => self.on_request(req),
             Ok((Peer::Replica(_), Message::Raft(bytes))) => {
@@ -267,5 +271,9 @@ impl Engine for RaftEngine {
 
     fn rejected(&self) -> u64 {
         self.stats.dropped_bad_auth + self.stats.dropped_undecodable
+    }
+
+    fn authenticated_client(&self) -> Option<bft_core::message::ClientId> {
+        self.authenticated_client
     }
 }

@@ -29,7 +29,7 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 const RECONNECT_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// Inbound connections at most (peers and client processes).
-pub const INBOUND_MAX: usize = 4096;
+pub const INBOUND_MAX: usize = 512; // below the usual 1024-descriptor soft limit
 
 /// A sans-IO protocol engine the loop can pump: the BFT replica or the bare server.
 pub trait Engine {
@@ -41,6 +41,8 @@ pub trait Engine {
     fn poll_send(&mut self) -> Option<(Peer, Vec<u8>)>;
     /// Frames dropped for failing decoding or authentication, so far.
     fn rejected(&self) -> u64;
+    /// The client whose *authenticated* request the last frame carried.
+    fn authenticated_client(&self) -> Option<ClientId>;
 }
 
 impl Engine for Replica {
@@ -67,6 +69,9 @@ impl Engine for Replica {
     fn rejected(&self) -> u64 {
         self.stats().dropped_bad_auth + self.stats().dropped_undecodable
     }
+    fn authenticated_client(&self) -> Option<ClientId> {
+        Replica::authenticated_client(self)
+    }
 }
 
 impl Engine for BareServer {
@@ -86,6 +91,9 @@ impl Engine for BareServer {
     fn rejected(&self) -> u64 {
         self.stats().dropped_bad_auth + self.stats().dropped_undecodable
     }
+    fn authenticated_client(&self) -> Option<ClientId> {
+        BareServer::authenticated_client(self)
+    }
 }
 
 /// What the network layer saw, beside the core's own `Stats`.
@@ -98,6 +106,7 @@ pub struct NetStats {
     pub connections_closed: u64,
     pub dropped_outbound: u64,
     pub unroutable_replies: u64,
+    pub accept_errors: u64,
 }
 
 struct PeerLink {
@@ -126,6 +135,7 @@ pub struct ReplicaNode<E: Engine> {
     inbound: Vec<Option<Inbound>>,
     clients: BTreeMap<ClientId, usize>,
     epoch: Instant,
+    accept_pending: bool,
     pub net: NetStats,
 }
 
@@ -165,6 +175,7 @@ impl<E: Engine> ReplicaNode<E> {
             inbound: Vec::new(),
             clients: BTreeMap::new(),
             epoch: now,
+            accept_pending: false,
             net: NetStats::default(),
         })
     }
@@ -191,13 +202,16 @@ impl<E: Engine> ReplicaNode<E> {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept()?,
+                    LISTENER => self.accept_pending = true,
                     Token(t) if (PEER_BASE..INBOUND_BASE).contains(&t) => {
                         let closed = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                         self.peer_event(t - PEER_BASE, closed, ev.is_writable())
                     }
                     Token(t) => self.inbound_event(t - INBOUND_BASE),
                 }
+            }
+            if self.accept_pending {
+                self.accept_pending = !self.accept();
             }
             let now = self.now();
             if self.replica.poll_timeout().is_some_and(|t| t <= now) {
@@ -217,7 +231,9 @@ impl<E: Engine> ReplicaNode<E> {
         core.min(POLL_MAX)
     }
 
-    fn accept(&mut self) -> io::Result<()> {
+    /// Accepts queued connections; true once the queue is empty. An error
+    /// (out of descriptors, say) is counted and retried on the next turn.
+    fn accept(&mut self) -> bool {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
@@ -226,11 +242,17 @@ impl<E: Engine> ReplicaNode<E> {
                         continue; // full: the connection is dropped
                     };
                     nodelay(&stream);
-                    self.poll.registry().register(
-                        &mut stream,
-                        Token(INBOUND_BASE + idx),
-                        Interest::READABLE | Interest::WRITABLE,
-                    )?;
+                    let token = Token(INBOUND_BASE + idx);
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if self
+                        .poll
+                        .registry()
+                        .register(&mut stream, token, interest)
+                        .is_err()
+                    {
+                        self.net.accept_errors += 1;
+                        continue;
+                    }
                     self.inbound[idx] = Some(Inbound {
                         stream,
                         reader: FrameReader::default(),
@@ -238,9 +260,12 @@ impl<E: Engine> ReplicaNode<E> {
                         warned: false,
                     });
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(_) => {
+                    self.net.accept_errors += 1;
+                    return false;
+                }
             }
         }
     }
@@ -307,17 +332,16 @@ impl<E: Engine> ReplicaNode<E> {
 
     fn handle_frame(&mut self, idx: usize, frame: &[u8]) {
         self.net.frames_in += 1;
-        if frame.first() == Some(&1) && frame.len() >= 9 {
-            let mut id = [0u8; 8];
-            id.copy_from_slice(&frame[1..9]);
-            let client = ClientId::from_le_bytes(id);
+        let before = self.replica.rejected();
+        self.replica.handle_message(self.now(), frame);
+        let after = self.replica.rejected();
+        // Route replies only to a connection that carried the client's own
+        // authenticated request (a claimed id alone proves nothing).
+        if let Some(client) = self.replica.authenticated_client() {
             if self.clients.len() < CLIENTS_MAX || self.clients.contains_key(&client) {
                 self.clients.insert(client, idx);
             }
         }
-        let before = self.replica.rejected();
-        self.replica.handle_message(self.now(), frame);
-        let after = self.replica.rejected();
         if after > before {
             self.warn_once(
                 idx,
@@ -343,7 +367,10 @@ impl<E: Engine> ReplicaNode<E> {
         };
         if writable && !link.connected {
             match (stream.take_error(), stream.peer_addr()) {
-                (Ok(None), Ok(_)) => link.connected = true,
+                (Ok(None), Ok(_)) => {
+                    link.connected = true;
+                    link.backoff = RECONNECT_MIN;
+                }
                 _ => return self.drop_peer(r),
             }
         }
@@ -391,7 +418,6 @@ impl<E: Engine> ReplicaNode<E> {
                         .is_ok()
                     {
                         link.stream = Some(s);
-                        link.backoff = RECONNECT_MIN;
                     }
                 }
                 Err(_) => {

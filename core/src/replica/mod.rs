@@ -129,6 +129,8 @@ pub struct Replica {
     outputs: VecDeque<Output>,
     to_self: VecDeque<Message>,
     stats: Stats,
+    /// The client whose request the last input carried and authenticated, if any.
+    authenticated_client: Option<ClientId>,
 }
 
 impl Replica {
@@ -190,6 +192,7 @@ impl Replica {
             outputs: VecDeque::new(),
             to_self: VecDeque::new(),
             stats: Stats::default(),
+            authenticated_client: None,
         };
         r.restore_stable_snapshot();
         r.replay_decided();
@@ -239,6 +242,7 @@ impl Replica {
     /// authentication are counted and dropped before touching any state.
     pub fn handle_message(&mut self, now: Time, frame: &[u8]) {
         self.now = self.now.max(now);
+        self.authenticated_client = None;
         match wire::open(frame, self.cfg.n, self.crypto.as_ref()) {
             Ok((from, msg)) => self.dispatch(from, msg),
             Err(wire::FrameError::UnknownSender) => self.stats.dropped_unknown_sender += 1,
@@ -452,6 +456,12 @@ impl Replica {
             slots: self.slots.clone(),
         }
     }
+    /// The client whose authenticated request the last `handle_message` carried:
+    /// the host may route that client's replies to the connection it came from.
+    pub fn authenticated_client(&self) -> Option<ClientId> {
+        self.authenticated_client
+    }
+
     pub fn crypto(&self) -> &dyn Crypto {
         self.crypto.as_ref()
     }

@@ -38,6 +38,9 @@ impl Replica {
             self.stats.dropped_bad_auth += 1;
             return;
         }
+        if !forwarded {
+            self.authenticated_client = Some(req.client);
+        }
         if let Some(last) = self.clients.last_seq(req.client) {
             if req.seq <= last {
                 if req.seq == last && !forwarded {

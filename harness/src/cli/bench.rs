@@ -125,7 +125,19 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     let props = super::workload::load_properties(&a.workload, &a.props)?;
     let mut rows = Vec::new();
     for p in &a.protocols {
-        rows.push(run_one(&a, p, &props, duration, warmup)?);
+        match run_one(&a, p, &props, duration, warmup) {
+            Ok(r) => rows.push(r),
+            Err(e) => {
+                // Keep what finished: print and save the rows we have, then fail.
+                print_table(&mut std::io::stdout(), &a, &rows)?;
+                if let Some(path) = &a.csv {
+                    write_csv(path, &a, &rows)?;
+                }
+                return Err(e.context(format!(
+                    "protocol {p} (its keys and replica logs are kept for inspection)"
+                )));
+            }
+        }
     }
     print_table(&mut std::io::stdout(), &a, &rows)?;
     if let Some(path) = &a.csv {
@@ -145,6 +157,10 @@ fn run_one(
     let dir =
         std::env::temp_dir().join(format!("bftbench-bench-{}-{protocol}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    eprintln!(
+        "{protocol}: cluster files and replica logs in {}",
+        dir.display()
+    );
     let n = match protocol {
         "bare" => 1,
         "raft" => 3,

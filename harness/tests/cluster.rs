@@ -180,6 +180,15 @@ fn run_for(
         .map(|r| r.ops)
 }
 
+/// A client connected to `c` with the workload's records already loaded.
+fn loaded(c: &TestCluster, o: &LoadOptions) -> (LoadGenerator, Workload) {
+    let mut gen = c.client(o);
+    let mut w = workload_a();
+    gen.run(&mut w, Phase::Load, o, &AtomicBool::new(false))
+        .unwrap();
+    (gen, w)
+}
+
 fn opts() -> LoadOptions {
     LoadOptions {
         retransmit: Duration::from_millis(200),
@@ -193,10 +202,7 @@ fn a_cluster_runs_ycsb_a_and_survives_a_follower_then_the_leader_being_killed() 
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = TestCluster::start("kills");
     let o = opts();
-    let mut gen = c.client(&o);
-    let mut w = workload_a();
-    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
-        .unwrap();
+    let (mut gen, mut w) = loaded(&c, &o);
     let ops = run_for(&mut gen, &mut w, 2, &o).unwrap();
     assert!(ops > 100, "a healthy cluster commits: {ops}");
     c.kill(3); // a follower
@@ -215,10 +221,7 @@ fn killing_the_leader_alone_is_survived_by_a_leader_change() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = TestCluster::start("leader");
     let o = opts();
-    let mut gen = c.client(&o);
-    let mut w = workload_a();
-    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
-        .unwrap();
+    let (mut gen, mut w) = loaded(&c, &o);
     c.kill(0);
     let ops = run_for(&mut gen, &mut w, 4, &o).unwrap();
     assert!(
@@ -267,10 +270,7 @@ fn a_killed_replica_restarted_later_catches_up_by_state_transfer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = TestCluster::start("restart");
     let o = opts();
-    let mut gen = c.client(&o);
-    let mut w = workload_a();
-    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
-        .unwrap();
+    let (mut gen, mut w) = loaded(&c, &o);
     c.kill(2);
     assert!(run_for(&mut gen, &mut w, 2, &o).unwrap() > 100);
     c.spawn(2); // restarts empty: it must fetch what it missed
@@ -400,10 +400,7 @@ fn open_loop_meets_a_modest_target_and_reports_intended_latency() {
         target: Some(500.0),
         ..opts()
     };
-    let mut gen = c.client(&o);
-    let mut w = workload_a();
-    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
-        .unwrap();
+    let (mut gen, mut w) = loaded(&c, &o);
     let phase = Phase::Run {
         duration: Duration::from_secs(2),
         warmup: Duration::ZERO,
@@ -423,10 +420,7 @@ fn raft_with_three_replicas_survives_its_leader_being_killed() {
         stall_timeout: Duration::from_secs(8),
         ..opts()
     };
-    let mut gen = c.client(&o);
-    let mut w = workload_a();
-    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
-        .unwrap();
+    let (mut gen, mut w) = loaded(&c, &o);
     assert!(run_for(&mut gen, &mut w, 1, &o).unwrap() > 100);
     let leader = (0..3)
         .find(|id| c.log(*id).contains("became leader"))

@@ -5,8 +5,7 @@
 use super::replica::ProtocolArgs;
 use super::report::{cpu_seconds, parse_duration, print_ycsb};
 use anyhow::{bail, Context};
-use bft_core::client::ClientAuth;
-use bft_net::client_loop::{LoadGenerator, LoadOptions, LoadReport, Phase};
+use bft_net::client_loop::{LoadGenerator, LoadReport, Phase};
 use bft_net::cluster::{keygen, load_client_secrets, Cluster, KeygenOptions};
 use bft_workloads::Workload;
 use clap::Args;
@@ -181,15 +180,7 @@ fn run_one(
         .enumerate()
         .map(|(i, k)| (1_000 + i as u64, k))
         .collect();
-    let opts = LoadOptions {
-        auth: if a.signed {
-            ClientAuth::Signature
-        } else {
-            ClientAuth::Macs
-        },
-        target: a.target,
-        ..LoadOptions::default()
-    };
+    let opts = super::report::load_options(a.signed, a.target);
     let stop = AtomicBool::new(false);
     let mut gen = LoadGenerator::connect(&cluster, &secrets, &opts, Duration::from_secs(10))
         .with_context(|| format!("connecting to the replicas (logs in {})", dir.display()))?;

@@ -2,8 +2,7 @@
 
 use super::report::{parse_duration, print_ycsb};
 use anyhow::{bail, Context};
-use bft_core::client::ClientAuth;
-use bft_net::client_loop::{LoadGenerator, LoadOptions, LoadReport, Phase};
+use bft_net::client_loop::{LoadGenerator, LoadReport, Phase};
 use bft_net::cluster::{load_client_secrets, Cluster};
 use bft_workloads::Workload;
 use clap::Args;
@@ -74,15 +73,7 @@ pub fn run(a: ClientArgs) -> anyhow::Result<i32> {
         .collect();
     let props = super::workload::load_properties(&a.workload, &a.props)?;
     let mut workload = Workload::new(&props, a.seed)?;
-    let opts = LoadOptions {
-        auth: if a.signed {
-            ClientAuth::Signature
-        } else {
-            ClientAuth::Macs
-        },
-        target: a.target,
-        ..LoadOptions::default()
-    };
+    let opts = super::report::load_options(a.signed, a.target);
     let mut gen = LoadGenerator::connect(&cluster, &secrets, &opts, Duration::from_secs(10))
         .with_context(|| format!("connecting to the cluster in {}", a.cluster.display()))?;
     let phase = if a.load {

@@ -1,9 +1,23 @@
 //! Shared helpers for commands that run load: durations, CPU time, YCSB output.
 
 use anyhow::{bail, Context};
-use bft_net::client_loop::LoadReport;
+use bft_core::client::ClientAuth;
+use bft_net::client_loop::{LoadOptions, LoadReport};
 use std::io::Write;
 use std::time::Duration;
+
+/// Load options from the flags `bench` and `client` share.
+pub fn load_options(signed: bool, target: Option<f64>) -> LoadOptions {
+    LoadOptions {
+        auth: if signed {
+            ClientAuth::Signature
+        } else {
+            ClientAuth::Macs
+        },
+        target,
+        ..LoadOptions::default()
+    }
+}
 
 /// `10s`, `500ms`, `2m`, or plain seconds.
 pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {

@@ -433,3 +433,40 @@ fn raft_with_three_replicas_survives_its_leader_being_killed() {
         .find(|id| c.log(*id).contains("became leader"));
     assert!(new_leader.is_some(), "another replica was elected");
 }
+
+#[test]
+fn separated_execution_runs_bft_with_one_kv_server_per_replica() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(env!("CARGO_BIN_EXE_bftbench"))
+        .args([
+            "bench",
+            "--protocols",
+            "bft",
+            "--execution",
+            "remote",
+            "--duration",
+            "1s",
+            "--warmup",
+            "500ms",
+        ])
+        .args(["--clients", "8", "-p", "recordcount=100"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("bft "))
+        .expect("a bft row");
+    let ops: f64 = row.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert!(ops > 50.0, "{row}");
+    let ps = Command::new("pgrep")
+        .args(["-f", "bftbench kv-server"])
+        .output()
+        .unwrap();
+    assert!(ps.stdout.is_empty(), "execution servers left behind");
+}

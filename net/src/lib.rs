@@ -4,4 +4,5 @@ pub mod client_loop;
 pub mod cluster;
 pub mod frame;
 pub mod raft_engine;
+pub mod remote_app;
 pub mod replica_loop;

@@ -42,6 +42,10 @@ pub struct BenchArgs {
     pub signed: bool,
     #[command(flatten)]
     pub protocol: ProtocolArgs,
+    /// Where each replica's App runs: `embedded`, or `remote` (one `bftbench kv-server`
+    /// process per replica on the same host, as in BFT-DEP).
+    #[arg(long, default_value = "embedded")]
+    pub execution: String,
     /// Append the result rows to this CSV file.
     #[arg(long)]
     pub csv: Option<PathBuf>,
@@ -85,16 +89,37 @@ fn free_addrs(n: usize) -> anyhow::Result<Vec<String>> {
         .collect::<Result<_, _>>()?)
 }
 
-fn spawn_replicas(dir: &Path, n: usize, proto: &ProtocolArgs) -> anyhow::Result<Processes> {
+fn spawn_replicas(
+    dir: &Path,
+    n: usize,
+    proto: &ProtocolArgs,
+    remote: bool,
+) -> anyhow::Result<Processes> {
     let exe = std::env::current_exe().context("locating the bftbench binary")?;
     let mut procs = Processes(Vec::new());
+    let kv_addrs = if remote { free_addrs(n)? } else { Vec::new() };
+    for (id, addr) in kv_addrs.iter().enumerate() {
+        let log = std::fs::File::create(dir.join(format!("kv-server-{id}.log")))?;
+        let child = Command::new(&exe)
+            .args(["kv-server", "--listen", addr, "--exit-on-stdin-eof"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting kv-server {id}"))?;
+        procs.0.push(child);
+    }
     for id in 0..n {
+        let execution = kv_addrs
+            .get(id)
+            .map_or("embedded".to_string(), |a| format!("remote={a}"));
         let log = std::fs::File::create(dir.join(format!("replica-{id}.log")))?;
         let child = Command::new(&exe)
             .arg("replica")
             .arg("--cluster")
             .arg(dir.join("cluster.toml"))
             .args(["--id", &id.to_string(), "--exit-on-stdin-eof"])
+            .args(["--execution", &execution])
             .args(proto.to_flags())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -118,6 +143,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         if !["bft", "bare", "raft"].contains(&p.as_str()) {
             bail!("--protocols {p}: expected bare, raft or bft");
         }
+    }
+    if a.execution != "embedded" && a.execution != "remote" {
+        bail!("--execution {}: expected embedded or remote", a.execution);
     }
     let duration = parse_duration(&a.duration).context("--duration")?;
     let warmup = parse_duration(&a.warmup).context("--warmup")?;
@@ -174,7 +202,7 @@ fn run_one(
     };
     keygen(&dir, &ko)?;
     let cluster = Cluster::load(&dir.join("cluster.toml"))?;
-    let procs = spawn_replicas(&dir, n, &a.protocol)?;
+    let procs = spawn_replicas(&dir, n, &a.protocol, a.execution == "remote")?;
     let secrets: Vec<_> = load_client_secrets(&dir.join("clients.key"))?
         .into_iter()
         .enumerate()

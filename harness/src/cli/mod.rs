@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod client;
 pub mod keygen;
+pub mod kv_server;
 pub mod replica;
 pub mod report;
 pub mod sim;
@@ -31,6 +32,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// YCSB load or run phase against a running cluster (YCSB text or --json).
     Client(client::ClientArgs),
+    /// The key-value App as its own process (separated execution, BFT-DEP).
+    KvServer(kv_server::KvServerArgs),
     /// Write per-replica ed25519 keys (mode 0600) and a cluster file.
     Keygen(keygen::KeygenArgs),
     /// Run one BFT replica (with the key-value App) from a cluster file.
@@ -46,6 +49,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => bench::run(args),
         Command::Client(args) => client::run(args),
         Command::Keygen(args) => keygen::run(args),
+        Command::KvServer(args) => kv_server::run(args),
         Command::Replica(args) | Command::Server(args) => replica::run(args),
     }
 }

@@ -8,6 +8,7 @@ use bft_core::message::ReplicaId;
 use bft_core::replica::Replica;
 use bft_net::cluster::{hex, load_secret, Cluster};
 use bft_net::raft_engine::RaftEngine;
+use bft_net::remote_app::RemoteApp;
 use bft_net::replica_loop::ReplicaNode;
 use bft_workloads::kv::KvApp;
 use clap::Args;
@@ -57,9 +58,28 @@ pub struct ReplicaArgs {
     pub key: Option<PathBuf>,
     #[command(flatten)]
     pub protocol: ProtocolArgs,
+    /// Where the App runs: `embedded` (in this process) or `remote=ADDR` (a `bftbench kv-server`).
+    #[arg(long, default_value = "embedded")]
+    pub execution: String,
     /// Stop when standard input closes (how `bftbench bench` ties replicas to itself).
     #[arg(long)]
     pub exit_on_stdin_eof: bool,
+}
+
+/// The App: in-process, or a proxy to a `bftbench kv-server`.
+fn app_for(execution: &str) -> anyhow::Result<Box<dyn bft_core::app::App>> {
+    if execution == "embedded" {
+        return Ok(Box::new(KvApp::new()));
+    }
+    let Some(addr) = execution.strip_prefix("remote=") else {
+        anyhow::bail!("--execution {execution}: expected `embedded` or `remote=ADDR`");
+    };
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .with_context(|| format!("--execution: bad address `{addr}`"))?;
+    let app = RemoteApp::connect(addr, std::time::Duration::from_secs(10))
+        .with_context(|| format!("--execution: no kv-server at {addr}"))?;
+    Ok(Box::new(app))
 }
 
 pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
@@ -93,7 +113,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     }
     if cluster.file.protocol == "raft" {
         let crypto = cluster.crypto(Peer::Replica(a.id), secret)?;
-        let engine = RaftEngine::new(a.id, cluster.n(), Box::new(crypto), Box::new(KvApp::new()))?;
+        let engine = RaftEngine::new(a.id, cluster.n(), Box::new(crypto), app_for(&a.execution)?)?;
         let mut node = ReplicaNode::bind(&cluster, engine).with_context(|| {
             format!(
                 "raft replica {}: cannot listen on {}",
@@ -117,7 +137,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     }
     if cluster.file.protocol == "bare" {
         let crypto = cluster.crypto(Peer::Replica(0), secret)?;
-        let server = BareServer::new(Box::new(crypto), Box::new(KvApp::new()));
+        let server = BareServer::new(Box::new(crypto), app_for(&a.execution)?);
         let mut node = ReplicaNode::bind(&cluster, server)
             .with_context(|| format!("server: cannot listen on {}", cluster.addrs[0]))?;
         node.run(&stop)?;
@@ -142,7 +162,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     cfg.state_transfer_timeout = cfg.request_timeout;
     let crypto = cluster.crypto(Peer::Replica(a.id), secret)?;
     let seed = std::process::id() as u64;
-    let replica = Replica::new(cfg, Box::new(crypto), Box::new(KvApp::new()), seed)
+    let replica = Replica::new(cfg, Box::new(crypto), app_for(&a.execution)?, seed)
         .context("replica configuration")?;
     let mut node = ReplicaNode::bind(&cluster, replica).with_context(|| {
         format!(

@@ -14,6 +14,12 @@ pub struct RestoreError(pub String);
 /// the state does, and `restore(snapshot())` must reproduce the digest.
 pub trait App: Send {
     fn execute(&mut self, op: &[u8]) -> Vec<u8>;
+    /// Executes operations in order, returning one result each. An App in
+    /// another process overrides this to cross the process boundary once per
+    /// decided batch instead of once per request.
+    fn execute_batch(&mut self, ops: &[&[u8]]) -> Vec<Vec<u8>> {
+        ops.iter().map(|op| self.execute(op)).collect()
+    }
     fn digest(&self) -> Digest;
     fn snapshot(&self) -> Vec<u8>;
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;

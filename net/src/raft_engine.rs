@@ -160,8 +160,10 @@ impl RaftEngine {
         }
     }
 
+    /// Applies committed entries: new requests, in order, through one `execute_batch`.
     fn apply(&mut self, entries: Vec<Entry>) {
-        let leader = self.is_leader();
+        let mut latest = std::collections::BTreeMap::new();
+        let mut run: Vec<Request> = Vec::new();
         for e in entries {
             if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
                 continue;
@@ -170,14 +172,23 @@ impl RaftEngine {
             let Ok(Message::Request(req)) = bft_core::message::decode_message(&mut r) else {
                 continue;
             };
-            if self
-                .clients
-                .last_seq(req.client)
-                .is_some_and(|s| s >= req.seq)
-            {
+            let last = latest
+                .get(&req.client)
+                .copied()
+                .or_else(|| self.clients.last_seq(req.client));
+            if last.is_some_and(|s| s >= req.seq) {
                 continue; // proposed twice (a retransmission after a leader change)
             }
-            let result = self.app.execute(&req.op);
+            latest.insert(req.client, req.seq);
+            run.push(req);
+        }
+        if run.is_empty() {
+            return;
+        }
+        let ops: Vec<&[u8]> = run.iter().map(|r| r.op.as_slice()).collect();
+        let results = self.app.execute_batch(&ops);
+        let leader = self.is_leader();
+        for (req, result) in run.into_iter().zip(results) {
             self.stats.requests_executed += 1;
             self.clients.record(req.client, req.seq, result.clone());
             if leader {

@@ -18,6 +18,31 @@ const EXECUTE: u8 = 1;
 const DIGEST: u8 = 2;
 const SNAPSHOT: u8 = 3;
 const RESTORE: u8 = 4;
+const EXECUTE_BATCH: u8 = 5;
+
+fn encode_list(items: &[&[u8]], tag: Option<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + items.iter().map(|i| i.len() + 4).sum::<usize>());
+    out.extend(tag);
+    out.extend_from_slice(&(items.len() as u32).to_le_bytes());
+    for i in items {
+        out.extend_from_slice(&(i.len() as u32).to_le_bytes());
+        out.extend_from_slice(i);
+    }
+    out
+}
+
+fn decode_list(bytes: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut r = bft_core::codec::Reader::new(bytes);
+    let n = r
+        .len("list", bft_core::limits::BATCH_REQUESTS_MAX, 4)
+        .ok()?;
+    let items = (0..n)
+        .map(|_| r.bytes("item", FRAME_BYTES_MAX).map(<[u8]>::to_vec))
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    r.finish().ok()?;
+    Some(items)
+}
 
 fn write_frame(s: &mut TcpStream, body: &[u8]) -> io::Result<()> {
     let mut buf = Vec::with_capacity(body.len() + 4);
@@ -79,6 +104,21 @@ impl App for RemoteApp {
         body.push(EXECUTE);
         body.extend_from_slice(op);
         self.call(&body)
+    }
+
+    fn execute_batch(&mut self, ops: &[&[u8]]) -> Vec<Vec<u8>> {
+        if ops.is_empty() {
+            return Vec::new();
+        }
+        let reply = self.call(&encode_list(ops, Some(EXECUTE_BATCH)));
+        match decode_list(&reply).filter(|r| r.len() == ops.len()) {
+            Some(results) => results,
+            None => panic!(
+                "execution server at {} answered a batch of {} badly",
+                self.addr,
+                ops.len()
+            ),
+        }
     }
 
     fn digest(&self) -> Digest {
@@ -145,6 +185,15 @@ pub fn serve_app(
         while let Ok(req) = read_frame(&mut s) {
             let reply = match req.split_first() {
                 Some((&EXECUTE, op)) => app.execute(op),
+                Some((&EXECUTE_BATCH, list)) => match decode_list(list) {
+                    Some(ops) => {
+                        let refs: Vec<&[u8]> = ops.iter().map(Vec::as_slice).collect();
+                        let results = app.execute_batch(&refs);
+                        let refs: Vec<&[u8]> = results.iter().map(Vec::as_slice).collect();
+                        encode_list(&refs, None)
+                    }
+                    None => break,
+                },
                 Some((&DIGEST, _)) => app.digest().to_vec(),
                 Some((&SNAPSHOT, _)) => app.snapshot(),
                 Some((&RESTORE, snap)) => match app.restore(snap) {
@@ -180,6 +229,8 @@ mod tests {
         for op in [&b"a"[..], b"bb", b""] {
             assert_eq!(remote.execute(op), local.execute(op));
         }
+        let batch: [&[u8]; 3] = [b"x", b"", b"yz"];
+        assert_eq!(remote.execute_batch(&batch), local.execute_batch(&batch));
         assert_eq!(remote.digest(), local.digest());
         let snap = remote.snapshot();
         assert_eq!(snap, local.snapshot());

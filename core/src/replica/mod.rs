@@ -226,9 +226,7 @@ impl Replica {
             .and_then(|s| s.decided.as_ref().map(|(_, b)| b.clone()))
         {
             self.last_executed += 1;
-            for req in &batch.requests {
-                self.execute_request(req, false);
-            }
+            self.execute_batch(&batch, false);
             if self.last_executed % self.cfg.checkpoint_interval == 0 {
                 self.take_checkpoint(self.last_executed);
             }

@@ -405,11 +405,7 @@ impl Replica {
                 return;
             };
             self.last_executed = i;
-            let executed = batch
-                .requests
-                .iter()
-                .filter_map(|req| self.execute_request(req, true))
-                .collect();
+            let executed = self.execute_batch(&batch, true);
             self.outputs.push_back(Output::Deliver {
                 instance: i,
                 digest: d,
@@ -432,35 +428,51 @@ impl Replica {
         };
     }
 
-    /// Runs one request if it is new for its client; returns its id if it ran.
-    pub(super) fn execute_request(
-        &mut self,
-        req: &Request,
-        reply: bool,
-    ) -> Option<(ClientId, u64)> {
-        self.pending.remove_through(req.client, req.seq);
-        if self
-            .clients
-            .last_seq(req.client)
-            .is_some_and(|s| s >= req.seq)
-        {
-            return None;
+    /// Runs a decided batch: the requests new for their clients (applied in
+    /// order, so a later request of the same client in the batch still runs),
+    /// through one `execute_batch` call. Returns the ids that ran.
+    pub(super) fn execute_batch(&mut self, batch: &Batch, reply: bool) -> Vec<(ClientId, u64)> {
+        let mut latest: std::collections::BTreeMap<ClientId, u64> =
+            std::collections::BTreeMap::new();
+        let mut run: Vec<&Request> = Vec::new();
+        for req in &batch.requests {
+            self.pending.remove_through(req.client, req.seq);
+            let last = latest
+                .get(&req.client)
+                .copied()
+                .or_else(|| self.clients.last_seq(req.client));
+            if last.is_some_and(|s| s >= req.seq) {
+                continue;
+            }
+            let known = last.is_some();
+            if !known && self.clients.len() + latest.len() >= CLIENTS_MAX {
+                continue; // deterministic on every replica: the table is part of the state
+            }
+            latest.insert(req.client, req.seq);
+            run.push(req);
         }
-        if self.clients.len() >= CLIENTS_MAX && !self.clients.contains(req.client) {
-            return None; // deterministic on every replica: the table is part of the state
+        let ops: Vec<&[u8]> = run.iter().map(|r| r.op.as_slice()).collect();
+        let results = self.app.execute_batch(&ops);
+        assert_eq!(
+            results.len(),
+            run.len(),
+            "the App returned one result per operation"
+        );
+        let mut executed = Vec::with_capacity(run.len());
+        for (req, result) in run.into_iter().zip(results) {
+            self.stats.requests_executed += 1;
+            if reply {
+                let msg = Message::Reply(Reply {
+                    client: req.client,
+                    seq: req.seq,
+                    result: result.clone(),
+                });
+                self.send(Peer::Client(req.client), &msg);
+            }
+            self.clients.record(req.client, req.seq, result);
+            executed.push(req.id());
         }
-        let result = self.app.execute(&req.op);
-        self.stats.requests_executed += 1;
-        if reply {
-            let msg = Message::Reply(Reply {
-                client: req.client,
-                seq: req.seq,
-                result: result.clone(),
-            });
-            self.send(Peer::Client(req.client), &msg);
-        }
-        self.clients.record(req.client, req.seq, result);
-        Some(req.id())
+        executed
     }
 
     /// First expiry: forward pending requests to the leader. Later: ask for a leader change.

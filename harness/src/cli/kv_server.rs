@@ -5,9 +5,6 @@ use anyhow::Context;
 use bft_net::remote_app::serve_app;
 use bft_workloads::kv::KvApp;
 use clap::Args;
-use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 #[derive(Args, Debug)]
 pub struct KvServerArgs {
@@ -22,15 +19,7 @@ pub struct KvServerArgs {
 pub fn run(a: KvServerArgs) -> anyhow::Result<i32> {
     let listener =
         std::net::TcpListener::bind(&a.listen).with_context(|| format!("--listen {}", a.listen))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    if a.exit_on_stdin_eof {
-        let s = stop.clone();
-        std::thread::spawn(move || {
-            let mut sink = [0u8; 64];
-            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
-            s.store(true, Ordering::Relaxed);
-        });
-    }
+    let stop = super::report::stop_on_stdin_eof(a.exit_on_stdin_eof);
     let mut app = KvApp::new();
     serve_app(listener, &mut app, &stop)?;
     eprintln!("kv-server stopped: {} records", app.len());

@@ -12,10 +12,7 @@ use bft_net::remote_app::RemoteApp;
 use bft_net::replica_loop::ReplicaNode;
 use bft_workloads::kv::KvApp;
 use clap::Args;
-use std::io::Read;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 #[derive(Args, Debug, Clone)]
 pub struct ProtocolArgs {
@@ -102,15 +99,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
             a.cluster.display()
         );
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    if a.exit_on_stdin_eof {
-        let s = stop.clone();
-        std::thread::spawn(move || {
-            let mut sink = [0u8; 64];
-            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
-            s.store(true, Ordering::Relaxed);
-        });
-    }
+    let stop = super::report::stop_on_stdin_eof(a.exit_on_stdin_eof);
     if cluster.file.protocol == "raft" {
         let crypto = cluster.crypto(Peer::Replica(a.id), secret)?;
         let engine = RaftEngine::new(a.id, cluster.n(), Box::new(crypto), app_for(&a.execution)?)?;

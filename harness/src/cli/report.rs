@@ -6,6 +6,22 @@ use bft_net::client_loop::{LoadOptions, LoadReport};
 use std::io::Write;
 use std::time::Duration;
 
+/// A stop flag, set when standard input closes if `enabled`: how `bench` ties
+/// the processes it starts to its own life (their stdin is a pipe from it).
+pub fn stop_on_stdin_eof(enabled: bool) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    use std::io::Read;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if enabled {
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 64];
+            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
+            s.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    stop
+}
+
 /// Load options from the flags `bench` and `client` share.
 pub fn load_options(signed: bool, target: Option<f64>) -> LoadOptions {
     LoadOptions {

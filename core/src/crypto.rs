@@ -7,15 +7,22 @@
 //!   votes (prepared certificates), CHECKPOINT votes (stable checkpoints),
 //!   STOPDATA (leader change) and, optionally, client requests.
 //!
-//! [`KeyedCrypto`] is the real implementation (ed25519-dalek + HMAC).
+//! [`KeyedCrypto`] is the real implementation: ed25519-dalek signs,
+//! ed25519-zebra verifies under ZIP-215's rules (the one rule under which
+//! single and batch verification agree on every input, so a replica that
+//! batch-verifies ahead of the core reaches the verdicts it would alone), and
+//! HMAC-SHA256 authenticates links.
 //! [`SimCrypto`] keeps the same MACs but replaces ed25519 by an HMAC under a
 //! per-signer secret that all simulated nodes know: just as deterministic,
 //! ~100× cheaper, and only for the simulator, where every node is ours.
 
 use crate::message::{ClientId, ReplicaId};
+use crate::preverify::{fingerprint, PreVerified};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
+use ed25519_zebra::VerificationKey;
 use hmac::{Hmac, Mac as _};
 use sha2::{Digest as _, Sha256};
+use std::sync::Arc;
 
 /// SHA-256 output: batch digests, state digests.
 pub type Digest = [u8; 32];
@@ -41,7 +48,7 @@ pub enum Peer {
 }
 
 impl Peer {
-    fn key_id(self) -> [u8; 9] {
+    pub(crate) fn key_id(self) -> [u8; 9] {
         let mut out = [0u8; 9];
         match self {
             Peer::Replica(r) => out[1..5].copy_from_slice(&r.to_le_bytes()),
@@ -123,10 +130,16 @@ pub enum CryptoError {
 #[derive(Clone)]
 pub struct KeyedCrypto {
     signing: SigningKey,
-    replicas: Vec<VerifyingKey>,
-    clients: std::collections::BTreeMap<ClientId, VerifyingKey>,
+    replicas: Vec<Option<VerificationKey>>,
+    clients: std::collections::BTreeMap<ClientId, VerificationKey>,
     replica_links: Vec<HmacSha256>,
     client_links: std::collections::BTreeMap<ClientId, HmacSha256>,
+    /// Signatures the network layer has already batch-verified this turn.
+    preverified: Option<Arc<PreVerified>>,
+}
+
+fn zebra_key(key: &VerifyingKey) -> Option<VerificationKey> {
+    VerificationKey::try_from(key.to_bytes()).ok()
 }
 
 impl KeyedCrypto {
@@ -160,11 +173,38 @@ impl KeyedCrypto {
         };
         Ok(KeyedCrypto {
             signing,
-            replicas,
-            clients,
+            replicas: replicas.iter().map(zebra_key).collect(),
+            clients: clients
+                .iter()
+                .filter_map(|(c, k)| Some((*c, zebra_key(k)?)))
+                .collect(),
             replica_links,
             client_links,
+            preverified: None,
         })
+    }
+
+    /// Consults `set` before verifying a signature: an exact (signer, message,
+    /// signature) triple found there was verified already (by a batch).
+    pub fn with_preverified(mut self, set: Arc<PreVerified>) -> KeyedCrypto {
+        self.preverified = Some(set);
+        self
+    }
+
+    fn key(&self, signer: Peer) -> Option<&VerificationKey> {
+        match signer {
+            Peer::Replica(r) => self.replicas.get(r as usize).and_then(Option::as_ref),
+            Peer::Client(c) => self.clients.get(&c),
+        }
+    }
+
+    fn verify(&self, signer: Peer, msg: &[u8], sig: &Signature) -> bool {
+        if let Some(set) = &self.preverified {
+            if !set.is_empty() && set.contains(&fingerprint(signer, msg, sig)) {
+                return true;
+            }
+        }
+        zebra_verify(self.key(signer), msg, sig)
     }
 
     fn link(&self, peer: Peer) -> Option<&HmacSha256> {
@@ -175,9 +215,10 @@ impl KeyedCrypto {
     }
 }
 
-fn ed25519_verify(key: Option<&VerifyingKey>, msg: &[u8], sig: &Signature) -> bool {
-    let sig = ed25519_dalek::Signature::from_bytes(&sig.0);
-    key.is_some_and(|k| k.verify_strict(msg, &sig).is_ok())
+/// ZIP-215 verification (cofactored equation, canonical `s`).
+pub fn zebra_verify(key: Option<&VerificationKey>, msg: &[u8], sig: &Signature) -> bool {
+    let sig = ed25519_zebra::Signature::from_bytes(&sig.0);
+    key.is_some_and(|k| k.verify(&sig, msg).is_ok())
 }
 
 impl Crypto for KeyedCrypto {
@@ -185,10 +226,10 @@ impl Crypto for KeyedCrypto {
         Signature(self.signing.sign(msg).to_bytes())
     }
     fn verify_replica(&self, signer: ReplicaId, msg: &[u8], sig: &Signature) -> bool {
-        ed25519_verify(self.replicas.get(signer as usize), msg, sig)
+        self.verify(Peer::Replica(signer), msg, sig)
     }
     fn verify_client(&self, client: ClientId, msg: &[u8], sig: &Signature) -> bool {
-        ed25519_verify(self.clients.get(&client), msg, sig)
+        self.verify(Peer::Client(client), msg, sig)
     }
     /// A peer without a key gets an all-zero tag, which `verify_mac` never accepts.
     fn mac(&self, peer: Peer, msg: &[u8]) -> Mac {

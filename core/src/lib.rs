@@ -25,6 +25,7 @@ pub mod config;
 pub mod crypto;
 pub mod limits;
 pub mod message;
+pub mod preverify;
 pub mod replica;
 pub mod rng;
 pub mod time;

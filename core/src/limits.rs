@@ -42,6 +42,8 @@ pub const EARLY_PROPOSALS_MAX: usize = PIPELINE_MAX as usize;
 /// log window): `2 × checkpoint_interval × batch_max_bytes` must stay within it,
 /// so STOPDATA and SYNC always fit in a frame.
 pub const LEADER_CHANGE_BATCH_BYTES_MAX: usize = FRAME_BYTES_MAX / 2;
+/// Signature checks one event-loop turn may batch-verify ahead of the core.
+pub const PREVERIFIED_MAX: usize = 16 * 1024;
 /// Bytes of results the replicated client table keeps to answer retransmissions.
 pub const CLIENT_RESULTS_BYTES_MAX: usize = 8 << 20;
 

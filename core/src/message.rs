@@ -167,6 +167,13 @@ pub struct StateReply {
     pub sync: Option<SyncProof>,
 }
 
+/// Wire tags of the messages that carry signatures worth batch-verifying.
+pub const TAG_REQUEST: u8 = 1;
+pub const TAG_WRITE: u8 = 4;
+pub const TAG_CHECKPOINT: u8 = 9;
+/// A request's authenticator kind: a signature (else a vector of MACs).
+pub const AUTH_SIGNATURE: u8 = 1;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message {
     Request(Request),
@@ -244,7 +251,7 @@ fn encode_request(w: &mut Writer, r: &Request) {
             }
         }
         RequestAuth::Signature(s) => {
-            w.u8(1);
+            w.u8(AUTH_SIGNATURE);
             w.raw(&s.0);
         }
     }
@@ -259,7 +266,7 @@ fn decode_request(r: &mut Reader) -> Result<Request, DecodeError> {
             let n = r.len("authenticator", REPLICAS_MAX, MAC_BYTES)?;
             RequestAuth::Macs((0..n).map(|_| r.array()).collect::<Result<_, _>>()?)
         }
-        1 => RequestAuth::Signature(Signature(r.array()?)),
+        AUTH_SIGNATURE => RequestAuth::Signature(Signature(r.array()?)),
         t => return Err(DecodeError::BadTag(t)),
     };
     Ok(Request {
@@ -408,7 +415,7 @@ fn decode_sync(r: &mut Reader) -> Result<SyncProof, DecodeError> {
 pub fn encode_message(w: &mut Writer, m: &Message) {
     match m {
         Message::Request(req) => {
-            w.u8(1);
+            w.u8(TAG_REQUEST);
             encode_request(w, req);
         }
         Message::Reply(rep) => {
@@ -433,7 +440,7 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
             digest,
             sig,
         } => {
-            w.u8(4);
+            w.u8(TAG_WRITE);
             w.u64(*regency);
             w.u64(*instance);
             w.raw(digest);
@@ -467,7 +474,7 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
             digest,
             sig,
         } => {
-            w.u8(9);
+            w.u8(TAG_CHECKPOINT);
             w.u64(*instance);
             w.raw(digest);
             w.raw(&sig.0);
@@ -505,7 +512,7 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
 
 pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
     let m = match r.u8()? {
-        1 => Message::Request(decode_request(r)?),
+        TAG_REQUEST => Message::Request(decode_request(r)?),
         2 => Message::Reply(Reply {
             client: r.u64()?,
             seq: r.u64()?,
@@ -516,7 +523,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
             instance: r.u64()?,
             batch: decode_batch(r)?,
         },
-        4 => Message::Write {
+        TAG_WRITE => Message::Write {
             regency: r.u64()?,
             instance: r.u64()?,
             digest: r.array()?,
@@ -533,7 +540,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
             batches: decode_batches(r)?,
         },
         8 => Message::Sync(decode_sync(r)?),
-        9 => Message::Checkpoint {
+        TAG_CHECKPOINT => Message::Checkpoint {
             instance: r.u64()?,
             digest: r.array()?,
             sig: Signature(r.array()?),

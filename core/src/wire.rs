@@ -108,6 +108,20 @@ pub fn open(frame: &[u8], n: usize, crypto: &dyn Crypto) -> Result<(Peer, Messag
     Ok((from, msg))
 }
 
+/// The message's kind tag (its first byte after the header), read without
+/// decoding anything: lets a caller skip frames it has no use for.
+pub fn message_tag(frame: &[u8]) -> Option<u8> {
+    match frame.first()? {
+        0 => frame.get(REPLICA_HEADER_BYTES).copied(),
+        1 => frame.get(CLIENT_HEADER_BYTES).copied(),
+        _ => None,
+    }
+}
+
+/// Header lengths: kind byte and sender id.
+pub const REPLICA_HEADER_BYTES: usize = 1 + 4;
+pub const CLIENT_HEADER_BYTES: usize = 1 + 8;
+
 /// Decodes without checking the MAC: for the harness's Byzantine mutator and
 /// tracing, never for protocol input.
 pub fn peek(frame: &[u8], n: usize) -> Result<(Peer, Message), FrameError> {

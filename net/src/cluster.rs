@@ -5,7 +5,7 @@
 
 use bft_core::crypto::{signing_key_from_seed, KeyedCrypto, Peer};
 use bft_core::message::{ClientId, ReplicaId};
-use ed25519_dalek::{SigningKey, VerifyingKey};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -6,3 +6,4 @@ pub mod frame;
 pub mod raft_engine;
 pub mod remote_app;
 pub mod replica_loop;
+pub mod verify_pool;

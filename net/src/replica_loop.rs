@@ -2,11 +2,14 @@
 //!
 //! One thread. Every replica dials every other (messages to peer r leave on
 //! our outbound connection to r); peers and clients dial our listener.
+//! Frames read in one turn are handled together: their signatures are first
+//! batch-verified (see `verify_pool`), then the core handles each frame.
 //! Frames produced while handling events are queued per connection and
 //! flushed once per loop turn, so many frames leave in one `write`.
 
 use crate::cluster::Cluster;
 use crate::frame::{Fill, FrameReader, FrameWriter};
+use crate::verify_pool::BatchVerifier;
 use bft_core::bare::BareServer;
 use bft_core::crypto::Peer;
 use bft_core::limits::CLIENTS_MAX;
@@ -30,6 +33,8 @@ const RECONNECT_MIN: Duration = Duration::from_millis(20);
 const RECONNECT_MAX: Duration = Duration::from_secs(1);
 /// Inbound connections at most (peers and client processes).
 pub const INBOUND_MAX: usize = 512; // below the usual 1024-descriptor soft limit
+/// Frames buffered in one turn before they are verified and handled.
+pub const TURN_FRAMES_MAX: usize = 4096;
 
 /// A sans-IO protocol engine the loop can pump: the BFT replica or the bare server.
 pub trait Engine {
@@ -136,6 +141,9 @@ pub struct ReplicaNode<E: Engine> {
     clients: BTreeMap<ClientId, usize>,
     epoch: Instant,
     accept_pending: bool,
+    /// Frames read this turn, with the inbound connection each came on.
+    turn: Vec<(usize, Vec<u8>)>,
+    verifier: Option<BatchVerifier>,
     pub net: NetStats,
 }
 
@@ -176,8 +184,20 @@ impl<E: Engine> ReplicaNode<E> {
             clients: BTreeMap::new(),
             epoch: now,
             accept_pending: false,
+            turn: Vec::new(),
+            verifier: None,
             net: NetStats::default(),
         })
+    }
+
+    /// Batch-verifies each turn's signatures before the core handles its frames.
+    pub fn with_batch_verifier(mut self, v: BatchVerifier) -> Self {
+        self.verifier = Some(v);
+        self
+    }
+
+    pub fn verifier(&self) -> Option<&BatchVerifier> {
+        self.verifier.as_ref()
     }
 
     pub fn engine(&self) -> &E {
@@ -210,6 +230,7 @@ impl<E: Engine> ReplicaNode<E> {
                     Token(t) => self.inbound_event(t - INBOUND_BASE),
                 }
             }
+            self.handle_turn();
             if self.accept_pending {
                 self.accept_pending = !self.accept();
             }
@@ -299,8 +320,9 @@ impl<E: Engine> ReplicaNode<E> {
                     }
                 }
             }
-            for f in frames {
-                self.handle_frame(idx, &f);
+            self.turn.extend(frames.into_iter().map(|f| (idx, f)));
+            if self.turn.len() >= TURN_FRAMES_MAX {
+                self.handle_turn();
             }
             if fill != Fill::More || oversized {
                 break (fill, oversized);
@@ -330,6 +352,25 @@ impl<E: Engine> ReplicaNode<E> {
         }
     }
 
+    /// Verifies the turn's signatures in one batch, then handles its frames in order.
+    fn handle_turn(&mut self) {
+        if self.turn.is_empty() {
+            return;
+        }
+        if let Some(v) = self.verifier.as_mut() {
+            v.precheck(self.turn.iter().map(|(_, f)| f.as_slice()));
+        }
+        let turn = std::mem::take(&mut self.turn);
+        for (idx, f) in &turn {
+            self.handle_frame(*idx, f);
+        }
+        if let Some(v) = &self.verifier {
+            v.end_turn();
+        }
+        self.turn = turn;
+        self.turn.clear(); // keeps the allocation
+    }
+
     fn handle_frame(&mut self, idx: usize, frame: &[u8]) {
         self.net.frames_in += 1;
         let before = self.replica.rejected();
@@ -337,7 +378,8 @@ impl<E: Engine> ReplicaNode<E> {
         let after = self.replica.rejected();
         // Route replies only to a connection that carried the client's own
         // authenticated request (a claimed id alone proves nothing).
-        if let Some(client) = self.replica.authenticated_client() {
+        let open = self.inbound.get(idx).is_some_and(Option::is_some);
+        if let Some(client) = self.replica.authenticated_client().filter(|_| open) {
             if self.clients.len() < CLIENTS_MAX || self.clients.contains_key(&client) {
                 self.clients.insert(client, idx);
             }

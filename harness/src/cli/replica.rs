@@ -3,16 +3,21 @@
 use anyhow::{bail, Context};
 use bft_core::bare::BareServer;
 use bft_core::config::Config;
+use bft_core::crypto::KeyedCrypto;
 use bft_core::crypto::Peer;
 use bft_core::message::ReplicaId;
+use bft_core::preverify::PreVerified;
 use bft_core::replica::Replica;
+use bft_net::cluster::SigningKey;
 use bft_net::cluster::{hex, load_secret, Cluster};
 use bft_net::raft_engine::RaftEngine;
 use bft_net::remote_app::RemoteApp;
-use bft_net::replica_loop::ReplicaNode;
+use bft_net::replica_loop::{Engine, ReplicaNode};
+use bft_net::verify_pool::{default_threads, BatchVerifier, VERIFY_THREADS_MAX};
 use bft_workloads::kv::KvApp;
 use clap::Args;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Args, Debug, Clone)]
 pub struct ProtocolArgs {
@@ -27,11 +32,19 @@ pub struct ProtocolArgs {
     /// Request timeout in milliseconds (leader change after two expiries).
     #[arg(long, default_value_t = 1000)]
     pub request_timeout_ms: u64,
+    /// Signature-verification worker threads beside the event loop (default:
+    /// cores − 2, at most 8; 0 verifies batches on the event loop's thread).
+    #[arg(long)]
+    pub verify_threads: Option<usize>,
+    /// Verify each signature alone inside the core instead of batching a turn's
+    /// signatures ahead of it (for measuring what batching buys).
+    #[arg(long)]
+    pub no_batch_verify: bool,
 }
 
 impl ProtocolArgs {
     pub fn to_flags(&self) -> Vec<String> {
-        vec![
+        let mut flags: Vec<String> = vec![
             "--batch".into(),
             self.batch.to_string(),
             "--pipeline".into(),
@@ -40,8 +53,48 @@ impl ProtocolArgs {
             self.checkpoint_interval.to_string(),
             "--request-timeout-ms".into(),
             self.request_timeout_ms.to_string(),
-        ]
+        ];
+        if let Some(t) = self.verify_threads {
+            flags.extend(["--verify-threads".into(), t.to_string()]);
+        }
+        if self.no_batch_verify {
+            flags.push("--no-batch-verify".into());
+        }
+        flags
     }
+
+    /// The replica's crypto and, unless disabled, the batch verifier feeding it.
+    fn crypto(
+        &self,
+        cluster: &Cluster,
+        me: ReplicaId,
+        secret: SigningKey,
+    ) -> anyhow::Result<(KeyedCrypto, Option<BatchVerifier>)> {
+        let crypto = cluster.crypto(Peer::Replica(me), secret)?;
+        if self.no_batch_verify {
+            return Ok((crypto, None));
+        }
+        let threads = self.verify_threads.unwrap_or_else(default_threads);
+        if threads > VERIFY_THREADS_MAX {
+            bail!("--verify-threads {threads}: at most {VERIFY_THREADS_MAX}");
+        }
+        let set = Arc::new(PreVerified::default());
+        let verifier = BatchVerifier::new(cluster, set.clone(), threads)
+            .context("starting signature-verification threads")?;
+        Ok((crypto.with_preverified(set), Some(verifier)))
+    }
+}
+
+fn attach<E: Engine>(node: ReplicaNode<E>, v: Option<BatchVerifier>) -> ReplicaNode<E> {
+    match v {
+        Some(v) => node.with_batch_verifier(v),
+        None => node,
+    }
+}
+
+fn verify_report<E: Engine>(node: &ReplicaNode<E>) -> String {
+    node.verifier()
+        .map_or("off".into(), |v| format!("{:?}", v.stats))
 }
 
 #[derive(Args, Debug)]
@@ -101,14 +154,15 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     }
     let stop = super::report::stop_on_stdin_eof(a.exit_on_stdin_eof);
     if cluster.file.protocol == "raft" {
-        let crypto = cluster.crypto(Peer::Replica(a.id), secret)?;
+        let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
         let engine = RaftEngine::new(a.id, cluster.n(), Box::new(crypto), app_for(&a.execution)?)?;
-        let mut node = ReplicaNode::bind(&cluster, engine).with_context(|| {
+        let node = ReplicaNode::bind(&cluster, engine).with_context(|| {
             format!(
                 "raft replica {}: cannot listen on {}",
                 a.id, cluster.addrs[a.id as usize]
             )
         })?;
+        let mut node = attach(node, verifier);
         node.run(&stop)?;
         let e = node.engine();
         eprintln!(
@@ -117,18 +171,20 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
             hex(&e.state_digest())
         );
         eprintln!(
-            "raft replica {} stopped: executed {} requests; net {:?}",
+            "raft replica {} stopped: executed {} requests; net {:?}; batch verification {}",
             a.id,
             e.stats().requests_executed,
-            node.net
+            node.net,
+            verify_report(&node)
         );
         return Ok(0);
     }
     if cluster.file.protocol == "bare" {
-        let crypto = cluster.crypto(Peer::Replica(0), secret)?;
+        let (crypto, verifier) = a.protocol.crypto(&cluster, 0, secret)?;
         let server = BareServer::new(Box::new(crypto), app_for(&a.execution)?);
-        let mut node = ReplicaNode::bind(&cluster, server)
+        let node = ReplicaNode::bind(&cluster, server)
             .with_context(|| format!("server: cannot listen on {}", cluster.addrs[0]))?;
+        let mut node = attach(node, verifier);
         node.run(&stop)?;
         let s = node.engine().stats();
         eprintln!(
@@ -137,8 +193,10 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
             hex(&node.engine().state_digest())
         );
         eprintln!(
-            "server stopped: executed {} requests; net {:?}",
-            s.requests_executed, node.net
+            "server stopped: executed {} requests; net {:?}; batch verification {}",
+            s.requests_executed,
+            node.net,
+            verify_report(&node)
         );
         return Ok(0);
     }
@@ -149,16 +207,17 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     cfg.request_timeout = bft_core::Span::from_millis(a.protocol.request_timeout_ms);
     cfg.view_change_timeout = cfg.request_timeout;
     cfg.state_transfer_timeout = cfg.request_timeout;
-    let crypto = cluster.crypto(Peer::Replica(a.id), secret)?;
+    let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
     let seed = std::process::id() as u64;
     let replica = Replica::new(cfg, Box::new(crypto), app_for(&a.execution)?, seed)
         .context("replica configuration")?;
-    let mut node = ReplicaNode::bind(&cluster, replica).with_context(|| {
+    let node = ReplicaNode::bind(&cluster, replica).with_context(|| {
         format!(
             "replica {}: cannot listen on {}",
             a.id, cluster.addrs[a.id as usize]
         )
     })?;
+    let mut node = attach(node, verifier);
     node.run(&stop)?;
     let s = node.engine().stats();
     eprintln!(
@@ -168,7 +227,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         s.state_transfers_applied
     );
     eprintln!(
-        "replica {} stopped: executed {} requests in {} instances, regency {}; net {:?}; dropped bad-auth {} undecodable {} unknown-sender {}",
+        "replica {} stopped: executed {} requests in {} instances, regency {}; net {:?}; dropped bad-auth {} undecodable {} unknown-sender {}; batch verification {}",
         a.id,
         s.requests_executed,
         node.engine().last_executed(),
@@ -176,7 +235,8 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         node.net,
         s.dropped_bad_auth,
         s.dropped_undecodable,
-        s.dropped_unknown_sender
+        s.dropped_unknown_sender,
+        verify_report(&node)
     );
     Ok(0)
 }

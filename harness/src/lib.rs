@@ -1,4 +1,7 @@
 //! `bft-harness`: the deterministic simulator, its checkers, and the `bftbench` CLI.
 
 pub mod cli;
+pub mod deploy;
+pub mod matrix;
+pub mod results;
 pub mod sim;

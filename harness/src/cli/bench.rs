@@ -3,16 +3,14 @@
 //! every process it started, also on failure.
 
 use super::replica::ProtocolArgs;
-use super::report::{cpu_seconds, parse_duration, print_ycsb};
+use super::report::{parse_duration, print_ycsb};
+use crate::deploy::local::Local;
+use crate::deploy::{Deployment, RunSpec};
 use anyhow::{bail, Context};
-use bft_net::client_loop::{LoadGenerator, LoadReport, Phase};
-use bft_net::cluster::{keygen, load_client_secrets, Cluster, KeygenOptions};
-use bft_workloads::Workload;
+use bft_net::client_loop::LoadReport;
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 #[derive(Args, Debug)]
@@ -55,80 +53,6 @@ pub struct BenchArgs {
     /// Keep the cluster folder (keys, replica logs) instead of removing it.
     #[arg(long)]
     pub keep: bool,
-}
-
-/// Child processes killed (and reaped) when dropped, whatever happened.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        // Closing stdin asks each replica to stop (and log its totals); then
-        // anything still running after a grace period is killed.
-        for c in &mut self.0 {
-            drop(c.stdin.take());
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        for c in &mut self.0 {
-            while std::time::Instant::now() < deadline && matches!(c.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn free_addrs(n: usize) -> anyhow::Result<Vec<String>> {
-    let ls: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .context("finding free loopback ports")?;
-    Ok(ls
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.to_string()))
-        .collect::<Result<_, _>>()?)
-}
-
-fn spawn_replicas(
-    dir: &Path,
-    n: usize,
-    proto: &ProtocolArgs,
-    remote: bool,
-) -> anyhow::Result<Processes> {
-    let exe = std::env::current_exe().context("locating the bftbench binary")?;
-    let mut procs = Processes(Vec::new());
-    let kv_addrs = if remote { free_addrs(n)? } else { Vec::new() };
-    for (id, addr) in kv_addrs.iter().enumerate() {
-        let log = std::fs::File::create(dir.join(format!("kv-server-{id}.log")))?;
-        let child = Command::new(&exe)
-            .args(["kv-server", "--listen", addr, "--exit-on-stdin-eof"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting kv-server {id}"))?;
-        procs.0.push(child);
-    }
-    for id in 0..n {
-        let execution = kv_addrs
-            .get(id)
-            .map_or("embedded".to_string(), |a| format!("remote={a}"));
-        let log = std::fs::File::create(dir.join(format!("replica-{id}.log")))?;
-        let child = Command::new(&exe)
-            .arg("replica")
-            .arg("--cluster")
-            .arg(dir.join("cluster.toml"))
-            .args(["--id", &id.to_string(), "--exit-on-stdin-eof"])
-            .args(["--execution", &execution])
-            .args(proto.to_flags())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting replica {id}"))?;
-        procs.0.push(child);
-    }
-    Ok(procs)
 }
 
 pub struct Row {
@@ -183,7 +107,6 @@ fn run_one(
 ) -> anyhow::Result<Row> {
     let dir =
         std::env::temp_dir().join(format!("bftbench-bench-{}-{protocol}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     eprintln!(
         "{protocol}: cluster files and replica logs in {}",
         dir.display()
@@ -193,56 +116,32 @@ fn run_one(
         "raft" => 3,
         _ => a.replicas,
     };
-    let ko = KeygenOptions {
-        addrs: free_addrs(n)?,
+    let spec = RunSpec {
         protocol: protocol.to_string(),
+        n,
+        props: props.clone(),
         clients: a.clients,
-        first_client_id: 1_000,
-        seed: Some(1),
+        target: a.target,
+        signed: a.signed,
+        protocol_args: a.protocol.clone(),
+        remote_execution: a.execution == "remote",
+        duration,
+        warmup,
+        dir: dir.clone(),
+        keep: a.keep,
     };
-    keygen(&dir, &ko)?;
-    let cluster = Cluster::load(&dir.join("cluster.toml"))?;
-    let procs = spawn_replicas(&dir, n, &a.protocol, a.execution == "remote")?;
-    let secrets: Vec<_> = load_client_secrets(&dir.join("clients.key"))?
-        .into_iter()
-        .enumerate()
-        .map(|(i, k)| (1_000 + i as u64, k))
-        .collect();
-    let opts = super::report::load_options(a.signed, a.target);
-    let stop = AtomicBool::new(false);
-    let mut gen = LoadGenerator::connect(&cluster, &secrets, &opts, Duration::from_secs(10))
-        .with_context(|| format!("connecting to the replicas (logs in {})", dir.display()))?;
-    let mut workload = Workload::new(props, 1)?;
-    gen.run(&mut workload, Phase::Load, &opts, &stop)
-        .context("load phase")?;
-    let pids: Vec<String> = procs
-        .0
-        .iter()
-        .map(|c| c.id().to_string())
-        .chain(["self".to_string()])
-        .collect();
-    let cpu = |pids: &[String]| pids.iter().filter_map(|p| cpu_seconds(p)).sum::<f64>();
-    let cpu_before = cpu(&pids);
-    let report = gen
-        .run(&mut workload, Phase::Run { duration, warmup }, &opts, &stop)
-        .context("run phase")?;
-    let cpu_used = cpu(&pids) - cpu_before;
-    drop(gen);
-    drop(procs);
+    let out = Local.run(&spec)?;
     if a.ycsb {
-        print_ycsb(&mut std::io::stdout(), &report, a.target.is_some())?;
+        print_ycsb(&mut std::io::stdout(), &out.report, a.target.is_some())?;
     }
     if a.keep {
         println!("replica logs kept in {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
     }
-    let measured = duration.as_secs_f64() / (duration + warmup).as_secs_f64();
     Ok(Row {
         protocol: protocol.to_string(),
         n,
-        cpu_us_per_op: cpu_used * measured * 1e6 / report.ops.max(1) as f64,
-        report,
+        cpu_us_per_op: out.cpu_us_per_op,
+        report: out.report,
     })
 }
 

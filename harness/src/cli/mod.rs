@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod client;
+pub mod compare;
 pub mod keygen;
 pub mod kv_server;
+pub mod matrix;
 pub mod replica;
 pub mod report;
 pub mod sim;
@@ -30,6 +32,10 @@ pub enum Command {
     Workload(workload::WorkloadArgs),
     /// Start a local cluster, load a YCSB workload, print throughput, latency and CPU per operation.
     Bench(bench::BenchArgs),
+    /// Run a matrix file's cells on fresh clusters, one CSV row per run.
+    Matrix(matrix::MatrixArgs),
+    /// Compare two result CSVs: median per group, ratio with a bootstrap interval, regressions.
+    Compare(compare::CompareArgs),
     /// YCSB load or run phase against a running cluster (YCSB text or --json).
     Client(client::ClientArgs),
     /// The key-value App as its own process (separated execution, BFT-DEP).
@@ -48,6 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Workload(args) => workload::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Client(args) => client::run(args),
+        Command::Matrix(args) => matrix::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::KvServer(args) => kv_server::run(args),
         Command::Replica(args) | Command::Server(args) => replica::run(args),

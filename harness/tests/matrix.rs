@@ -1,0 +1,75 @@
+//! `bftbench matrix run` with real processes: a failing cell keeps every other
+//! row, `--resume` skips what is done; `compare` on the result against itself.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn bftbench(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bftbench"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("bftbench runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_failing_cell_keeps_the_other_rows_and_resume_skips_done_runs() {
+    let dir = std::env::temp_dir().join(format!("bftbench-matrix-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // bft with 5 replicas is not n = 3f+1: that cell fails, after a good one.
+    std::fs::write(
+        dir.join("m.toml"),
+        r#"
+name = "t"
+repetitions = 2
+[params]
+protocol = ["bare", "bft"]
+replicas = 5
+clients = 4
+duration = "0.5s"
+warmup = "0.2s"
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = bftbench(&["matrix", "run", "m.toml"], &dir);
+    assert_eq!(
+        code, 1,
+        "a failed run makes the exit status 1\n{out}\n{err}"
+    );
+    assert!(out.contains("4 runs, 2 failed"), "{out}");
+    let csv = std::fs::read_to_string(dir.join("results/t.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 5, "header + 4 rows:\n{csv}");
+    assert!(lines[0].starts_with("run_id,timestamp,git_commit"));
+    let ok = lines.iter().filter(|l| l.contains(",ok,")).count();
+    let failed = lines.iter().filter(|l| l.contains(",failed,")).count();
+    assert_eq!((ok, failed), (2, 2), "{csv}");
+    assert!(csv.contains("3f+1"), "the error is kept in the row: {csv}");
+    let hgrm = std::fs::read_dir(dir.join("results/t.csv.runs"))
+        .unwrap()
+        .count();
+    assert_eq!(hgrm, 4, "two histograms per successful run");
+
+    let (code, out, _) = bftbench(&["matrix", "run", "m.toml", "--resume", "--dry-run"], &dir);
+    assert_eq!(code, 0);
+    assert!(out.contains("2 already in"), "{out}");
+    assert!(
+        !out.contains("protocol=bare"),
+        "done runs are skipped: {out}"
+    );
+    assert_eq!(out.matches("protocol=bft").count(), 2, "{out}");
+
+    let (code, out, _) = bftbench(&["compare", "results/t.csv", "results/t.csv"], &dir);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(" 1.00 "), "{out}");
+    assert!(!out.contains("regression"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,7 +17,7 @@
 //! ~100× cheaper, and only for the simulator, where every node is ours.
 
 use crate::message::{ClientId, ReplicaId};
-use crate::preverify::{fingerprint, PreVerified};
+use crate::preverify::PreVerified;
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use ed25519_zebra::VerificationKey;
 use hmac::{Hmac, Mac as _};
@@ -200,7 +200,7 @@ impl KeyedCrypto {
 
     fn verify(&self, signer: Peer, msg: &[u8], sig: &Signature) -> bool {
         if let Some(set) = &self.preverified {
-            if !set.is_empty() && set.contains(&fingerprint(signer, msg, sig)) {
+            if set.contains_triple(signer, msg, sig) {
                 return true;
             }
         }

@@ -138,6 +138,13 @@ impl PreVerified {
         self.lock().contains(f)
     }
 
+    /// Whether this exact triple was verified; one lock, and no hashing when
+    /// the set is empty (the usual case without signed traffic).
+    pub fn contains_triple(&self, signer: Peer, msg: &[u8], sig: &Signature) -> bool {
+        let set = self.lock();
+        !set.is_empty() && set.contains(&fingerprint(signer, msg, sig))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }

@@ -3,21 +3,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::path::Path;
-use std::process::Command;
-
-fn bftbench(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bftbench"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("bftbench runs");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::bftbench_in as bftbench;
 
 #[test]
 fn a_failing_cell_keeps_the_other_rows_and_resume_skips_done_runs() {

@@ -85,11 +85,20 @@ impl ProtocolArgs {
     }
 }
 
-fn attach<E: Engine>(node: ReplicaNode<E>, v: Option<BatchVerifier>) -> ReplicaNode<E> {
-    match v {
+/// Listens on replica `id`'s address and feeds `engine` through the batch verifier, if any.
+fn bind<E: Engine>(
+    cluster: &Cluster,
+    id: ReplicaId,
+    engine: E,
+    verifier: Option<BatchVerifier>,
+    what: &str,
+) -> anyhow::Result<ReplicaNode<E>> {
+    let node = ReplicaNode::bind(cluster, engine)
+        .with_context(|| format!("{what}: cannot listen on {}", cluster.addrs[id as usize]))?;
+    Ok(match verifier {
         Some(v) => node.with_batch_verifier(v),
         None => node,
-    }
+    })
 }
 
 fn verify_report<E: Engine>(node: &ReplicaNode<E>) -> String {
@@ -156,13 +165,8 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     if cluster.file.protocol == "raft" {
         let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
         let engine = RaftEngine::new(a.id, cluster.n(), Box::new(crypto), app_for(&a.execution)?)?;
-        let node = ReplicaNode::bind(&cluster, engine).with_context(|| {
-            format!(
-                "raft replica {}: cannot listen on {}",
-                a.id, cluster.addrs[a.id as usize]
-            )
-        })?;
-        let mut node = attach(node, verifier);
+        let what = format!("raft replica {}", a.id);
+        let mut node = bind(&cluster, a.id, engine, verifier, &what)?;
         node.run(&stop)?;
         let e = node.engine();
         eprintln!(
@@ -182,9 +186,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     if cluster.file.protocol == "bare" {
         let (crypto, verifier) = a.protocol.crypto(&cluster, 0, secret)?;
         let server = BareServer::new(Box::new(crypto), app_for(&a.execution)?);
-        let node = ReplicaNode::bind(&cluster, server)
-            .with_context(|| format!("server: cannot listen on {}", cluster.addrs[0]))?;
-        let mut node = attach(node, verifier);
+        let mut node = bind(&cluster, 0, server, verifier, "server")?;
         node.run(&stop)?;
         let s = node.engine().stats();
         eprintln!(
@@ -211,13 +213,13 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     let seed = std::process::id() as u64;
     let replica = Replica::new(cfg, Box::new(crypto), app_for(&a.execution)?, seed)
         .context("replica configuration")?;
-    let node = ReplicaNode::bind(&cluster, replica).with_context(|| {
-        format!(
-            "replica {}: cannot listen on {}",
-            a.id, cluster.addrs[a.id as usize]
-        )
-    })?;
-    let mut node = attach(node, verifier);
+    let mut node = bind(
+        &cluster,
+        a.id,
+        replica,
+        verifier,
+        &format!("replica {}", a.id),
+    )?;
     node.run(&stop)?;
     let s = node.engine().stats();
     eprintln!(

@@ -1,14 +1,15 @@
 //! The key-value App: YCSB's records (named fields) under ordered keys.
 //!
 //! The state digest is kept incrementally: the wrapping sum, in four 64-bit
-//! lanes, of a SHA-256 per record. An operation re-hashes only the record it
-//! touches, and the sum does not depend on insertion order, only on content.
+//! lanes, of a SHA-256 per key and one per (key, field, value). An update
+//! re-hashes only the fields it writes (YCSB updates one field of ten), and the
+//! sum does not depend on insertion order, only on content.
 
 use crate::op::*;
 use bft_core::app::{App, RestoreError};
 use bft_core::codec::{Reader, Writer};
-use bft_core::crypto::{hash, hash_parts, Digest};
-use std::collections::BTreeMap;
+use bft_core::crypto::{hash_parts, Digest};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 /// Bytes the store holds at most (keys, field names and values), so that a
@@ -41,16 +42,52 @@ fn record_bytes(key: &str, r: &Record) -> usize {
     8 + key.len() + r.iter().map(|(n, v)| 8 + n.len() + v.len()).sum::<usize>()
 }
 
-fn record_hash(key: &str, r: &Record) -> [u64; 4] {
-    let mut w = Writer::new();
-    encode_record(&mut w, key, r);
-    let h = hash(&w.buf);
+/// A field's encoded size (with its length prefixes), as in a snapshot.
+fn field_bytes(name: &str, value: &[u8]) -> usize {
+    8 + name.len() + value.len()
+}
+
+type Lanes = [u64; 4];
+
+fn lanes_of(h: Digest) -> Lanes {
     let lane = |i: usize| {
         let mut b = [0u8; 8];
         b.copy_from_slice(&h[i * 8..i * 8 + 8]);
         u64::from_le_bytes(b)
     };
     [lane(0), lane(1), lane(2), lane(3)]
+}
+
+/// The record's presence, so that a record with no fields still counts.
+fn key_hash(key: &str) -> Lanes {
+    lanes_of(hash_parts(&[b"kv-key", key.as_bytes()]))
+}
+
+/// One field. Key and name are length-prefixed, so no two triples share an input.
+fn field_hash(key: &str, name: &str, value: &[u8]) -> Lanes {
+    let mut w = Writer::new();
+    w.bytes(key.as_bytes());
+    w.bytes(name.as_bytes());
+    w.bytes(value);
+    lanes_of(hash_parts(&[b"kv-field", &w.buf]))
+}
+
+fn record_hash(key: &str, r: &Record) -> Lanes {
+    let mut sum = key_hash(key);
+    for (n, v) in r {
+        add_lanes(&mut sum, field_hash(key, n, v), true);
+    }
+    sum
+}
+
+fn add_lanes(sum: &mut Lanes, x: Lanes, add: bool) {
+    for (l, x) in sum.iter_mut().zip(x) {
+        *l = if add {
+            l.wrapping_add(x)
+        } else {
+            l.wrapping_sub(x)
+        };
+    }
 }
 
 fn encode_record(w: &mut Writer, key: &str, r: &Record) {
@@ -91,14 +128,7 @@ impl KvApp {
     }
 
     fn account(&mut self, key: &str, r: &Record, add: bool) {
-        let h = record_hash(key, r);
-        for (l, x) in self.lanes.iter_mut().zip(h) {
-            *l = if add {
-                l.wrapping_add(x)
-            } else {
-                l.wrapping_sub(x)
-            };
-        }
+        add_lanes(&mut self.lanes, record_hash(key, r), add);
         let b = record_bytes(key, r);
         self.bytes = if add { self.bytes + b } else { self.bytes - b };
     }
@@ -130,15 +160,43 @@ impl KvApp {
         }
     }
 
+    /// Writes `values` into an existing record in place (a later duplicate
+    /// name wins), re-hashing only the written fields. Limits are checked
+    /// first, so a refused update changes nothing.
     fn update(&mut self, key: &str, values: Vec<(String, Vec<u8>)>) -> Vec<u8> {
-        let Some(mut r) = self.records.get(key).cloned() else {
+        let Some(r) = self.records.get(key) else {
             return result(Status::NotFound, |_| {});
         };
-        r.extend(values);
-        match self.put(key, Some(r)) {
-            Ok(()) => result(Status::Ok, |_| {}),
-            Err(e) => error(e),
+        let (mut bytes, mut fields) = (self.bytes, r.len());
+        let mut seen = BTreeSet::new();
+        for (n, v) in values.iter().rev() {
+            if !seen.insert(n.as_str()) {
+                continue;
+            }
+            match r.get(n) {
+                Some(old) => bytes -= field_bytes(n, old),
+                None => fields += 1,
+            }
+            bytes += field_bytes(n, v);
         }
+        if bytes > STORE_BYTES_MAX {
+            return error("store full: STORE_BYTES_MAX reached");
+        }
+        if fields > FIELDS_MAX {
+            return error("too many fields in the record");
+        }
+        let Some(r) = self.records.get_mut(key) else {
+            return result(Status::NotFound, |_| {});
+        };
+        for (n, v) in values {
+            if let Some(old) = r.get(&n) {
+                add_lanes(&mut self.lanes, field_hash(key, &n, old), false);
+            }
+            add_lanes(&mut self.lanes, field_hash(key, &n, &v), true);
+            r.insert(n, v);
+        }
+        self.bytes = bytes;
+        result(Status::Ok, |_| {})
     }
 
     fn scan(&self, start: &str, count: u32, fields: &Option<Vec<String>>) -> Vec<u8> {

@@ -1,6 +1,7 @@
 //! `bft-harness`: the deterministic simulator, its checkers, and the `bftbench` CLI.
 
 pub mod cli;
+pub mod control;
 pub mod deploy;
 pub mod matrix;
 pub mod results;

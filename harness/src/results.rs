@@ -3,8 +3,9 @@
 //! The columns come from one place, [`ResultRow::fields`], so the header, the
 //! rows and the README's schema cannot drift apart (a test checks the header).
 
+use crate::deploy::{Role, RoleUsage, RunOutcome};
 use anyhow::Context;
-use bft_net::client_loop::LoadReport;
+use bft_net::client_loop::{IntervalSample, SERIES_INTERVAL};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -78,10 +79,14 @@ pub struct Metrics {
     pub intended: Histogram<u64>,
     pub behind: u64,
     pub cpu_us_per_op: f64,
+    /// Per role: CPU and bytes in the measured interval, peak memory.
+    pub usage: Vec<(Role, RoleUsage)>,
+    pub series: Vec<IntervalSample>,
 }
 
 impl Metrics {
-    pub fn from_report(r: &LoadReport, cpu_us_per_op: f64) -> Metrics {
+    pub fn from_outcome(o: &RunOutcome) -> Metrics {
+        let r = &o.report;
         Metrics {
             elapsed_s: r.elapsed.as_secs_f64(),
             ops: r.ops,
@@ -89,8 +94,14 @@ impl Metrics {
             latency: r.all.clone(),
             intended: r.all_intended.clone(),
             behind: r.behind + r.backlog_left,
-            cpu_us_per_op,
+            cpu_us_per_op: o.cpu_us_per_op(),
+            usage: o.usage.clone(),
+            series: r.series.clone(),
         }
+    }
+
+    fn role(&self, role: Role) -> Option<&RoleUsage> {
+        self.usage.iter().find(|(r, _)| *r == role).map(|(_, u)| u)
     }
 }
 
@@ -122,6 +133,24 @@ fn latency_fields(prefix: &str, h: Option<&Histogram<u64>>) -> Vec<(String, Stri
         (
             format!("{prefix}max_us"),
             h.map_or(String::new(), |h| h.max().to_string()),
+        ),
+    ]
+}
+
+/// A role's columns; empty when the run failed or had no such process.
+fn role_fields(role: Role, u: Option<&RoleUsage>) -> Vec<(String, String)> {
+    let r = role.name();
+    let v = |f: fn(&RoleUsage) -> String| u.map_or(String::new(), f);
+    vec![
+        (format!("cpu_s_{r}"), v(|u| format!("{:.3}", u.cpu_s))),
+        (
+            format!("peak_rss_mb_{r}"),
+            v(|u| format!("{:.1}", u.peak_rss_kb as f64 / 1024.0)),
+        ),
+        (format!("bytes_sent_{r}"), v(|u| u.bytes_sent.to_string())),
+        (
+            format!("bytes_received_{r}"),
+            v(|u| u.bytes_received.to_string()),
         ),
     ]
 }
@@ -170,6 +199,9 @@ impl ResultRow {
             "cpu_us_per_op".into(),
             num(m.map(|m| format!("{:.2}", m.cpu_us_per_op))),
         ));
+        for role in Role::ALL {
+            f.extend(role_fields(role, m.and_then(|m| m.role(role))));
+        }
         f
     }
 
@@ -246,6 +278,32 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
         );
     }
     Ok(rows)
+}
+
+/// Saves the run's time series as `<run_id>.series.csv`: one row per
+/// `SERIES_INTERVAL`, warm-up included (`measured` = 0).
+pub fn save_series(dir: &Path, run_id: &str, m: &Metrics) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(format!("{run_id}.series.csv"));
+    let mut w = csv::Writer::from_path(&path).with_context(|| format!("{}", path.display()))?;
+    w.write_record([
+        "t_s", "measured", "ops", "ops_s", "mean_us", "p50_us", "p99_us", "max_us",
+    ])?;
+    let per_s = 1.0 / SERIES_INTERVAL.as_secs_f64();
+    for x in &m.series {
+        w.write_record([
+            format!("{:.3}", x.t_s),
+            (x.measured as u8).to_string(),
+            x.ops.to_string(),
+            format!("{:.1}", x.ops as f64 * per_s),
+            format!("{:.1}", x.mean_us),
+            x.p50_us.to_string(),
+            x.p99_us.to_string(),
+            x.max_us.to_string(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// Where a run's raw histograms go: `<results>.runs/<run_id>.hgrm` beside the CSV.
@@ -329,6 +387,17 @@ mod tests {
             intended: h,
             behind: 0,
             cpu_us_per_op: 10.0,
+            usage: vec![(
+                Role::Replica,
+                RoleUsage {
+                    processes: 4,
+                    cpu_s: 1.5,
+                    peak_rss_kb: 2048,
+                    bytes_sent: 7,
+                    bytes_received: 8,
+                },
+            )],
+            series: Vec::new(),
         }
     }
 
@@ -351,6 +420,9 @@ mod tests {
         assert_eq!(rows[0]["throughput_ops_s"], "3.0");
         assert_eq!(rows[0]["p50_us"], "200");
         assert_eq!(rows[0]["cpu_model"], "cpu, with a comma");
+        assert_eq!(rows[0]["peak_rss_mb_replica"], "2.0");
+        assert_eq!(rows[0]["bytes_received_replica"], "8");
+        assert_eq!(rows[0]["cpu_s_client"], "", "no client usage in this row");
         assert_eq!(rows[1]["status"], "failed");
         assert_eq!(rows[1]["error"], "boom, \"quoted\"");
         assert_eq!(rows[1]["throughput_ops_s"], "");

@@ -40,10 +40,38 @@ warmup = "0.2s"
     let failed = lines.iter().filter(|l| l.contains(",failed,")).count();
     assert_eq!((ok, failed), (2, 2), "{csv}");
     assert!(csv.contains("3f+1"), "the error is kept in the row: {csv}");
-    let hgrm = std::fs::read_dir(dir.join("results/t.csv.runs"))
+    let files: Vec<String> = std::fs::read_dir(dir.join("results/t.csv.runs"))
         .unwrap()
-        .count();
-    assert_eq!(hgrm, 4, "two histograms per successful run");
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let count = |suffix: &str| files.iter().filter(|f| f.ends_with(suffix)).count();
+    assert_eq!(count(".hgrm"), 4, "two histograms per successful run");
+    assert_eq!(count(".series.csv"), 2, "a time series per successful run");
+    let series = files.iter().find(|f| f.ends_with(".series.csv")).unwrap();
+    let series = std::fs::read_to_string(dir.join("results/t.csv.runs").join(series)).unwrap();
+    // 0.7 s of run phase in 0.25 s intervals: 2 whole ones (a partial one is not kept).
+    assert!(series.lines().count() >= 3, "{series}");
+    assert!(
+        series
+            .lines()
+            .skip(1)
+            .any(|l| l.split(',').nth(1) == Some("1")),
+        "{series}"
+    );
+    // Every process reports its own figures over the control channel.
+    let rows = bft_harness::results::read_rows(&dir.join("results/t.csv")).unwrap();
+    for r in rows.iter().filter(|r| r["status"] == "ok") {
+        for col in [
+            "cpu_s_replica",
+            "bytes_sent_replica",
+            "bytes_received_client",
+        ] {
+            let v: f64 = r[col].parse().unwrap_or_else(|_| panic!("{col}: {r:?}"));
+            assert!(v > 0.0, "{col} = {v}");
+        }
+        assert!(r["peak_rss_mb_replica"].parse::<f64>().unwrap() > 1.0);
+        assert_eq!(r["cpu_s_kv_server"], "", "no kv-server in an embedded run");
+    }
 
     let (code, out, _) = bftbench(&["matrix", "run", "m.toml", "--resume", "--dry-run"], &dir);
     assert_eq!(code, 0);

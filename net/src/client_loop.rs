@@ -83,6 +83,84 @@ pub struct LoadReport {
     pub behind: u64,
     /// Scheduled operations still waiting for a client at the end.
     pub backlog_left: u64,
+    /// Throughput and latency per `SERIES_INTERVAL` over the whole run phase,
+    /// warm-up included (empty for the load phase).
+    pub series: Vec<IntervalSample>,
+}
+
+/// Width of one time-series sample.
+pub const SERIES_INTERVAL: Duration = Duration::from_millis(250);
+/// Samples kept at most (a day at `SERIES_INTERVAL`); later ones are dropped.
+pub const SERIES_SAMPLES_MAX: usize = 4 * 86_400;
+
+/// One interval of the time series: operations completed in it and their
+/// latency from the actual send, in µs (zeros when none completed).
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntervalSample {
+    /// End of the interval, seconds from the start of the run phase.
+    pub t_s: f64,
+    /// Whether the interval lies in the measured part (after warm-up).
+    pub measured: bool,
+    pub ops: u64,
+    pub mean_us: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+/// Rolls completions into fixed intervals.
+struct Series {
+    started: Instant,
+    measure_from: Instant,
+    window_end: Instant,
+    window: Histogram<u64>,
+    samples: Vec<IntervalSample>,
+}
+
+impl Series {
+    fn new(started: Instant, measure_from: Instant) -> Series {
+        Series {
+            started,
+            measure_from,
+            window_end: started + SERIES_INTERVAL,
+            window: histogram(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// Closes every interval that ended by `now`.
+    fn advance(&mut self, now: Instant) {
+        while now >= self.window_end {
+            let h = &self.window;
+            let sample = IntervalSample {
+                t_s: (self.window_end - self.started).as_secs_f64(),
+                measured: self.window_end > self.measure_from,
+                ops: h.len(),
+                mean_us: if h.is_empty() { 0.0 } else { h.mean() },
+                p50_us: if h.is_empty() {
+                    0
+                } else {
+                    h.value_at_quantile(0.5)
+                },
+                p99_us: if h.is_empty() {
+                    0
+                } else {
+                    h.value_at_quantile(0.99)
+                },
+                max_us: if h.is_empty() { 0 } else { h.max() },
+            };
+            if self.samples.len() < SERIES_SAMPLES_MAX {
+                self.samples.push(sample);
+            }
+            self.window.reset();
+            self.window_end += SERIES_INTERVAL;
+        }
+    }
+
+    fn record(&mut self, latency_us: u64, now: Instant) {
+        self.advance(now);
+        self.window.saturating_record(latency_us);
+    }
 }
 
 impl LoadReport {
@@ -96,11 +174,12 @@ impl LoadReport {
             all_intended: histogram(),
             behind: 0,
             backlog_left: 0,
+            series: Vec::new(),
         }
     }
 
     fn record(&mut self, c: &Completed, now: Instant) {
-        let actual = (c.latency.0 / 1000).clamp(1, LATENCY_US_MAX);
+        let actual = c.latency_us();
         let intended = (now.saturating_duration_since(c.intended).as_micros() as u64)
             .clamp(actual, LATENCY_US_MAX);
         self.per_op
@@ -161,6 +240,13 @@ pub struct Completed {
     pub intended: Instant,
     /// From the actual send to the f+1-th matching reply.
     pub latency: Span,
+}
+
+impl Completed {
+    /// Latency from the actual send, in µs, within the histograms' range.
+    fn latency_us(&self) -> u64 {
+        (self.latency.0 / 1000).clamp(1, LATENCY_US_MAX)
+    }
 }
 
 struct Logical {
@@ -258,7 +344,22 @@ impl LoadGenerator {
         opts: &LoadOptions,
         stop: &AtomicBool,
     ) -> Result<LoadReport, LoadError> {
+        self.run_marked(workload, phase, opts, stop, &mut || {})
+    }
+
+    /// [`LoadGenerator::run`], calling `at_measure` once when the measured
+    /// interval begins (after warm-up), so that a caller can sample what the
+    /// processes have used at that instant.
+    pub fn run_marked(
+        &mut self,
+        workload: &mut Workload,
+        phase: Phase,
+        opts: &LoadOptions,
+        stop: &AtomicBool,
+        at_measure: &mut dyn FnMut(),
+    ) -> Result<LoadReport, LoadError> {
         let started = Instant::now();
+        let mut marked = false;
         let (measure_from, end) = match phase {
             Phase::Load => (started, None),
             Phase::Run { duration, warmup } => {
@@ -278,6 +379,8 @@ impl LoadGenerator {
         let mut next_due = started;
         let mut backlog: VecDeque<Instant> = VecDeque::new();
         let mut report = LoadReport::new();
+        let mut series =
+            matches!(phase, Phase::Run { .. }).then(|| Series::new(started, measure_from));
         let mut last_progress = Instant::now();
         let mut done = 0u64;
         let mut exhausted = false;
@@ -292,7 +395,12 @@ impl LoadGenerator {
             }
         }
         loop {
-            let now_i = Instant::now();
+            let mut now_i = Instant::now();
+            if !marked && now_i >= measure_from {
+                marked = true;
+                at_measure();
+                now_i = Instant::now();
+            }
             let running = end.is_none_or(|e| now_i < e) && !stop.load(Ordering::Relaxed);
             let idle = self.clients.iter().all(|c| c.op.is_none());
             if !running && (end.is_some() || idle) || (exhausted && idle) {
@@ -342,6 +450,9 @@ impl LoadGenerator {
                     if last_progress >= measure_from && end.is_none_or(|e| last_progress < e) {
                         report.record(&done_op, last_progress);
                     }
+                    if let Some(s) = series.as_mut().filter(|_| running) {
+                        s.record(done_op.latency_us(), last_progress);
+                    }
                     if running && !exhausted && open.is_none() {
                         exhausted |= !self.submit(i, workload, phase, None);
                     }
@@ -358,6 +469,10 @@ impl LoadGenerator {
         }
         let measured_end = end.map_or(Instant::now(), |e| e.min(Instant::now()));
         report.elapsed = measured_end.saturating_duration_since(measure_from);
+        if let Some(mut s) = series {
+            s.advance(measured_end);
+            report.series = s.samples;
+        }
         report.backlog_left = backlog.len() as u64;
         Ok(report)
     }
@@ -531,5 +646,28 @@ impl LoadGenerator {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_series_has_one_sample_per_interval_including_empty_ones() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut s = Series::new(t0, at(500));
+        s.record(100, at(100));
+        s.record(300, at(120));
+        s.record(200, at(300));
+        s.advance(at(1000));
+        let ops: Vec<u64> = s.samples.iter().map(|x| x.ops).collect();
+        assert_eq!(ops, vec![2, 1, 0, 0]);
+        let measured: Vec<bool> = s.samples.iter().map(|x| x.measured).collect();
+        assert_eq!(measured, vec![false, false, true, true]);
+        assert_eq!(s.samples[0].max_us, 300);
+        assert_eq!(s.samples[1].p50_us, 200);
+        assert!((s.samples[3].t_s - 1.0).abs() < 1e-9);
     }
 }

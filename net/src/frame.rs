@@ -6,6 +6,7 @@
 
 use bft_core::limits::FRAME_BYTES_MAX;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes read from a socket per `read` call.
 const READ_CHUNK: usize = 64 << 10;
@@ -31,40 +32,44 @@ pub enum Fill {
     Closed,
 }
 
+/// Bytes this process has read from and written to its framed connections
+/// (all of them, payload and length prefixes): what `stats` reports per role.
+pub static BYTES_READ: AtomicU64 = AtomicU64::new(0);
+pub static BYTES_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
 /// Accumulates bytes from a stream and yields whole frames.
+///
+/// The buffer is zeroed only when it grows; `end` marks what was read, so a
+/// read does not pay to clear `READ_CHUNK` bytes first.
 #[derive(Debug, Default)]
 pub struct FrameReader {
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl FrameReader {
     /// Reads what the socket has, up to a buffer bound.
     pub fn fill(&mut self, r: &mut impl Read) -> io::Result<Fill> {
         loop {
-            if self.start > 0 && self.start == self.buf.len() {
-                self.buf.clear();
+            if self.start == self.end {
                 self.start = 0;
+                self.end = 0;
             }
-            let len = self.buf.len();
-            self.buf.resize(len + READ_CHUNK, 0);
-            match r.read(&mut self.buf[len..]) {
-                Ok(0) => {
-                    self.buf.truncate(len);
-                    return Ok(Fill::Closed);
-                }
-                Ok(n) => self.buf.truncate(len + n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.buf.truncate(len);
-                    return Ok(Fill::Drained);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.buf.truncate(len),
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(e);
-                }
+            if self.buf.len() < self.end + READ_CHUNK {
+                self.buf.resize(self.end + READ_CHUNK, 0);
             }
-            if self.buf.len() - self.start > 4 * READ_CHUNK {
+            match r.read(&mut self.buf[self.end..self.end + READ_CHUNK]) {
+                Ok(0) => return Ok(Fill::Closed),
+                Ok(n) => {
+                    self.end += n;
+                    BYTES_READ.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Drained),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if self.end - self.start > 4 * READ_CHUNK {
                 return Ok(Fill::More);
             }
         }
@@ -72,7 +77,7 @@ impl FrameReader {
 
     /// The next whole frame, if buffered.
     pub fn next_frame(&mut self) -> Result<Option<&[u8]>, FrameError> {
-        let avail = &self.buf[self.start..];
+        let avail = &self.buf[self.start..self.end];
         if avail.len() < 4 {
             self.compact();
             return Ok(None);
@@ -90,9 +95,12 @@ impl FrameReader {
         Ok(Some(&self.buf[at..at + len]))
     }
 
+    /// Moves a partial frame to the front, so the buffer stays within a
+    /// frame plus a few read chunks.
     fn compact(&mut self) {
         if self.start > 0 {
-            self.buf.drain(..self.start);
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
             self.start = 0;
         }
     }
@@ -133,7 +141,10 @@ impl FrameWriter {
         while self.sent < self.buf.len() {
             match w.write(&self.buf[self.sent..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
+                Ok(n) => {
+                    self.sent += n;
+                    BYTES_WRITTEN.fetch_add(n as u64, Ordering::Relaxed);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),

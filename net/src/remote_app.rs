@@ -7,11 +7,13 @@
 //! An App must answer; if the execution server fails, the replica stops (a
 //! crash fault) rather than diverge.
 
+use crate::frame::{BYTES_READ, BYTES_WRITTEN};
 use bft_core::app::{App, RestoreError};
 use bft_core::crypto::Digest;
 use bft_core::limits::FRAME_BYTES_MAX;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const EXECUTE: u8 = 1;
@@ -48,7 +50,9 @@ fn write_frame(s: &mut TcpStream, body: &[u8]) -> io::Result<()> {
     let mut buf = Vec::with_capacity(body.len() + 4);
     buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
     buf.extend_from_slice(body);
-    s.write_all(&buf)
+    s.write_all(&buf)?;
+    BYTES_WRITTEN.fetch_add(buf.len() as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 /// One frame from a blocking stream: exactly the declared length, bounded.
@@ -64,6 +68,7 @@ fn read_frame(s: &mut TcpStream) -> io::Result<Vec<u8>> {
     }
     let mut body = vec![0u8; len];
     s.read_exact(&mut body)?;
+    BYTES_READ.fetch_add(4 + len as u64, Ordering::Relaxed);
     Ok(body)
 }
 

@@ -140,7 +140,7 @@ fn run_one(
     Ok(Row {
         protocol: protocol.to_string(),
         n,
-        cpu_us_per_op: out.cpu_us_per_op,
+        cpu_us_per_op: out.cpu_us_per_op(),
         report: out.report,
     })
 }

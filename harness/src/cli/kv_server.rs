@@ -11,15 +11,16 @@ pub struct KvServerArgs {
     /// Address to listen on (the replica connects here).
     #[arg(long)]
     pub listen: String,
-    /// Stop when standard input closes.
-    #[arg(long)]
-    pub exit_on_stdin_eof: bool,
+    /// Serve the control channel on stdin/stdout: a `stats` line is answered
+    /// with this process's CPU, peak memory and bytes; end of input stops it.
+    #[arg(long, alias = "exit-on-stdin-eof")]
+    pub control_stdio: bool,
 }
 
 pub fn run(a: KvServerArgs) -> anyhow::Result<i32> {
     let listener =
         std::net::TcpListener::bind(&a.listen).with_context(|| format!("--listen {}", a.listen))?;
-    let stop = super::report::stop_on_stdin_eof(a.exit_on_stdin_eof);
+    let stop = crate::control::serve(a.control_stdio);
     let mut app = KvApp::new();
     serve_app(listener, &mut app, &stop)?;
     eprintln!("kv-server stopped: {} records", app.len());

@@ -112,7 +112,7 @@ fn run_matrix(a: RunArgs) -> anyhow::Result<i32> {
         eprintln!("[{}/{}] rep {rep}: {name}", k + 1, runs.len());
         let outcome = run_spec(cell, &dir, a.keep)
             .and_then(|s| deployment.run(&s))
-            .map(|o| Metrics::from_report(&o.report, o.cpu_us_per_op))
+            .map(|o| Metrics::from_outcome(&o))
             .map_err(|e| format!("{e:#}"));
         let row = ResultRow {
             run_id: run_id.clone(),
@@ -128,6 +128,7 @@ fn run_matrix(a: RunArgs) -> anyhow::Result<i32> {
         match &row.outcome {
             Ok(m) => {
                 results::save_histograms(&results::raw_dir(&out), &run_id, m)?;
+                results::save_series(&results::raw_dir(&out), &run_id, m)?;
                 eprintln!(
                     "    ok: {:.0} ops/s, p50 {} µs, p99 {} µs, {:.1} µs CPU/op (ETA {:.0} s)",
                     m.throughput_ops_s,

@@ -120,9 +120,10 @@ pub struct ReplicaArgs {
     /// Where the App runs: `embedded` (in this process) or `remote=ADDR` (a `bftbench kv-server`).
     #[arg(long, default_value = "embedded")]
     pub execution: String,
-    /// Stop when standard input closes (how `bftbench bench` ties replicas to itself).
-    #[arg(long)]
-    pub exit_on_stdin_eof: bool,
+    /// Serve the control channel on stdin/stdout: a `stats` line is answered
+    /// with this process's CPU, peak memory and bytes; end of input stops it.
+    #[arg(long, alias = "exit-on-stdin-eof")]
+    pub control_stdio: bool,
 }
 
 /// The App: in-process, or a proxy to a `bftbench kv-server`.
@@ -161,7 +162,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
             a.cluster.display()
         );
     }
-    let stop = super::report::stop_on_stdin_eof(a.exit_on_stdin_eof);
+    let stop = crate::control::serve(a.control_stdio);
     if cluster.file.protocol == "raft" {
         let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
         let engine = RaftEngine::new(a.id, cluster.n(), Box::new(crypto), app_for(&a.execution)?)?;

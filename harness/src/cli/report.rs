@@ -6,22 +6,6 @@ use bft_net::client_loop::{LoadOptions, LoadReport};
 use std::io::Write;
 use std::time::Duration;
 
-/// A stop flag, set when standard input closes if `enabled`: how `bench` ties
-/// the processes it starts to its own life (their stdin is a pipe from it).
-pub fn stop_on_stdin_eof(enabled: bool) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
-    use std::io::Read;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    if enabled {
-        let s = stop.clone();
-        std::thread::spawn(move || {
-            let mut sink = [0u8; 64];
-            while matches!(std::io::stdin().read(&mut sink), Ok(n) if n > 0) {}
-            s.store(true, std::sync::atomic::Ordering::Relaxed);
-        });
-    }
-    stop
-}
-
 /// Load options from the flags `bench` and `client` share.
 pub fn load_options(signed: bool, target: Option<f64>) -> LoadOptions {
     LoadOptions {
@@ -52,15 +36,6 @@ pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
         bail!("`{s}` is out of range");
     }
     Ok(Duration::from_secs_f64(secs))
-}
-
-/// CPU seconds (user + system) a process has used, from /proc.
-pub fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0) // USER_HZ is 100 on Linux
 }
 
 /// YCSB's text output, which existing tooling parses; with `intended`, also

@@ -2,13 +2,24 @@
 //! live. Every back end takes the same [`RunSpec`] and returns the same
 //! [`RunOutcome`], so a matrix can switch back ends as one parameter.
 
+pub mod fleet;
 pub mod local;
 
+pub use fleet::{Role, RoleUsage};
+
 use crate::cli::replica::ProtocolArgs;
-use bft_net::client_loop::LoadReport;
-use bft_workloads::Properties;
+use crate::cli::report::load_options;
+use anyhow::Context;
+use bft_net::client_loop::{LoadGenerator, LoadReport, Phase};
+use bft_net::cluster::{load_client_secrets, Cluster};
+use bft_workloads::{Properties, Workload};
+use fleet::Fleet;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+
+/// How long the client waits for every replica to accept its connection.
+const CONNECT_WAIT: Duration = Duration::from_secs(10);
 
 /// One run: a fresh cluster, a load phase, a warm-up, a measured interval.
 #[derive(Debug, Clone)]
@@ -37,9 +48,17 @@ pub struct RunSpec {
 #[derive(Debug)]
 pub struct RunOutcome {
     pub report: LoadReport,
-    /// CPU time (all processes of the run, client included) per operation, in
-    /// the measured interval.
-    pub cpu_us_per_op: f64,
+    /// Per role, over the measured interval (peak memory: over the run).
+    pub usage: Vec<(Role, RoleUsage)>,
+}
+
+impl RunOutcome {
+    /// CPU time of every process of the run (client included) per operation,
+    /// in the measured interval.
+    pub fn cpu_us_per_op(&self) -> f64 {
+        let cpu: f64 = self.usage.iter().map(|(_, u)| u.cpu_s).sum();
+        cpu * 1e6 / self.report.ops.max(1) as f64
+    }
 }
 
 /// A place to run [`RunSpec`]s.
@@ -48,4 +67,42 @@ pub trait Deployment {
     /// Starts a fresh cluster, loads, warms up, measures, and tears down every
     /// process it started, whether the run succeeds or fails.
     fn run(&mut self, spec: &RunSpec) -> anyhow::Result<RunOutcome>;
+}
+
+/// First client id of the keys a run generates.
+pub const FIRST_CLIENT: u64 = 1_000;
+
+/// The client's part of a run, the same on every back end: connect to the
+/// cluster, load, warm up, measure; sample every process's figures at the
+/// edges of the measured interval.
+pub fn measure(
+    cluster: &Cluster,
+    fleet: &mut Fleet,
+    spec: &RunSpec,
+) -> anyhow::Result<(LoadReport, Vec<(Role, RoleUsage)>)> {
+    let secrets: Vec<_> = load_client_secrets(&spec.dir.join("clients.key"))?
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| (FIRST_CLIENT + i as u64, k))
+        .collect();
+    let opts = load_options(spec.signed, spec.target);
+    let stop = AtomicBool::new(false);
+    let mut gen = LoadGenerator::connect(cluster, &secrets, &opts, CONNECT_WAIT)
+        .context("connecting to the replicas")?;
+    let mut workload = Workload::new(&spec.props, 1)?;
+    gen.run(&mut workload, Phase::Load, &opts, &stop)
+        .context("load phase")?;
+    let phase = Phase::Run {
+        duration: spec.duration,
+        warmup: spec.warmup,
+    };
+    let mut before = None;
+    let report = gen
+        .run_marked(&mut workload, phase, &opts, &stop, &mut || {
+            before = Some(fleet.sample());
+        })
+        .context("run phase")?;
+    let after = fleet.sample()?;
+    let before = before.context("the run ended before its measured interval began")??;
+    Ok((report, fleet::usage_between(&before, &after)))
 }

@@ -111,7 +111,7 @@ fn check_value(key: &str, v: &str) -> anyhow::Result<String> {
             .with_context(|| format!("`{key} = {v}`: expected {what}"))
     };
     match key {
-        "backend" => one_of(&["local"], " (docker, ssh and k8s are still to come)"),
+        "backend" => one_of(&["local", "docker"], " (ssh and k8s are still to come)"),
         "protocol" => one_of(&["bare", "raft", "bft"], ""),
         "auth" => one_of(&["mac", "ed25519"], ""),
         "execution" => one_of(&["embedded", "remote"], ""),
@@ -375,7 +375,7 @@ batch = 1
                 "expected one of bare, raft, bft",
             ),
             ("[params]\nbatch = [\"ten\"]", "`batch = ten`"),
-            ("[params]\nbackend = \"docker\"", "still to come"),
+            ("[params]\nbackend = \"ssh\"", "still to come"),
             ("[params]\n\"p.nosuch\" = 1", "not a YCSB property"),
             ("[params]\nbatch = []", "empty list"),
             ("repetitions = 0", "repetitions"),

@@ -1,6 +1,7 @@
 //! `bftbench matrix run FILE`: every cell of a matrix file × its repetitions,
 //! each on a fresh cluster, one CSV row appended the moment each run ends.
 
+use crate::deploy::docker::Docker;
 use crate::deploy::local::Local;
 use crate::deploy::Deployment;
 use crate::matrix::{cell_name, run_spec, MatrixSpec};
@@ -44,6 +45,27 @@ pub struct RunArgs {
 pub fn run(a: MatrixArgs) -> anyhow::Result<i32> {
     match a.command {
         MatrixCommand::Run(r) => run_matrix(r),
+    }
+}
+
+/// The back ends a matrix uses, each set up at its first cell (so a matrix
+/// without docker cells never needs Docker).
+#[derive(Default)]
+struct Backends {
+    local: Local,
+    docker: Option<Docker>,
+}
+
+impl Backends {
+    fn get(&mut self, name: &str) -> anyhow::Result<&mut dyn Deployment> {
+        Ok(match name {
+            "local" => &mut self.local,
+            "docker" => match &mut self.docker {
+                Some(d) => d,
+                none => none.insert(Docker::new()?),
+            },
+            other => anyhow::bail!("unknown back end `{other}`"),
+        })
     }
 }
 
@@ -103,15 +125,16 @@ fn run_matrix(a: RunArgs) -> anyhow::Result<i32> {
     let provenance = Provenance::of_this_machine();
     let started = Instant::now();
     let mut failed = 0;
-    let mut deployment = Local;
+    let mut backends = Backends::default();
     for (k, (c, rep)) in runs.iter().enumerate() {
         let cell = &cells[*c];
         let name = cell_name(cell);
         let run_id = format!("{}-{}-{k}", now_s(), std::process::id());
         let dir = std::env::temp_dir().join(format!("bftbench-matrix-{run_id}"));
         eprintln!("[{}/{}] rep {rep}: {name}", k + 1, runs.len());
+        let backend = cell.get("backend").map_or("local", String::as_str);
         let outcome = run_spec(cell, &dir, a.keep)
-            .and_then(|s| deployment.run(&s))
+            .and_then(|s| backends.get(backend)?.run(&s))
             .map(|o| Metrics::from_outcome(&o))
             .map_err(|e| format!("{e:#}"));
         let row = ResultRow {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod client;
 pub mod compare;
+pub mod deploy;
 pub mod keygen;
 pub mod kv_server;
 pub mod matrix;
@@ -34,6 +35,8 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Run a matrix file's cells on fresh clusters, one CSV row per run.
     Matrix(matrix::MatrixArgs),
+    /// Prepare a deployment back end (build the Docker image).
+    Deploy(deploy::DeployArgs),
     /// Compare two result CSVs: median per group, ratio with a bootstrap interval, regressions.
     Compare(compare::CompareArgs),
     /// YCSB load or run phase against a running cluster (YCSB text or --json).
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Client(args) => client::run(args),
         Command::Matrix(args) => matrix::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Deploy(args) => deploy::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::KvServer(args) => kv_server::run(args),
         Command::Replica(args) | Command::Server(args) => replica::run(args),

@@ -2,6 +2,7 @@
 //! live. Every back end takes the same [`RunSpec`] and returns the same
 //! [`RunOutcome`], so a matrix can switch back ends as one parameter.
 
+pub mod docker;
 pub mod fleet;
 pub mod local;
 

@@ -4,5 +4,6 @@ pub mod cli;
 pub mod control;
 pub mod deploy;
 pub mod matrix;
+pub mod plot;
 pub mod results;
 pub mod sim;

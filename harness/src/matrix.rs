@@ -16,7 +16,7 @@
 //! ```
 
 use crate::cli::replica::ProtocolArgs;
-use crate::cli::report::parse_duration;
+use crate::cli::shared::parse_duration;
 use crate::deploy::RunSpec;
 use crate::results::Params;
 use anyhow::{bail, Context};

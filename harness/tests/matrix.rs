@@ -86,5 +86,26 @@ warmup = "0.2s"
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(" 1.00 "), "{out}");
     assert!(!out.contains("regression"), "{out}");
+
+    // Figures and the report from the same file; failed runs are listed.
+    let (code, out, err) = bftbench(&["plot", "results/t.csv"], &dir);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 10, "5 figures × (svg, png):\n{out}");
+    let png = std::fs::read(dir.join("results/t-plots/throughput-latency-p50.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a real PNG");
+    let svg = std::fs::read_to_string(dir.join("results/t-plots/latency-percentiles.svg")).unwrap();
+    assert!(
+        svg.contains("Percentile") && svg.contains("<polyline"),
+        "axis label and a curve"
+    );
+    let (code, _, err) = bftbench(&["report", "results/t.csv"], &dir);
+    assert_eq!(code, 0, "{err}");
+    let md = std::fs::read_to_string(dir.join("results/t-report/report.md")).unwrap();
+    assert!(md.contains("2 runs ok, 2 failed"), "{md}");
+    assert!(md.contains("## Failed runs") && md.contains("3f+1"), "{md}");
+    assert!(
+        md.contains("![Latency by percentile](latency-percentiles.png)"),
+        "{md}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

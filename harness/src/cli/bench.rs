@@ -3,7 +3,7 @@
 //! every process it started, also on failure.
 
 use super::replica::ProtocolArgs;
-use super::report::{parse_duration, print_ycsb};
+use super::shared::{parse_duration, print_ycsb};
 use crate::deploy::local::Local;
 use crate::deploy::{Deployment, RunSpec};
 use anyhow::{bail, Context};

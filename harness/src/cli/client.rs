@@ -1,6 +1,6 @@
 //! `bftbench client`: YCSB load or run phase against a running cluster.
 
-use super::report::{parse_duration, print_ycsb};
+use super::shared::{parse_duration, print_ycsb};
 use anyhow::{bail, Context};
 use bft_net::client_loop::{LoadGenerator, LoadReport, Phase};
 use bft_net::cluster::{load_client_secrets, Cluster};
@@ -73,7 +73,7 @@ pub fn run(a: ClientArgs) -> anyhow::Result<i32> {
         .collect();
     let props = super::workload::load_properties(&a.workload, &a.props)?;
     let mut workload = Workload::new(&props, a.seed)?;
-    let opts = super::report::load_options(a.signed, a.target);
+    let opts = super::shared::load_options(a.signed, a.target);
     let mut gen = LoadGenerator::connect(&cluster, &secrets, &opts, Duration::from_secs(10))
         .with_context(|| format!("connecting to the cluster in {}", a.cluster.display()))?;
     let phase = if a.load {

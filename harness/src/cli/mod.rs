@@ -7,8 +7,10 @@ pub mod deploy;
 pub mod keygen;
 pub mod kv_server;
 pub mod matrix;
+pub mod plot;
 pub mod replica;
 pub mod report;
+pub mod shared;
 pub mod sim;
 pub mod workload;
 
@@ -35,6 +37,10 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Run a matrix file's cells on fresh clusters, one CSV row per run.
     Matrix(matrix::MatrixArgs),
+    /// Figures of a results file: throughput–latency, latency percentiles, time series (SVG, PNG).
+    Plot(plot::PlotArgs),
+    /// A Markdown report of a results file: tables per cell, failed runs, figures.
+    Report(report::ReportArgs),
     /// Prepare a deployment back end (build the Docker image).
     Deploy(deploy::DeployArgs),
     /// Compare two result CSVs: median per group, ratio with a bootstrap interval, regressions.
@@ -60,6 +66,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Matrix(args) => matrix::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Plot(args) => plot::run(args),
+        Command::Report(args) => report::run(args),
         Command::Keygen(args) => keygen::run(args),
         Command::KvServer(args) => kv_server::run(args),
         Command::Replica(args) | Command::Server(args) => replica::run(args),

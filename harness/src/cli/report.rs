@@ -1,98 +1,135 @@
-//! Shared helpers for commands that run load: durations, CPU time, YCSB output.
+//! `bftbench report FILE.csv`: a Markdown report of a results file: where
+//! and when it ran, a table per cell (medians over repetitions), the failed
+//! runs with their errors, and the figures.
 
-use anyhow::{bail, Context};
-use bft_core::client::ClientAuth;
-use bft_net::client_loop::{LoadOptions, LoadReport};
-use std::io::Write;
-use std::time::Duration;
+use super::plot::beside;
+use crate::plot::{figures, render};
+use crate::results::{read_rows, PARAM_COLUMNS};
+use anyhow::Context;
+use clap::Args;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::PathBuf;
 
-/// Load options from the flags `bench` and `client` share.
-pub fn load_options(signed: bool, target: Option<f64>) -> LoadOptions {
-    LoadOptions {
-        auth: if signed {
-            ClientAuth::Signature
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A results file written by `bftbench matrix run`.
+    pub file: PathBuf,
+    /// Folder for report.md and its figures (default: `<file stem>-report`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+type Row = BTreeMap<String, String>;
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (n > 0).then(|| {
+        if n % 2 == 1 {
+            v[n / 2]
         } else {
-            ClientAuth::Macs
-        },
-        target,
-        ..LoadOptions::default()
-    }
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    })
 }
 
-/// `10s`, `500ms`, `2m`, or plain seconds.
-pub fn parse_duration(s: &str) -> anyhow::Result<Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
-    let v: f64 = num
-        .parse()
-        .with_context(|| format!("`{s}` is not a duration (like 10s, 500ms, 2m)"))?;
-    let secs = match unit {
-        "" | "s" => v,
-        "ms" => v / 1e3,
-        "m" => v * 60.0,
-        _ => bail!("`{s}`: unknown unit `{unit}` (use ms, s or m)"),
-    };
-    if !(0.0..=86_400.0).contains(&secs) {
-        bail!("`{s}` is out of range");
-    }
-    Ok(Duration::from_secs_f64(secs))
+fn distinct(rows: &[Row], col: &str) -> Vec<String> {
+    let set: BTreeSet<String> = rows.iter().filter_map(|r| r.get(col).cloned()).collect();
+    set.into_iter().collect()
 }
 
-/// YCSB's text output, which existing tooling parses; with `intended`, also
-/// the `[Intended-OP]` blocks (latency from the scheduled start, open loop).
-pub fn print_ycsb(out: &mut impl Write, r: &LoadReport, intended: bool) -> std::io::Result<()> {
-    writeln!(out, "[OVERALL], RunTime(ms), {}", r.elapsed.as_millis())?;
-    writeln!(out, "[OVERALL], Throughput(ops/sec), {}", r.throughput())?;
-    let blocks = r.per_op.iter().map(|(n, h)| (n.to_string(), h));
-    let intended_blocks = r
-        .per_op_intended
+/// The cell table: parameters that vary, then medians over repetitions.
+fn cell_table(out: &mut String, ok: &[Row]) -> std::fmt::Result {
+    let vary: Vec<&str> = PARAM_COLUMNS
         .iter()
-        .filter(|_| intended)
-        .map(|(n, h)| (format!("Intended-{n}"), h));
-    for (name, h) in blocks.chain(intended_blocks) {
-        writeln!(out, "[{name}], Operations, {}", h.len())?;
-        writeln!(out, "[{name}], AverageLatency(us), {:.1}", h.mean())?;
-        writeln!(out, "[{name}], MinLatency(us), {}", h.min())?;
-        writeln!(out, "[{name}], MaxLatency(us), {}", h.max())?;
-        writeln!(
-            out,
-            "[{name}], 50thPercentileLatency(us), {}",
-            h.value_at_quantile(0.5)
-        )?;
-        writeln!(
-            out,
-            "[{name}], 95thPercentileLatency(us), {}",
-            h.value_at_quantile(0.95)
-        )?;
-        writeln!(
-            out,
-            "[{name}], 99thPercentileLatency(us), {}",
-            h.value_at_quantile(0.99)
-        )?;
-        writeln!(
-            out,
-            "[{name}], 99.9PercentileLatency(us), {}",
-            h.value_at_quantile(0.999)
-        )?;
-        writeln!(out, "[{name}], Return=OK, {}", h.len())?;
+        .copied()
+        .filter(|c| distinct(ok, c).len() > 1)
+        .collect();
+    let metrics = [
+        ("throughput_ops_s", "ops/s", 0),
+        ("p50_us", "p50 µs", 0),
+        ("p99_us", "p99 µs", 0),
+        ("intended_p99_us", "p99 intended µs", 0),
+        ("cpu_us_per_op", "CPU µs/op", 1),
+    ];
+    let mut cells: BTreeMap<String, Vec<&Row>> = BTreeMap::new();
+    for r in ok {
+        cells.entry(r["cell"].clone()).or_default().push(r);
+    }
+    let head: Vec<&str> = vary
+        .iter()
+        .copied()
+        .chain(["runs"])
+        .chain(metrics.iter().map(|m| m.1))
+        .collect();
+    writeln!(out, "| {} |", head.join(" | "))?;
+    writeln!(out, "|{}", "---|".repeat(head.len()))?;
+    for rs in cells.values() {
+        let mut line: Vec<String> = vary.iter().map(|c| rs[0][*c].clone()).collect();
+        line.push(rs.len().to_string());
+        for (col, _, digits) in metrics {
+            let m = median(rs.iter().filter_map(|r| r.get(col)?.parse().ok()).collect());
+            line.push(m.map_or("".into(), |m| format!("{m:.digits$}")));
+        }
+        writeln!(out, "| {} |", line.join(" | "))?;
     }
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_and_errors_say_why() {
-        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("3").unwrap(), Duration::from_secs(3));
-        assert!(parse_duration("3h")
-            .unwrap_err()
-            .to_string()
-            .contains("unknown unit"));
-        assert!(parse_duration("fast").is_err());
+pub fn run(a: ReportArgs) -> anyhow::Result<i32> {
+    let out_dir = a.out.unwrap_or_else(|| beside(&a.file, "-report"));
+    let rows = read_rows(&a.file)?;
+    let (ok, failed): (Vec<Row>, Vec<Row>) = rows
+        .into_iter()
+        .partition(|r| r.get("status").map(String::as_str) == Some("ok"));
+    let mut md = String::new();
+    let name = a.file.display();
+    writeln!(md, "# Results: `{name}`\n")?;
+    writeln!(
+        md,
+        "{} runs ok, {} failed. Machine: {} ({} cores). Commit: {}.\n",
+        ok.len(),
+        failed.len(),
+        distinct(&ok, "cpu_model").join(", "),
+        distinct(&ok, "cores").join(", "),
+        distinct(&ok, "git_commit").join(", ")
+    )?;
+    writeln!(
+        md,
+        "Medians over repetitions; latency from the actual send (intended: from the \
+         scheduled send, open loop); CPU time of every process of a run per operation.\n"
+    )?;
+    if !ok.is_empty() {
+        cell_table(&mut md, &ok)?;
     }
+    if !failed.is_empty() {
+        writeln!(
+            md,
+            "\n## Failed runs\n\n| cell | repetition | error |\n|---|---|---|"
+        )?;
+        for r in &failed {
+            let err = r
+                .get("error")
+                .map_or("", String::as_str)
+                .replace('|', "\\|");
+            writeln!(md, "| {} | {} | {} |", r["cell"], r["repetition"], err)?;
+        }
+    }
+    if !ok.is_empty() {
+        writeln!(md, "\n## Figures\n")?;
+        for f in figures(&a.file)? {
+            render(&f, &out_dir)?;
+            writeln!(
+                md,
+                "![{}]({}.png)\n\n([SVG]({}.svg))\n",
+                f.title, f.stem, f.stem
+            )?;
+        }
+    }
+    std::fs::create_dir_all(&out_dir)?;
+    let path = out_dir.join("report.md");
+    std::fs::write(&path, md).with_context(|| format!("{}", path.display()))?;
+    println!("{}", path.display());
+    Ok(0)
 }

@@ -9,7 +9,7 @@ pub mod local;
 pub use fleet::{Role, RoleUsage};
 
 use crate::cli::replica::ProtocolArgs;
-use crate::cli::report::load_options;
+use crate::cli::shared::load_options;
 use anyhow::Context;
 use bft_net::client_loop::{LoadGenerator, LoadReport, Phase};
 use bft_net::cluster::{load_client_secrets, Cluster};

@@ -109,3 +109,44 @@ warmup = "0.2s"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn find_peak_raises_the_rate_until_the_cap_and_reports_the_peak() {
+    let dir = std::env::temp_dir().join(format!("bftbench-peak-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("p.toml"),
+        "name = \"p\"\n[params]\nprotocol = \"bare\"\nclients = 16\nduration = \"0.5s\"\nwarmup = \"0.2s\"\n",
+    )
+    .unwrap();
+    let args = [
+        "matrix",
+        "run",
+        "p.toml",
+        "--find-peak",
+        "1000",
+        "--peak-start",
+        "200",
+        "--peak-step",
+        "4",
+        "--peak-probes",
+        "3",
+    ];
+    let (code, out, err) = bftbench(&args, &dir);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // A 1 s cap is far above bare's latency: three probes, each rising.
+    let rows = bft_harness::results::read_rows(&dir.join("results/p.csv")).unwrap();
+    let rates: Vec<&str> = rows.iter().map(|r| r["target_ops_s"].as_str()).collect();
+    assert_eq!(rates, vec!["200", "800", "3200"]);
+    let peaks = std::fs::read_to_string(dir.join("results/p.peaks.csv")).unwrap();
+    let line = peaks.lines().nth(1).unwrap();
+    assert!(
+        line.contains(",3200,3,"),
+        "the peak is at the last rate: {peaks}"
+    );
+    let peak: f64 = line.split(',').nth(2).unwrap().parse().unwrap();
+    assert!(peak > 2000.0, "{peaks}");
+    assert!(out.contains("throughput at p99"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,13 +1,15 @@
 //! `bftbench matrix run FILE`: every cell of a matrix file × its repetitions,
 //! each on a fresh cluster, one CSV row appended the moment each run ends.
 
+use super::find_peak;
 use crate::deploy::docker::Docker;
 use crate::deploy::local::Local;
 use crate::deploy::Deployment;
 use crate::matrix::{cell_name, run_spec, MatrixSpec};
-use crate::results::{self, Metrics, Provenance, ResultRow};
+use crate::results::{self, Metrics, Params, Provenance, ResultRow};
 use anyhow::Context;
 use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -40,6 +42,13 @@ pub struct RunArgs {
     /// Keep each run's cluster folder (keys, process logs).
     #[arg(long)]
     pub keep: bool,
+    /// Saturation search: per cell, raise the offered rate (open loop) until
+    /// intended p99 latency passes this cap in ms or throughput stops rising;
+    /// report the throughput at the cap.
+    #[arg(long, value_name = "P99_CAP_MS")]
+    pub find_peak: Option<f64>,
+    #[command(flatten)]
+    pub peak: find_peak::PeakArgs,
 }
 
 pub fn run(a: MatrixArgs) -> anyhow::Result<i32> {
@@ -48,10 +57,41 @@ pub fn run(a: MatrixArgs) -> anyhow::Result<i32> {
     }
 }
 
+/// A progress bar (current cell, ETA, last result) on a terminal; plain
+/// lines otherwise. Either way each run ends with one summary line.
+pub struct Progress {
+    pub bar: ProgressBar,
+}
+
+impl Progress {
+    fn new(total: u64) -> Progress {
+        let bar = ProgressBar::new(total);
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:24} {pos}/{len} runs, ETA {eta} | {wide_msg}")
+        {
+            bar.set_style(style);
+        }
+        Progress { bar }
+    }
+
+    fn start(&self, cell: &str) {
+        self.bar.set_message(format!("running {cell}"));
+    }
+
+    fn done(&self, summary: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{summary}");
+        } else {
+            self.bar.println(summary);
+        }
+        self.bar.inc(1);
+    }
+}
+
 /// The back ends a matrix uses, each set up at its first cell (so a matrix
 /// without docker cells never needs Docker).
 #[derive(Default)]
-struct Backends {
+pub struct Backends {
     local: Local,
     docker: Option<Docker>,
 }
@@ -122,56 +162,108 @@ fn run_matrix(a: RunArgs) -> anyhow::Result<i32> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let provenance = Provenance::of_this_machine();
-    let started = Instant::now();
-    let mut failed = 0;
-    let mut backends = Backends::default();
-    for (k, (c, rep)) in runs.iter().enumerate() {
-        let cell = &cells[*c];
+    let mut runner = Runner::new(out.clone(), a.keep, runs.len() as u64);
+    if let Some(cap_ms) = a.find_peak {
+        let peaks = find_peak::search(&mut runner, &cells, &a.peak, cap_ms)?;
+        runner.progress.bar.finish_and_clear();
+        find_peak::report(&peaks, cap_ms, &out)?;
+    } else {
+        for (c, rep) in &runs {
+            runner.run(&cells[*c], *rep)?;
+        }
+        runner.progress.bar.finish_and_clear();
+    }
+    println!(
+        "{} runs, {} failed; results in {}",
+        runner.count,
+        runner.failed,
+        out.display()
+    );
+    Ok(if runner.failed > 0 { 1 } else { 0 })
+}
+
+/// Runs cells one at a time, appending a row per run.
+pub struct Runner {
+    out: PathBuf,
+    keep: bool,
+    provenance: Provenance,
+    backends: Backends,
+    pub progress: Progress,
+    started: Instant,
+    /// Runs done and failed so far.
+    pub count: usize,
+    pub failed: usize,
+}
+
+impl Runner {
+    fn new(out: PathBuf, keep: bool, planned: u64) -> Runner {
+        Runner {
+            out,
+            keep,
+            provenance: Provenance::of_this_machine(),
+            backends: Backends::default(),
+            progress: Progress::new(planned),
+            started: Instant::now(),
+            count: 0,
+            failed: 0,
+        }
+    }
+
+    /// One run of `cell`: a fresh cluster, one CSV row (kept whatever
+    /// happens), histograms and time series beside it, one summary line.
+    pub fn run(&mut self, cell: &Params, rep: u32) -> anyhow::Result<ResultRow> {
         let name = cell_name(cell);
-        let run_id = format!("{}-{}-{k}", now_s(), std::process::id());
+        let run_id = format!("{}-{}-{}", now_s(), std::process::id(), self.count);
         let dir = std::env::temp_dir().join(format!("bftbench-matrix-{run_id}"));
-        eprintln!("[{}/{}] rep {rep}: {name}", k + 1, runs.len());
+        self.progress.start(&name);
         let backend = cell.get("backend").map_or("local", String::as_str);
-        let outcome = run_spec(cell, &dir, a.keep)
+        let keep = self.keep;
+        let backends = &mut self.backends;
+        let outcome = run_spec(cell, &dir, keep)
             .and_then(|s| backends.get(backend)?.run(&s))
             .map(|o| Metrics::from_outcome(&o))
             .map_err(|e| format!("{e:#}"));
         let row = ResultRow {
             run_id: run_id.clone(),
             timestamp: now_s(),
-            provenance: provenance.clone(),
-            cell: name,
-            repetition: *rep,
+            provenance: self.provenance.clone(),
+            cell: name.clone(),
+            repetition: rep,
             params: cell.clone(),
             outcome,
         };
-        results::append(&out, &row)?;
-        let eta = started.elapsed().as_secs_f64() / (k + 1) as f64 * (runs.len() - k - 1) as f64;
-        match &row.outcome {
+        results::append(&self.out, &row)?;
+        self.count += 1;
+        let result = match &row.outcome {
             Ok(m) => {
-                results::save_histograms(&results::raw_dir(&out), &run_id, m)?;
-                results::save_series(&results::raw_dir(&out), &run_id, m)?;
-                eprintln!(
-                    "    ok: {:.0} ops/s, p50 {} µs, p99 {} µs, {:.1} µs CPU/op (ETA {:.0} s)",
+                let raw = results::raw_dir(&self.out);
+                results::save_histograms(&raw, &run_id, m)?;
+                results::save_series(&raw, &run_id, m)?;
+                format!(
+                    "ok {:.0} ops/s, p50 {} µs, p99 {} µs, {:.1} µs CPU/op",
                     m.throughput_ops_s,
                     m.latency.value_at_quantile(0.5),
                     m.latency.value_at_quantile(0.99),
                     m.cpu_us_per_op,
-                    eta
-                );
+                )
             }
             Err(e) => {
-                failed += 1;
-                eprintln!("    FAILED (row kept, other cells go on): {e} (ETA {eta:.0} s)");
+                self.failed += 1;
+                format!("FAILED (row kept, other cells go on): {e}")
             }
-        }
+        };
+        let len = self
+            .progress
+            .bar
+            .length()
+            .unwrap_or(0)
+            .max(self.count as u64);
+        let left = len.saturating_sub(self.count as u64) as f64;
+        let eta = self.started.elapsed().as_secs_f64() / self.count as f64 * left;
+        self.progress.done(format!(
+            "[{}/{len}] rep {rep}: {name}: {result} (ETA {eta:.0} s)",
+            self.count
+        ));
+        Ok(row)
     }
-    println!(
-        "{} runs, {} failed; results in {}",
-        runs.len(),
-        failed,
-        out.display()
-    );
-    Ok(if failed > 0 { 1 } else { 0 })
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod client;
 pub mod compare;
 pub mod deploy;
+pub mod find_peak;
 pub mod keygen;
 pub mod kv_server;
 pub mod matrix;

@@ -75,6 +75,13 @@ impl Client {
         }
     }
 
+    /// For the crash-fault baselines (Raft, bare), where only the leader
+    /// replies: the first authenticated reply decides (f = 0), whatever n is.
+    pub fn trusting_one_reply(mut self) -> Client {
+        self.f = 0;
+        self
+    }
+
     pub fn id(&self) -> ClientId {
         self.id
     }

@@ -11,14 +11,15 @@ fn a_failing_cell_keeps_the_other_rows_and_resume_skips_done_runs() {
     let dir = std::env::temp_dir().join(format!("bftbench-matrix-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // bft with 5 replicas is not n = 3f+1: that cell fails, after a good one.
+    // bft with 5 replicas is not n = 3f+1: that cell fails, between good ones
+    // (Raft at n = 5: its client takes the leader's one reply).
     std::fs::write(
         dir.join("m.toml"),
         r#"
 name = "t"
 repetitions = 2
 [params]
-protocol = ["bare", "bft"]
+protocol = ["bare", "raft", "bft"]
 replicas = 5
 clients = 4
 duration = "0.5s"
@@ -31,22 +32,22 @@ warmup = "0.2s"
         code, 1,
         "a failed run makes the exit status 1\n{out}\n{err}"
     );
-    assert!(out.contains("4 runs, 2 failed"), "{out}");
+    assert!(out.contains("6 runs, 2 failed"), "{out}");
     let csv = std::fs::read_to_string(dir.join("results/t.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len(), 5, "header + 4 rows:\n{csv}");
+    assert_eq!(lines.len(), 7, "header + 6 rows:\n{csv}");
     assert!(lines[0].starts_with("run_id,timestamp,git_commit"));
     let ok = lines.iter().filter(|l| l.contains(",ok,")).count();
     let failed = lines.iter().filter(|l| l.contains(",failed,")).count();
-    assert_eq!((ok, failed), (2, 2), "{csv}");
+    assert_eq!((ok, failed), (4, 2), "{csv}");
     assert!(csv.contains("3f+1"), "the error is kept in the row: {csv}");
     let files: Vec<String> = std::fs::read_dir(dir.join("results/t.csv.runs"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     let count = |suffix: &str| files.iter().filter(|f| f.ends_with(suffix)).count();
-    assert_eq!(count(".hgrm"), 4, "two histograms per successful run");
-    assert_eq!(count(".series.csv"), 2, "a time series per successful run");
+    assert_eq!(count(".hgrm"), 8, "two histograms per successful run");
+    assert_eq!(count(".series.csv"), 4, "a time series per successful run");
     let series = files.iter().find(|f| f.ends_with(".series.csv")).unwrap();
     let series = std::fs::read_to_string(dir.join("results/t.csv.runs").join(series)).unwrap();
     // 0.7 s of run phase in 0.25 s intervals: 2 whole ones (a partial one is not kept).
@@ -75,7 +76,7 @@ warmup = "0.2s"
 
     let (code, out, _) = bftbench(&["matrix", "run", "m.toml", "--resume", "--dry-run"], &dir);
     assert_eq!(code, 0);
-    assert!(out.contains("2 already in"), "{out}");
+    assert!(out.contains("4 already in"), "{out}");
     assert!(
         !out.contains("protocol=bare"),
         "done runs are skipped: {out}"
@@ -101,7 +102,7 @@ warmup = "0.2s"
     let (code, _, err) = bftbench(&["report", "results/t.csv"], &dir);
     assert_eq!(code, 0, "{err}");
     let md = std::fs::read_to_string(dir.join("results/t-report/report.md")).unwrap();
-    assert!(md.contains("2 runs ok, 2 failed"), "{md}");
+    assert!(md.contains("4 runs ok, 2 failed"), "{md}");
     assert!(md.contains("## Failed runs") && md.contains("3f+1"), "{md}");
     assert!(
         md.contains("![Latency by percentile](latency-percentiles.png)"),

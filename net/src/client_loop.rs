@@ -312,6 +312,11 @@ impl LoadGenerator {
         for (id, sk) in secrets {
             let crypto = cluster.crypto(Peer::Client(*id), sk.clone())?;
             let client = Client::new(*id, cluster.n(), Box::new(crypto), opts.auth, retransmit);
+            // Only BFT replicas all reply; a Raft leader or the bare server replies alone.
+            let client = match cluster.file.protocol.as_str() {
+                "bft" => client,
+                _ => client.trusting_one_reply(),
+            };
             clients.push(Logical {
                 client: client.with_last_seq(seq_base),
                 op: None,

@@ -8,9 +8,8 @@
 //! question as one matrix parameter.
 
 use super::fleet::{Fleet, Role};
-use super::{measure, Deployment, RunOutcome, RunSpec, FIRST_CLIENT};
+use super::{finish, fresh_cluster, measure, Deployment, RunOutcome, RunSpec};
 use anyhow::{bail, Context};
-use bft_net::cluster::{keygen, Cluster, KeygenOptions};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -260,34 +259,22 @@ impl Deployment for Docker {
     }
 
     fn run(&mut self, spec: &RunSpec) -> anyhow::Result<RunOutcome> {
-        let dir = &spec.dir;
-        let _ = std::fs::remove_dir_all(dir);
-        let run = dir
+        let run = spec
+            .dir
             .file_name()
             .map_or("bftbench-run".into(), |n| n.to_string_lossy().into_owned());
         let (mut net, prefix) = Network::create(&run)?;
-        let ko = KeygenOptions {
-            addrs: (0..spec.n)
-                .map(|i| format!("{prefix}.{}:{REPLICA_PORT}", 10 + i))
-                .collect(),
-            protocol: spec.protocol.clone(),
-            clients: spec.clients,
-            first_client_id: FIRST_CLIENT,
-            seed: Some(1),
-        };
-        keygen(dir, &ko)?;
-        let cluster = Cluster::load(&dir.join("cluster.toml"))?;
+        let addrs = (0..spec.n)
+            .map(|i| format!("{prefix}.{}:{REPLICA_PORT}", 10 + i))
+            .collect();
+        let cluster = fresh_cluster(spec, addrs)?;
         let mut fleet = Fleet::default();
-        let outcome = self
+        let measured = self
             .start(spec, &mut net, &prefix, &mut fleet)
             .and_then(|_| measure(&cluster, &mut fleet, spec));
         drop(fleet);
         drop(net);
-        let (report, usage) = outcome.with_context(|| format!("logs in {}", dir.display()))?;
-        if !spec.keep {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        Ok(RunOutcome { report, usage })
+        finish(spec, measured)
     }
 }
 

@@ -1,10 +1,9 @@
 //! The `local` back end: replicas as child processes on loopback ports.
 
 use super::fleet::{Fleet, Role};
-use super::{measure, Deployment, RunOutcome, RunSpec, FIRST_CLIENT};
+use super::{finish, fresh_cluster, measure, Deployment, RunOutcome, RunSpec};
 use crate::cli::replica::ProtocolArgs;
 use anyhow::Context;
-use bft_net::cluster::{keygen, Cluster, KeygenOptions};
 use std::path::Path;
 use std::process::Command;
 
@@ -60,24 +59,15 @@ impl Deployment for Local {
     }
 
     fn run(&mut self, spec: &RunSpec) -> anyhow::Result<RunOutcome> {
-        let dir = &spec.dir;
-        let _ = std::fs::remove_dir_all(dir);
-        let ko = KeygenOptions {
-            addrs: free_addrs(spec.n)?,
-            protocol: spec.protocol.clone(),
-            clients: spec.clients,
-            first_client_id: FIRST_CLIENT,
-            seed: Some(1),
-        };
-        keygen(dir, &ko)?;
-        let cluster = Cluster::load(&dir.join("cluster.toml"))?;
-        let mut fleet = spawn_replicas(dir, spec.n, &spec.protocol_args, spec.remote_execution)?;
-        let (report, usage) = measure(&cluster, &mut fleet, spec)
-            .with_context(|| format!("logs in {}", dir.display()))?;
+        let cluster = fresh_cluster(spec, free_addrs(spec.n)?)?;
+        let mut fleet = spawn_replicas(
+            &spec.dir,
+            spec.n,
+            &spec.protocol_args,
+            spec.remote_execution,
+        )?;
+        let measured = measure(&cluster, &mut fleet, spec);
         drop(fleet);
-        if !spec.keep {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        Ok(RunOutcome { report, usage })
+        finish(spec, measured)
     }
 }

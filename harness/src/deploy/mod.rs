@@ -12,7 +12,7 @@ use crate::cli::replica::ProtocolArgs;
 use crate::cli::shared::load_options;
 use anyhow::Context;
 use bft_net::client_loop::{LoadGenerator, LoadReport, Phase};
-use bft_net::cluster::{load_client_secrets, Cluster};
+use bft_net::cluster::{keygen, load_client_secrets, Cluster, KeygenOptions};
 use bft_workloads::{Properties, Workload};
 use fleet::Fleet;
 use std::path::PathBuf;
@@ -106,4 +106,31 @@ pub fn measure(
     let after = fleet.sample()?;
     let before = before.context("the run ended before its measured interval began")??;
     Ok((report, fleet::usage_between(&before, &after)))
+}
+
+/// A fresh run folder with keys and a cluster file for replicas at `addrs`.
+pub fn fresh_cluster(spec: &RunSpec, addrs: Vec<String>) -> anyhow::Result<Cluster> {
+    let _ = std::fs::remove_dir_all(&spec.dir);
+    let ko = KeygenOptions {
+        addrs,
+        protocol: spec.protocol.clone(),
+        clients: spec.clients,
+        first_client_id: FIRST_CLIENT,
+        seed: Some(1),
+    };
+    keygen(&spec.dir, &ko)?;
+    Ok(Cluster::load(&spec.dir.join("cluster.toml"))?)
+}
+
+/// The run's outcome once its processes are gone: the folder is kept on
+/// failure (its logs are named in the error) or with `keep`.
+pub fn finish(
+    spec: &RunSpec,
+    measured: anyhow::Result<(LoadReport, Vec<(Role, RoleUsage)>)>,
+) -> anyhow::Result<RunOutcome> {
+    let (report, usage) = measured.with_context(|| format!("logs in {}", spec.dir.display()))?;
+    if !spec.keep {
+        let _ = std::fs::remove_dir_all(&spec.dir);
+    }
+    Ok(RunOutcome { report, usage })
 }

@@ -49,6 +49,9 @@ const ALIASES: &[(&str, &str)] = &[
     ("target", "target_ops_s"),
 ];
 
+/// Deployment back ends a cell may name.
+pub const BACKENDS: [&str; 3] = ["local", "docker", "ssh"];
+
 /// Cells at most (a typo like `clients = [1..100000]` should not run for a year).
 pub const CELLS_MAX: usize = 10_000;
 pub const REPETITIONS_MAX: u32 = 100;
@@ -111,7 +114,7 @@ fn check_value(key: &str, v: &str) -> anyhow::Result<String> {
             .with_context(|| format!("`{key} = {v}`: expected {what}"))
     };
     match key {
-        "backend" => one_of(&["local", "docker"], " (ssh and k8s are still to come)"),
+        "backend" => one_of(&BACKENDS, " (k8s is still to come)"),
         "protocol" => one_of(&["bare", "raft", "bft"], ""),
         "auth" => one_of(&["mac", "ed25519"], ""),
         "execution" => one_of(&["embedded", "remote"], ""),
@@ -212,6 +215,18 @@ impl MatrixSpec {
     /// The cells, in a stable order, each with every parameter filled in.
     /// Cells that normalise to the same parameters (bare ignores `replicas`)
     /// run once.
+    /// Replaces one parameter's values (a command-line override such as
+    /// `--backend ssh`), checked like the file's own.
+    pub fn set_axis(&mut self, key: &str, values: &[&str]) -> anyhow::Result<()> {
+        let key = canonical_key(key)?;
+        let checked = values
+            .iter()
+            .map(|v| check_value(&key, v))
+            .collect::<anyhow::Result<_>>()?;
+        self.axes.insert(key, checked);
+        Ok(())
+    }
+
     pub fn cells(&self) -> Vec<Params> {
         let mut cells: Vec<Params> = vec![Params::new()];
         for (k, vs) in &self.axes {
@@ -375,7 +390,7 @@ batch = 1
                 "expected one of bare, raft, bft",
             ),
             ("[params]\nbatch = [\"ten\"]", "`batch = ten`"),
-            ("[params]\nbackend = \"ssh\"", "still to come"),
+            ("[params]\nbackend = \"k8s\"", "still to come"),
             ("[params]\n\"p.nosuch\" = 1", "not a YCSB property"),
             ("[params]\nbatch = []", "empty list"),
             ("repetitions = 0", "repetitions"),

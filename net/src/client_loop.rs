@@ -199,7 +199,8 @@ impl LoadReport {
     }
 }
 
-fn histogram() -> Histogram<u64> {
+/// An empty latency histogram (µs, 3 significant digits), as every report uses.
+pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds")
 }
 

@@ -9,8 +9,9 @@ pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -21,6 +22,8 @@ pub enum ClusterError {
     },
     #[error("{path}: {msg}")]
     Invalid { path: PathBuf, msg: String },
+    #[error("{path}: replica address `{addr}` does not resolve")]
+    Unresolved { path: PathBuf, addr: String },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ClusterError + '_ {
@@ -171,16 +174,27 @@ pub fn keygen(dir: &Path, o: &KeygenOptions) -> Result<ClusterFile, ClusterError
     Ok(file)
 }
 
-impl Cluster {
-    pub fn load(path: &Path) -> Result<Cluster, ClusterError> {
-        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-        let file: ClusterFile = toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
-        Cluster::from_file(path, file)
-    }
+/// How often names in a cluster file are looked up again while they do not
+/// resolve yet (a Kubernetes pod's DNS record appears after the pod starts).
+const RESOLVE_RETRY: Duration = Duration::from_millis(500);
 
-    pub fn from_file(path: &Path, file: ClusterFile) -> Result<Cluster, ClusterError> {
-        let n = file.replica.len();
-        match file.protocol.as_str() {
+/// `host:port` to a socket address: an IP literal directly, a name through
+/// the system resolver. `Ok(None)`: a well-formed name that does not resolve
+/// (yet); `Err`: malformed.
+fn resolve(addr: &str) -> Result<Option<SocketAddr>, String> {
+    if let Ok(a) = addr.parse() {
+        return Ok(Some(a));
+    }
+    syntax(addr)?;
+    Ok(addr.to_socket_addrs().ok().and_then(|mut it| it.next()))
+}
+
+impl ClusterFile {
+    /// What can be checked without the network: protocol and replica count,
+    /// ids, address syntax, keys.
+    pub fn check(&self, path: &Path) -> Result<(), ClusterError> {
+        let n = self.replica.len();
+        match self.protocol.as_str() {
             "bft" if n < 4 || (n - 1) % 3 != 0 => {
                 return Err(invalid(
                     path,
@@ -204,9 +218,7 @@ impl Cluster {
                 ))
             }
         }
-        let mut addrs = Vec::new();
-        let mut replica_keys = Vec::new();
-        for (i, r) in file.replica.iter().enumerate() {
+        for (i, r) in self.replica.iter().enumerate() {
             if r.id as usize != i {
                 return Err(invalid(
                     path,
@@ -216,9 +228,67 @@ impl Cluster {
                     ),
                 ));
             }
-            let addr = r.addr.parse().map_err(|_| {
-                invalid(path, format!("replica {}: bad address `{}`", r.id, r.addr))
-            })?;
+            if let (Err(_), Err(why)) = (r.addr.parse::<SocketAddr>(), syntax(&r.addr)) {
+                return Err(invalid(
+                    path,
+                    format!("replica {}: bad address ({why})", r.id),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `addr` is a well-formed `name:port` (without looking it up).
+fn syntax(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{addr}` is not host:port"))?;
+    let named = !host.is_empty()
+        && host.parse::<std::net::IpAddr>().is_err()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if named && port.parse::<u16>().is_ok() {
+        Ok(())
+    } else {
+        Err(format!("`{addr}` is not host:port"))
+    }
+}
+
+impl Cluster {
+    pub fn load(path: &Path) -> Result<Cluster, ClusterError> {
+        Cluster::load_resolving(path, Duration::ZERO)
+    }
+
+    /// Loads a cluster file whose addresses may be names, looking them up
+    /// until they all resolve or `wait` has passed.
+    pub fn load_resolving(path: &Path, wait: Duration) -> Result<Cluster, ClusterError> {
+        let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+        let file: ClusterFile = toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
+        file.check(path)?;
+        let deadline = Instant::now() + wait;
+        loop {
+            match Cluster::from_file(path, file.clone()) {
+                Err(ClusterError::Unresolved { .. }) if Instant::now() < deadline => {
+                    std::thread::sleep(RESOLVE_RETRY)
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub fn from_file(path: &Path, file: ClusterFile) -> Result<Cluster, ClusterError> {
+        file.check(path)?;
+        let mut addrs = Vec::new();
+        let mut replica_keys = Vec::new();
+        for r in &file.replica {
+            let addr = resolve(&r.addr)
+                .map_err(|why| invalid(path, format!("replica {}: bad address ({why})", r.id)))?
+                .ok_or_else(|| ClusterError::Unresolved {
+                    path: path.to_path_buf(),
+                    addr: r.addr.clone(),
+                })?;
             addrs.push(addr);
             let k = verifying_key(&r.public_key)
                 .ok_or_else(|| invalid(path, format!("replica {}: bad public key", r.id)))?;
@@ -313,7 +383,28 @@ mod tests {
         let e = Cluster::load(&dir.join("bad.toml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("bad address `nowhere`"), "{e}");
+        assert!(
+            e.contains("bad address (`nowhere` is not host:port)"),
+            "{e}"
+        );
+        // Names resolve through the system resolver; `.invalid` never does.
+        std::fs::write(
+            dir.join("named.toml"),
+            text.replace("127.0.0.1:17001", "localhost:17001"),
+        )
+        .unwrap();
+        let c = Cluster::load(&dir.join("named.toml")).unwrap();
+        assert!(c.addrs[1].ip().is_loopback() && c.addrs[1].port() == 17001);
+        std::fs::write(
+            dir.join("unknown.toml"),
+            text.replace("127.0.0.1:17001", "no-such-host.invalid:17001"),
+        )
+        .unwrap();
+        let e = Cluster::load_resolving(&dir.join("unknown.toml"), Duration::from_millis(1));
+        assert!(
+            matches!(e, Err(ClusterError::Unresolved { ref addr, .. }) if addr == "no-such-host.invalid:17001"),
+            "{e:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

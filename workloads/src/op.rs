@@ -39,6 +39,16 @@ pub enum Op {
 }
 
 impl Op {
+    /// Every operation's [`Op::name`].
+    pub const NAMES: [&'static str; 6] = [
+        "READ",
+        "UPDATE",
+        "INSERT",
+        "DELETE",
+        "SCAN",
+        "READ-MODIFY-WRITE",
+    ];
+
     /// YCSB's name for the operation (as in its `[READ]` … output blocks).
     pub fn name(&self) -> &'static str {
         match self {

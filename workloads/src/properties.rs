@@ -179,6 +179,13 @@ impl Properties {
         Ok(())
     }
 
+    /// Every property and its value, sorted by key.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values
+            .iter()
+            .map(|(k, (v, _))| (k.as_str(), v.as_str()))
+    }
+
     pub fn get(&self, key: &str) -> Option<(&str, &Origin)> {
         self.values.get(key).map(|(v, o)| (v.as_str(), o))
     }

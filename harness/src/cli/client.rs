@@ -1,15 +1,16 @@
 //! `bftbench client`: YCSB load or run phase against a running cluster.
 
 use super::shared::{parse_duration, print_ycsb};
+use crate::control::ProcessStats;
+use crate::deploy::wire::{WireReport, MEASURING_LINE};
 use anyhow::{bail, Context};
-use bft_net::client_loop::{LoadGenerator, LoadReport, Phase};
+use bft_net::client_loop::{LoadGenerator, LoadOptions, LoadReport, Phase};
 use bft_net::cluster::{load_client_secrets, Cluster};
 use bft_workloads::Workload;
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct ClientArgs {
@@ -45,10 +46,25 @@ pub struct ClientArgs {
     /// Seed of the operation stream.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Run the load phase first, then the run phase, in one process.
+    #[arg(long)]
+    pub load_first: bool,
+    /// For the harness: print `measuring` when warm-up ends and the whole
+    /// report as one `report {json}` line at the end (instead of text); stop
+    /// when stdin closes.
+    #[arg(long)]
+    pub control_stdio: bool,
+    /// Keep looking up replica names that do not resolve yet for this long.
+    #[arg(long, default_value = "0s")]
+    pub resolve_wait: String,
+    /// How long to wait for every replica to accept a connection.
+    #[arg(long, default_value = "10s")]
+    pub connect_wait: String,
 }
 
 pub fn run(a: ClientArgs) -> anyhow::Result<i32> {
-    let cluster = Cluster::load(&a.cluster)?;
+    let wait = parse_duration(&a.resolve_wait).context("--resolve-wait")?;
+    let cluster = Cluster::load_resolving(&a.cluster, wait)?;
     let keys = a.keys.clone().unwrap_or_else(|| {
         a.cluster
             .parent()
@@ -74,7 +90,8 @@ pub fn run(a: ClientArgs) -> anyhow::Result<i32> {
     let props = super::workload::load_properties(&a.workload, &a.props)?;
     let mut workload = Workload::new(&props, a.seed)?;
     let opts = super::shared::load_options(a.signed, a.target);
-    let mut gen = LoadGenerator::connect(&cluster, &secrets, &opts, Duration::from_secs(10))
+    let connect_wait = parse_duration(&a.connect_wait).context("--connect-wait")?;
+    let mut gen = LoadGenerator::connect(&cluster, &secrets, &opts, connect_wait)
         .with_context(|| format!("connecting to the cluster in {}", a.cluster.display()))?;
     let phase = if a.load {
         Phase::Load
@@ -84,13 +101,50 @@ pub fn run(a: ClientArgs) -> anyhow::Result<i32> {
             warmup: parse_duration(&a.warmup).context("--warmup")?,
         }
     };
-    let report = gen.run(&mut workload, phase, &opts, &AtomicBool::new(false))?;
+    if a.control_stdio {
+        let stop = crate::control::serve(true);
+        if a.load_first {
+            gen.run(&mut workload, Phase::Load, &opts, &stop)
+                .context("load phase")?;
+        }
+        return run_for_harness(&mut gen, &mut workload, phase, &opts, &stop);
+    }
+    let stop = AtomicBool::new(false);
+    if a.load_first {
+        gen.run(&mut workload, Phase::Load, &opts, &stop)
+            .context("load phase")?;
+    }
+    let report = gen.run(&mut workload, phase, &opts, &stop)?;
     let mut out = std::io::stdout().lock();
     if a.json {
         print_json(&mut out, &report)?;
     } else {
         print_ycsb(&mut out, &report, a.target.is_some())?;
     }
+    Ok(0)
+}
+
+/// The run phase under the harness's control: its figures and report go to
+/// stdout as lines the harness reads (`crate::deploy::wire`).
+fn run_for_harness(
+    gen: &mut LoadGenerator,
+    workload: &mut Workload,
+    phase: Phase,
+    opts: &LoadOptions,
+    stop: &AtomicBool,
+) -> anyhow::Result<i32> {
+    let mut before = None;
+    let report = gen.run_marked(workload, phase, opts, stop, &mut || {
+        before = Some(ProcessStats::of_self());
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{MEASURING_LINE}").and_then(|_| out.flush());
+    })?;
+    let after = ProcessStats::of_self();
+    let before = before.context("the run ended before its measured interval began")?;
+    let line = WireReport::new(&report, before, after).to_line()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()?;
     Ok(0)
 }
 

@@ -4,6 +4,7 @@
 use super::find_peak;
 use crate::deploy::docker::Docker;
 use crate::deploy::local::Local;
+use crate::deploy::ssh::Ssh;
 use crate::deploy::Deployment;
 use crate::matrix::{cell_name, run_spec, MatrixSpec};
 use crate::results::{self, Metrics, Params, Provenance, ResultRow};
@@ -49,6 +50,17 @@ pub struct RunArgs {
     pub find_peak: Option<f64>,
     #[command(flatten)]
     pub peak: find_peak::PeakArgs,
+    /// Run every cell on this back end (local, docker or ssh), whatever the
+    /// file says.
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// The ssh back end's hosts (JSON, as Terraform's inventory module writes it).
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
+    /// The binary the ssh back end copies to its hosts (default: this one;
+    /// give a static build when the hosts' libc differs).
+    #[arg(long)]
+    pub remote_binary: Option<PathBuf>,
 }
 
 pub fn run(a: MatrixArgs) -> anyhow::Result<i32> {
@@ -94,6 +106,9 @@ impl Progress {
 pub struct Backends {
     local: Local,
     docker: Option<Docker>,
+    ssh: Option<Ssh>,
+    inventory: Option<PathBuf>,
+    remote_binary: Option<PathBuf>,
 }
 
 impl Backends {
@@ -103,6 +118,15 @@ impl Backends {
             "docker" => match &mut self.docker {
                 Some(d) => d,
                 none => none.insert(Docker::new()?),
+            },
+            "ssh" => match &mut self.ssh {
+                Some(s) => s,
+                none => {
+                    let inv = self.inventory.as_deref().context(
+                        "the ssh back end needs --inventory FILE (Terraform's inventory_json output)",
+                    )?;
+                    none.insert(Ssh::new(inv, self.remote_binary.clone())?)
+                }
             },
             other => anyhow::bail!("unknown back end `{other}`"),
         })
@@ -128,7 +152,10 @@ fn now_s() -> u64 {
 }
 
 fn run_matrix(a: RunArgs) -> anyhow::Result<i32> {
-    let spec = MatrixSpec::load(&a.file)?;
+    let mut spec = MatrixSpec::load(&a.file)?;
+    if let Some(b) = &a.backend {
+        spec.set_axis("backend", &[b]).context("--backend")?;
+    }
     let cells = spec.cells();
     let out = a
         .out
@@ -163,6 +190,8 @@ fn run_matrix(a: RunArgs) -> anyhow::Result<i32> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut runner = Runner::new(out.clone(), a.keep, runs.len() as u64);
+    runner.backends.inventory = a.inventory.clone();
+    runner.backends.remote_binary = a.remote_binary.clone();
     if let Some(cap_ms) = a.find_peak {
         let peaks = find_peak::search(&mut runner, &cells, &a.peak, cap_ms)?;
         runner.progress.bar.finish_and_clear();

@@ -1,5 +1,6 @@
 //! `bftbench replica`: one BFT replica with the key-value App, from a cluster file.
 
+use super::shared::parse_duration;
 use anyhow::{bail, Context};
 use bft_core::bare::BareServer;
 use bft_core::config::Config;
@@ -124,6 +125,10 @@ pub struct ReplicaArgs {
     /// with this process's CPU, peak memory and bytes; end of input stops it.
     #[arg(long, alias = "exit-on-stdin-eof")]
     pub control_stdio: bool,
+    /// Keep looking up replica names that do not resolve yet for this long
+    /// (Kubernetes publishes a pod's name after the pod starts).
+    #[arg(long, default_value = "0s")]
+    pub resolve_wait: String,
 }
 
 /// The App: in-process, or a proxy to a `bftbench kv-server`.
@@ -143,7 +148,8 @@ fn app_for(execution: &str) -> anyhow::Result<Box<dyn bft_core::app::App>> {
 }
 
 pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
-    let cluster = Cluster::load(&a.cluster)?;
+    let wait = parse_duration(&a.resolve_wait).context("--resolve-wait")?;
+    let cluster = Cluster::load_resolving(&a.cluster, wait)?;
     if a.id as usize >= cluster.n() {
         bail!("--id {}: the cluster has replicas 0..{}", a.id, cluster.n());
     }

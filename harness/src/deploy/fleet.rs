@@ -5,7 +5,7 @@
 
 use crate::control::{ProcessStats, STATS_REQUEST};
 use anyhow::{bail, Context};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -90,14 +90,17 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts `cmd` (which must serve the control channel) as one member;
-    /// its stderr goes to `log`.
+    /// its stderr goes to `log`. Returns the member's index.
+    ///
+    /// A `Client` member is the load generator on another host: it is not
+    /// asked for stats but reports its own figures (see `super::wire`).
     pub fn spawn(
         &mut self,
         role: Role,
         label: &str,
         mut cmd: Command,
         log: std::fs::File,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<usize> {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -114,12 +117,33 @@ impl Fleet {
             stdin: Some(stdin),
             stdout: BufReader::new(stdout),
         });
-        Ok(())
+        Ok(self.members.len() - 1)
     }
 
-    /// Every member's figures, then this process's (the client's).
+    /// The next line member `index` prints (without its newline), at most
+    /// `max` bytes; an error if it exits first.
+    pub fn read_line(&mut self, index: usize, max: usize) -> anyhow::Result<String> {
+        let m = &mut self.members[index];
+        let mut line = Vec::new();
+        let n = (&mut m.stdout)
+            .take(max as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading from {}", m.label))?;
+        if n == 0 {
+            bail!("{} exited", m.label);
+        }
+        if n > max {
+            bail!("{} printed a line longer than {max} bytes", m.label);
+        }
+        let text = String::from_utf8(line).with_context(|| format!("{}'s output", m.label))?;
+        Ok(text.trim_end().to_string())
+    }
+
+    /// Every sampled member's figures, then this process's as the client's
+    /// unless the client is a member of its own.
     pub fn sample(&mut self) -> anyhow::Result<Sample> {
-        for m in &mut self.members {
+        let remote_client = self.members.iter().any(|m| m.role == Role::Client);
+        for m in self.members.iter_mut().filter(|m| m.role != Role::Client) {
             let sent = m
                 .stdin
                 .as_mut()
@@ -132,7 +156,7 @@ impl Fleet {
             }
         }
         let mut out = Vec::with_capacity(self.members.len() + 1);
-        for m in &mut self.members {
+        for m in self.members.iter_mut().filter(|m| m.role != Role::Client) {
             let mut line = String::new();
             let n = m
                 .stdout
@@ -145,7 +169,9 @@ impl Fleet {
                 ProcessStats::parse(line.trim()).with_context(|| format!("{}'s stats", m.label))?;
             out.push((m.role, stats));
         }
-        out.push((Role::Client, ProcessStats::of_self()));
+        if !remote_client {
+            out.push((Role::Client, ProcessStats::of_self()));
+        }
         Ok(out)
     }
 }

@@ -4,7 +4,11 @@
 
 pub mod docker;
 pub mod fleet;
+pub mod k8s;
 pub mod local;
+pub mod ssh;
+pub mod wire;
+pub mod yaml;
 
 pub use fleet::{Role, RoleUsage};
 

@@ -450,4 +450,14 @@ mod tests {
         assert_eq!(k.matches("role: \"control-plane\"").count(), 1);
         assert!(k.contains("apiVersion: \"kind.x-k8s.io/v1alpha4\""));
     }
+
+    #[test]
+    fn the_checked_in_kind_config_is_the_rendered_one() {
+        let file = include_str!("../../../infra/kind/cluster.yaml");
+        assert_eq!(
+            file,
+            kind_config(4),
+            "regenerate: bftbench deploy k8s kind-config --workers 4"
+        );
+    }
 }

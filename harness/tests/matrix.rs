@@ -149,5 +149,17 @@ fn find_peak_raises_the_rate_until_the_cap_and_reports_the_peak() {
     let peak: f64 = line.split(',').nth(2).unwrap().parse().unwrap();
     assert!(peak > 2000.0, "{peaks}");
     assert!(out.contains("throughput at p99"), "{out}");
+
+    // --resume takes the probes from the file: nothing runs again, and the
+    // peak found is the same.
+    let mut resumed = args.to_vec();
+    resumed.push("--resume");
+    let (code, out, err) = bftbench(&resumed, &dir);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let rows = bft_harness::results::read_rows(&dir.join("results/p.csv")).unwrap();
+    assert_eq!(rows.len(), 3, "no probe ran again");
+    assert_eq!(err.matches("not run again").count(), 3, "{err}");
+    let again = std::fs::read_to_string(dir.join("results/p.peaks.csv")).unwrap();
+    assert_eq!(again, peaks);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -78,13 +78,56 @@ fn check(a: &PeakArgs, cap_ms: f64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Probes already measured (`--resume`): cell name → (throughput ops/s,
+/// intended p99 µs), from the results file's `ok` rows.
+pub type Measured = BTreeMap<String, (f64, u64)>;
+
+/// The `ok` rows of a results file as [`Measured`] probes.
+pub fn measured_in(path: &Path) -> anyhow::Result<Measured> {
+    if !path.exists() {
+        return Ok(Measured::new());
+    }
+    Ok(crate::results::read_rows(path)?
+        .into_iter()
+        .filter(|r| r.get("status").map(String::as_str) == Some("ok"))
+        .filter_map(|r| {
+            let t = r.get("throughput_ops_s")?.parse().ok()?;
+            let p99 = r.get("intended_p99_us")?.parse().ok()?;
+            Some((r.get("cell")?.clone(), (t, p99)))
+        })
+        .collect())
+}
+
+/// One probe: from the results file when `--resume` found it there, else
+/// a run. None: the run failed.
+fn probe(
+    runner: &mut Runner,
+    cell: &Params,
+    done: &Measured,
+) -> anyhow::Result<Option<(f64, u64)>> {
+    let name = cell_name(cell);
+    if let Some(&m) = done.get(&name) {
+        runner.progress.done(format!(
+            "rep 1: {name}: already in the results file, not run again"
+        ));
+        return Ok(Some(m));
+    }
+    let row = runner.run(cell, 1)?;
+    Ok(row
+        .outcome
+        .as_ref()
+        .ok()
+        .map(|m| (m.throughput_ops_s, m.intended.value_at_quantile(0.99))))
+}
+
 /// Runs the search on every distinct cell (the matrix's own target rates
-/// are replaced by the search's).
+/// are replaced by the search's); probes in `done` are not run again.
 pub fn search(
     runner: &mut Runner,
     cells: &[Params],
     a: &PeakArgs,
     cap_ms: f64,
+    done: &Measured,
 ) -> anyhow::Result<Vec<Peak>> {
     check(a, cap_ms)?;
     let mut bases: BTreeMap<String, Params> = BTreeMap::new();
@@ -110,28 +153,22 @@ pub fn search(
         while peak.probes < a.peak_probes {
             let mut cell = base.clone();
             cell.insert("target_ops_s".into(), format!("{rate:.0}"));
-            let row = runner.run(&cell, 1)?;
+            let measured = probe(runner, &cell, done)?;
             peak.probes += 1;
-            let m = match &row.outcome {
-                Ok(m) => m,
-                Err(_) => {
-                    peak.stopped = format!("the run at {rate:.0} ops/s failed");
-                    break;
-                }
+            let Some((throughput, p99)) = measured else {
+                peak.stopped = format!("the run at {rate:.0} ops/s failed");
+                break;
             };
-            let p99 = m.intended.value_at_quantile(0.99);
-            let verdict = judge(rate, p99, m.throughput_ops_s, prev, cap_ms);
-            if p99 as f64 <= cap_ms * 1000.0
-                && peak.peak_ops_s.is_none_or(|b| m.throughput_ops_s > b)
-            {
-                peak.peak_ops_s = Some(m.throughput_ops_s);
+            let verdict = judge(rate, p99, throughput, prev, cap_ms);
+            if p99 as f64 <= cap_ms * 1000.0 && peak.peak_ops_s.is_none_or(|b| throughput > b) {
+                peak.peak_ops_s = Some(throughput);
                 peak.at_offered = Some(rate);
             }
             if let Verdict::Stop(why) = verdict {
                 peak.stopped = why;
                 break;
             }
-            prev = m.throughput_ops_s;
+            prev = throughput;
             rate *= a.peak_step;
         }
         peaks.push(peak);

@@ -90,7 +90,7 @@ impl Progress {
         self.bar.set_message(format!("running {cell}"));
     }
 
-    fn done(&self, summary: String) {
+    pub fn done(&self, summary: String) {
         if self.bar.is_hidden() {
             eprintln!("{summary}");
         } else {
@@ -193,7 +193,12 @@ fn run_matrix(a: RunArgs) -> anyhow::Result<i32> {
     runner.backends.inventory = a.inventory.clone();
     runner.backends.remote_binary = a.remote_binary.clone();
     if let Some(cap_ms) = a.find_peak {
-        let peaks = find_peak::search(&mut runner, &cells, &a.peak, cap_ms)?;
+        let measured = if a.resume {
+            find_peak::measured_in(&out)?
+        } else {
+            find_peak::Measured::new()
+        };
+        let peaks = find_peak::search(&mut runner, &cells, &a.peak, cap_ms, &measured)?;
         runner.progress.bar.finish_and_clear();
         find_peak::report(&peaks, cap_ms, &out)?;
     } else {

@@ -153,3 +153,60 @@ fn workload_summary_and_property_files() {
     assert!(err.contains("unknown property `nope`"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn keygen_takes_named_addresses_and_k8s_render_prints_valid_kinds() {
+    let dir = std::env::temp_dir().join(format!("bftbench-keygen-addrs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out_dir = dir.to_str().unwrap();
+    let addrs = "localhost:7001,localhost:7002,localhost:7003,localhost:7004";
+    let (code, out, err) = bftbench(&["keygen", "--addrs", addrs, "--out", out_dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    let cluster = bft_net::cluster::Cluster::load(&dir.join("cluster.toml")).unwrap();
+    assert_eq!(cluster.n(), 4);
+    assert!(cluster.addrs.iter().all(|a| a.ip().is_loopback()));
+    // Five BFT replicas are refused, and so are several bare servers.
+    let five = format!("{addrs},localhost:7005");
+    let (code, _, err) = bftbench(&["keygen", "--addrs", &five, "--out", out_dir]);
+    assert_ne!(code, 0);
+    assert!(err.contains("3f+1"), "{err}");
+    let two = [
+        "keygen",
+        "--protocol",
+        "bare",
+        "--addrs",
+        "a:1,b:2",
+        "--out",
+        out_dir,
+    ];
+    let (code, _, err) = bftbench(&two);
+    assert_ne!(code, 0);
+    assert!(err.contains("bare runs one server"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (code, yaml, err) = bftbench(&[
+        "deploy",
+        "k8s",
+        "render",
+        "--replicas",
+        "4",
+        "--execution",
+        "remote",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let kinds: Vec<&str> = yaml.lines().filter(|l| l.starts_with("kind: ")).collect();
+    assert_eq!(
+        kinds,
+        [
+            "kind: \"ConfigMap\"",
+            "kind: \"Secret\"",
+            "kind: \"Service\"",
+            "kind: \"StatefulSet\"",
+            "kind: \"Job\""
+        ]
+    );
+    assert!(yaml.contains("remote=127.0.0.1:7100"));
+    let (code, _, err) = bftbench(&["deploy", "k8s", "render", "--replicas", "5"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("3f+1"), "{err}");
+}

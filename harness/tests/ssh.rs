@@ -128,7 +128,8 @@ fn inventory(dir: &Path, ports: &[u16], dead_replica_host: bool) -> PathBuf {
   "clients": [{client}],
   "ssh_options": ["-i", "{key}", "-o", "StrictHostKeyChecking=no",
                   "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"],
-  "remote_dir": "{remote}"
+  "remote_dir": "{remote}",
+  "kv_on_loopback": false
 }}"#,
         user = user(),
         kv = base + 100,

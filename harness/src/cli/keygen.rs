@@ -23,12 +23,22 @@ pub struct KeygenArgs {
     /// Replica i listens on base-port + i.
     #[arg(long, default_value_t = 7000)]
     pub base_port: u16,
+    /// The replicas' addresses (host:port, in id order; names allowed),
+    /// instead of --host, --base-port and --replicas.
+    #[arg(long, value_delimiter = ',')]
+    pub addrs: Vec<String>,
     /// Deterministic (test) keys instead of keys from the OS; never for real deployments.
     #[arg(long)]
     pub seed: Option<u64>,
 }
 
-pub fn run(a: KeygenArgs) -> anyhow::Result<i32> {
+pub fn run(mut a: KeygenArgs) -> anyhow::Result<i32> {
+    if !a.addrs.is_empty() {
+        if a.protocol == "bare" && a.addrs.len() != 1 {
+            bail!("--addrs: bare runs one server, {} given", a.addrs.len());
+        }
+        a.replicas = a.addrs.len();
+    }
     let replicas = match a.protocol.as_str() {
         "bare" => 1,
         "bft" if a.replicas < 4 || (a.replicas - 1) % 3 != 0 => {
@@ -45,16 +55,21 @@ pub fn run(a: KeygenArgs) -> anyhow::Result<i32> {
     if a.base_port as usize + replicas > u16::MAX as usize {
         bail!("--base-port {}: the ports run past 65535", a.base_port);
     }
-    let o = KeygenOptions {
-        addrs: (0..replicas)
+    let addrs = if a.addrs.is_empty() {
+        (0..replicas)
             .map(|i| format!("{}:{}", a.host, a.base_port as usize + i))
-            .collect(),
+            .collect()
+    } else {
+        a.addrs.clone()
+    };
+    let o = KeygenOptions {
+        addrs,
         protocol: a.protocol.clone(),
         clients: a.clients,
         first_client_id: 1_000,
         seed: a.seed,
     };
-    keygen(&a.out, &o)?;
+    keygen(&a.out, &o)?.check(&a.out.join("cluster.toml"))?;
     println!(
         "wrote {} (secret keys with mode 0600 beside it)",
         a.out.join("cluster.toml").display()

@@ -267,7 +267,7 @@ impl Deployment for Docker {
         let addrs = (0..spec.n)
             .map(|i| format!("{prefix}.{}:{REPLICA_PORT}", 10 + i))
             .collect();
-        let cluster = fresh_cluster(spec, addrs)?;
+        let cluster = fresh_cluster(spec, addrs, Some(1))?;
         let mut fleet = Fleet::default();
         let measured = self
             .start(spec, &mut net, &prefix, &mut fleet)

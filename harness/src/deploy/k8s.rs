@@ -173,13 +173,17 @@ fn kv_container(s: &K8sSpec) -> Value {
         "name": "kv-server",
         "image": s.image,
         "imagePullPolicy": "IfNotPresent",
+        // No readiness probe: the kubelet probes the pod IP, and the KV
+        // server listens on loopback only (its replica is its one client).
         "args": ["kv-server", "--listen", format!("127.0.0.1:{KV_PORT}")],
-        "readinessProbe": tcp_probe(KV_PORT),
         "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}},
     })
 }
 
-fn statefulset(s: &K8sSpec) -> Value {
+/// `config_digest` is a hash of the cluster file and keys: as a pod
+/// annotation it makes a re-apply with new keys restart the replicas, which
+/// would otherwise keep the old ones.
+fn statefulset(s: &K8sSpec, config_digest: &str) -> Value {
     let mut containers = vec![replica_container(s)];
     if s.remote_execution {
         containers.push(kv_container(s));
@@ -198,7 +202,10 @@ fn statefulset(s: &K8sSpec) -> Value {
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector},
             "template": {
-                "metadata": {"labels": s.labels("replica")},
+                "metadata": {
+                    "labels": s.labels("replica"),
+                    "annotations": {"bftbench.dev/config-sha256": config_digest},
+                },
                 "spec": {
                     "affinity": {"podAntiAffinity": {
                         "requiredDuringSchedulingIgnoredDuringExecution": [{
@@ -268,6 +275,12 @@ fn client_job(s: &K8sSpec) -> Value {
 pub fn manifests(s: &K8sSpec, scratch: &Path) -> anyhow::Result<Vec<Value>> {
     s.check()?;
     let (cluster, keys) = make_keys(s, scratch)?;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut hasher, cluster.as_bytes());
+    for (_, k) in &keys {
+        sha2::Digest::update(&mut hasher, k.as_bytes());
+    }
+    let digest = bft_net::cluster::hex(&sha2::Digest::finalize(hasher));
     let key_data: serde_json::Map<String, Value> = keys
         .into_iter()
         .map(|(f, k)| (f, Value::String(k.trim().to_string())))
@@ -300,14 +313,29 @@ pub fn manifests(s: &K8sSpec, scratch: &Path) -> anyhow::Result<Vec<Value>> {
                 "ports": [{"name": "replica", "port": REPLICA_PORT, "targetPort": REPLICA_PORT}],
             },
         }),
-        statefulset(s),
+        statefulset(s, &digest),
         client_job(s),
     ])
 }
 
+/// A new folder only this user can enter, for keys on their way into YAML
+/// (created, never reused: a folder someone else made first is an error).
+fn private_dir() -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let dir = std::env::temp_dir().join(format!("bftbench-k8s-{}-{nanos}", std::process::id()));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    Ok(dir)
+}
+
 /// The manifests as one multi-document YAML stream.
 pub fn render(s: &K8sSpec) -> anyhow::Result<String> {
-    let scratch = std::env::temp_dir().join(format!("bftbench-k8s-{}", std::process::id()));
+    let scratch = private_dir()?;
     let docs = manifests(s, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(format!(
@@ -415,6 +443,8 @@ mod tests {
             "{args}"
         );
         assert_eq!(d[4]["spec"]["template"]["spec"]["restartPolicy"], "Never");
+        let digest = &sts["template"]["metadata"]["annotations"]["bftbench.dev/config-sha256"];
+        assert_eq!(digest.as_str().map(str::len), Some(64), "{digest}");
     }
 
     #[test]

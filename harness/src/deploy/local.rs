@@ -59,7 +59,7 @@ impl Deployment for Local {
     }
 
     fn run(&mut self, spec: &RunSpec) -> anyhow::Result<RunOutcome> {
-        let cluster = fresh_cluster(spec, free_addrs(spec.n)?)?;
+        let cluster = fresh_cluster(spec, free_addrs(spec.n)?, Some(1))?;
         let mut fleet = spawn_replicas(
             &spec.dir,
             spec.n,

@@ -112,15 +112,21 @@ pub fn measure(
     Ok((report, fleet::usage_between(&before, &after)))
 }
 
-/// A fresh run folder with keys and a cluster file for replicas at `addrs`.
-pub fn fresh_cluster(spec: &RunSpec, addrs: Vec<String>) -> anyhow::Result<Cluster> {
+/// A fresh run folder with keys and a cluster file for replicas at `addrs`;
+/// `seed` gives reproducible keys (runs on this machine only), None keys from
+/// the OS.
+pub fn fresh_cluster(
+    spec: &RunSpec,
+    addrs: Vec<String>,
+    seed: Option<u64>,
+) -> anyhow::Result<Cluster> {
     let _ = std::fs::remove_dir_all(&spec.dir);
     let ko = KeygenOptions {
         addrs,
         protocol: spec.protocol.clone(),
         clients: spec.clients,
         first_client_id: FIRST_CLIENT,
-        seed: Some(1),
+        seed,
     };
     keygen(&spec.dir, &ko)?;
     Ok(Cluster::load(&spec.dir.join("cluster.toml"))?)

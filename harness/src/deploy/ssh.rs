@@ -29,9 +29,6 @@ const INVENTORY_BYTES_MAX: u64 = 1 << 20;
 /// The only inventory format so far.
 const INVENTORY_VERSION: u32 = 1;
 
-fn default_ssh_port() -> u16 {
-    22
-}
 fn default_replica_port() -> u16 {
     7000
 }
@@ -67,8 +64,9 @@ pub struct Inventory {
     pub protocol: Option<String>,
     #[serde(default)]
     pub ssh_user: Option<String>,
-    #[serde(default = "default_ssh_port")]
-    pub ssh_port: u16,
+    /// Passed as `-p` when set (else ssh's own configuration decides).
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
     #[serde(default = "default_replica_port")]
     pub replica_port: u16,
     #[serde(default = "default_kv_port")]
@@ -82,6 +80,15 @@ pub struct Inventory {
     /// are under the login's home).
     #[serde(default = "default_remote_dir")]
     pub remote_dir: String,
+    /// KV servers listen on 127.0.0.1 beside their replica (the default);
+    /// false: on the host's `address` (for several "hosts" sharing one
+    /// machine, as in this project's own test).
+    #[serde(default = "default_true")]
+    pub kv_on_loopback: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Characters allowed in host names and the remote folder: they end up in
@@ -106,8 +113,12 @@ impl Inventory {
                 path.display()
             );
         }
-        let inv: Inventory = serde_json::from_str(&text)
+        let mut inv: Inventory = serde_json::from_str(&text)
             .with_context(|| format!("{}: not an inventory", path.display()))?;
+        // Commands run over ssh start in the login's home: `~/x` is `x`.
+        if let Some(rest) = inv.remote_dir.strip_prefix("~/") {
+            inv.remote_dir = rest.to_string();
+        }
         inv.check()
             .with_context(|| format!("inventory {}", path.display()))?;
         Ok(inv)
@@ -137,9 +148,12 @@ impl Inventory {
                 bail!("host `{}`: ssh_host and address must be set", h.name);
             }
         }
-        if !safe_word(&self.remote_dir) || self.remote_dir.contains("..") {
+        if !safe_word(&self.remote_dir)
+            || self.remote_dir.contains("..")
+            || self.remote_dir.contains('~')
+        {
             bail!(
-                "remote_dir `{}`: use a plain path (letters, digits, `-_./~`)",
+                "remote_dir `{}`: use a plain path (letters, digits, `-_./`, a leading `~/`)",
                 self.remote_dir
             );
         }
@@ -156,6 +170,21 @@ impl Inventory {
         let h = self.replicas.len();
         (&self.replicas[i % h], (i / h) as u16)
     }
+
+    /// Refuses port ranges that overlap or overflow for `n` replicas.
+    fn check_ports(&self, n: usize) -> anyhow::Result<()> {
+        let per_host = n.div_ceil(self.replicas.len()) as u32;
+        let (r, k) = (self.replica_port as u32, self.kv_port as u32);
+        if r.max(k) + per_host > 65_536 {
+            bail!("{per_host} replicas per host: ports past 65535");
+        }
+        if r < k + per_host && k < r + per_host {
+            bail!(
+                "{per_host} replicas per host use ports {r}.. and KV servers {k}..: the ranges overlap"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `s` as one single-quoted POSIX shell word.
@@ -163,10 +192,9 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// A path on a remote host, as the remote shell should see it: `~/x` and
-/// relative paths are under the login's home.
+/// A path on a remote host, as the remote shell should see it: relative
+/// paths are under the login's home.
 fn remote_path(p: &str) -> String {
-    let p = p.strip_prefix("~/").unwrap_or(p);
     if p.starts_with('/') {
         shell_quote(p)
     } else {
@@ -207,10 +235,11 @@ impl Ssh {
     fn ssh(&self, host: &Host) -> Command {
         let mut cmd = Command::new("ssh");
         cmd.args(["-T", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"])
-            .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"])
-            .arg("-p")
-            .arg(host.ssh_port.unwrap_or(self.inv.ssh_port).to_string())
-            .args(&self.inv.ssh_options);
+            .args(["-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]);
+        if let Some(port) = host.ssh_port.or(self.inv.ssh_port) {
+            cmd.arg("-p").arg(port.to_string());
+        }
+        cmd.args(&self.inv.ssh_options);
         match &self.inv.ssh_user {
             Some(u) => cmd.arg(format!("{u}@{}", host.ssh_host)),
             None => cmd.arg(&host.ssh_host),
@@ -287,17 +316,19 @@ impl Ssh {
         Ok(())
     }
 
-    /// `ssh host exec bftbench ARGS` as a fleet member.
+    /// `ssh host exec DIR/bftbench ARGS` as a fleet member.
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         &self,
         fleet: &mut Fleet,
         host: &Host,
+        dir: &str,
         role: Role,
         label: &str,
         args: &[String],
         log: std::fs::File,
     ) -> anyhow::Result<usize> {
-        let mut script = format!("exec {}", remote_path(&self.remote_binary()));
+        let mut script = format!("exec {}/bftbench", remote_path(dir));
         for a in args {
             script.push(' ');
             script.push_str(&shell_quote(a));
@@ -321,8 +352,9 @@ impl Drop for RemoteRun<'_> {
     fn drop(&mut self) {
         for h in &self.hosts {
             let dir = format!("{}/{}", self.root, h.name);
-            // The pattern's `[r]` keeps pkill from matching its own shell.
-            let pattern = format!("{dir}/cluste[r].toml");
+            // Every process of the run was started as `<dir>/bftbench`; the
+            // pattern's `[h]` keeps pkill from matching its own shell.
+            let pattern = format!("{dir}/bftbenc[h]");
             let script = format!(
                 "pkill -KILL -f -- {p} ; rm -rf {d}; rmdir {root} 2>/dev/null; true",
                 p = shell_quote(&pattern),
@@ -385,27 +417,64 @@ struct Started {
 }
 
 impl Ssh {
+    /// Copies each host its files (the cluster file, only its own replicas'
+    /// keys; the client host the client keys and workload) and links the
+    /// binary into its run folder, before any process starts.
+    fn upload(&self, spec: &RunSpec, root: &str) -> anyhow::Result<()> {
+        let props = write_properties(spec)?;
+        let client_host = &self.inv.clients[0];
+        for host in self.hosts_of(spec) {
+            let dir = format!("{root}/{}", host.name);
+            let mut files = vec![(spec.dir.join("cluster.toml"), "cluster.toml".to_string())];
+            for id in (0..spec.n).filter(|&i| self.inv.place(i).0.name == host.name) {
+                let key = format!("replica-{id}.key");
+                files.push((spec.dir.join(&key), key));
+            }
+            if host.name == client_host.name {
+                files.push((spec.dir.join("clients.key"), "clients.key".into()));
+                files.push((props.clone(), "workload.properties".into()));
+            }
+            let files: Vec<(PathBuf, &str)> =
+                files.iter().map(|(p, n)| (p.clone(), n.as_str())).collect();
+            self.push(&host, &dir, &files)?;
+            // Started through this link, every process of the run names the
+            // run folder in its command line, which is how cleanup finds it.
+            let link = format!(
+                "ln -sf {} {}/bftbench",
+                remote_path(&self.remote_binary()),
+                remote_path(&dir)
+            );
+            self.must_exec(&host, &link, None)?;
+        }
+        Ok(())
+    }
+
     fn start(&self, spec: &RunSpec, root: &str) -> anyhow::Result<Started> {
+        self.upload(spec, root)?;
         let client_host = self.inv.clients[0].clone();
         let dir_of = |h: &Host| format!("{root}/{}", h.name);
         let mut fleet = Fleet::default();
         for id in 0..spec.n {
             let (host, slot) = self.inv.place(id);
             let dir = dir_of(host);
-            let key = format!("replica-{id}.key");
-            self.push(
-                host,
-                &dir,
-                &[
-                    (spec.dir.join("cluster.toml"), "cluster.toml"),
-                    (spec.dir.join(&key), &key),
-                ],
-            )?;
             let execution = if spec.remote_execution {
-                let kv = format!("{}:{}", host.address, self.inv.kv_port + slot);
+                let ip = if self.inv.kv_on_loopback {
+                    "127.0.0.1"
+                } else {
+                    &host.address
+                };
+                let kv = format!("{ip}:{}", self.inv.kv_port + slot);
                 let log = std::fs::File::create(spec.dir.join(format!("kv-server-{id}.log")))?;
                 let args = ["kv-server", "--listen", &kv, "--control-stdio"].map(String::from);
-                self.spawn(&mut fleet, host, Role::KvServer, "kv-server", &args, log)?;
+                self.spawn(
+                    &mut fleet,
+                    host,
+                    &dir,
+                    Role::KvServer,
+                    "kv-server",
+                    &args,
+                    log,
+                )?;
                 format!("remote={kv}")
             } else {
                 "embedded".into()
@@ -417,22 +486,20 @@ impl Ssh {
             args.extend(spec.protocol_args.to_flags());
             let log = std::fs::File::create(spec.dir.join(format!("replica-{id}.log")))?;
             let label = format!("replica {id}");
-            self.spawn(&mut fleet, host, Role::Replica, &label, &args, log)?;
+            self.spawn(&mut fleet, host, &dir, Role::Replica, &label, &args, log)?;
         }
         let dir = dir_of(&client_host);
-        let props = write_properties(spec)?;
-        self.push(
-            &client_host,
-            &dir,
-            &[
-                (spec.dir.join("cluster.toml"), "cluster.toml"),
-                (spec.dir.join("clients.key"), "clients.key"),
-                (props, "workload.properties"),
-            ],
-        )?;
         let log = std::fs::File::create(spec.dir.join("client.log"))?;
         let args = client_args(spec, &dir);
-        let client = self.spawn(&mut fleet, &client_host, Role::Client, "client", &args, log)?;
+        let client = self.spawn(
+            &mut fleet,
+            &client_host,
+            &dir,
+            Role::Client,
+            "client",
+            &args,
+            log,
+        )?;
         Ok(Started { fleet, client })
     }
 
@@ -504,7 +571,9 @@ impl Deployment for Ssh {
                 format!("{}:{}", h.address, self.inv.replica_port + slot)
             })
             .collect();
-        fresh_cluster(spec, addrs)?;
+        self.inv.check_ports(spec.n)?;
+        // Real hosts get real keys, never the seeded test keys.
+        fresh_cluster(spec, addrs, None)?;
         let hosts = self.hosts_of(spec);
         for h in &hosts {
             self.install(h)?;
@@ -521,5 +590,77 @@ impl Deployment for Ssh {
         });
         drop(guard);
         finish(spec, measured)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inventory(extra: &str) -> anyhow::Result<Inventory> {
+        let text = format!(
+            r#"{{"version": 1, {extra}
+                "replicas": [{{"name": "r0", "ssh_host": "h0", "address": "10.0.0.1"}},
+                             {{"name": "r1", "ssh_host": "h1", "address": "10.0.0.2"}}],
+                "clients": [{{"name": "c0", "ssh_host": "h2", "address": "10.0.0.3"}}]}}"#
+        );
+        let mut inv: Inventory = serde_json::from_str(&text)?;
+        if let Some(rest) = inv.remote_dir.strip_prefix("~/") {
+            inv.remote_dir = rest.to_string();
+        }
+        inv.check()?;
+        Ok(inv)
+    }
+
+    #[test]
+    fn placement_is_round_robin_with_a_port_slot_per_replica_on_a_host() {
+        let inv = inventory("").unwrap();
+        let placed: Vec<(&str, u16)> = (0..4)
+            .map(|i| {
+                let (h, slot) = inv.place(i);
+                (h.name.as_str(), slot)
+            })
+            .collect();
+        assert_eq!(placed, [("r0", 0), ("r1", 0), ("r0", 1), ("r1", 1)]);
+        assert!(
+            inv.check_ports(4).is_ok(),
+            "7000.. and 7100.. are far apart"
+        );
+        let close = inventory(r#""replica_port": 7000, "kv_port": 7001,"#).unwrap();
+        assert!(close.check_ports(2).is_ok(), "one replica per host fits");
+        let err = close.check_ports(4).unwrap_err();
+        assert!(format!("{err}").contains("overlap"), "{err}");
+    }
+
+    #[test]
+    fn unsafe_or_inconsistent_inventories_are_refused() {
+        let mut inv = inventory("").unwrap();
+        inv.version = 2;
+        assert!(format!("{}", inv.check().unwrap_err()).contains("version 2"));
+        let mut inv = inventory("").unwrap();
+        inv.clients[0].name = "r0".into();
+        assert!(format!("{}", inv.check().unwrap_err()).contains("twice"));
+        let mut inv = inventory("").unwrap();
+        inv.replicas[1].ssh_host = "-oProxyCommand=x".into();
+        assert!(
+            inv.check().is_err(),
+            "an ssh_host must not read as an option"
+        );
+        assert!(inventory(r#""remote_dir": "a b","#).is_err());
+        assert!(inventory(r#""remote_dir": "../x","#).is_err());
+        assert!(inventory(r#""remote_dir": "x;rm -rf /","#).is_err());
+        assert!(inventory(r#""kv_port": 7000,"#).is_err());
+        assert!(
+            inventory(r#""frobnicate": 1,"#).is_err(),
+            "unknown fields are errors"
+        );
+        let home = inventory(r#""remote_dir": "~/bench","#).unwrap();
+        assert_eq!(
+            home.remote_dir, "bench",
+            "commands start in the home folder"
+        );
+        assert_eq!(remote_path("bench/x"), "\"$HOME\"/'bench/x'");
+        assert_eq!(remote_path("/opt/b"), "'/opt/b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
 }

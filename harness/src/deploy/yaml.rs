@@ -40,9 +40,16 @@ fn key(k: &str) -> String {
     }
 }
 
+/// Text a literal block (`|`) reproduces exactly: lines end in one final
+/// newline, and none starts with white space (which would change the
+/// block's indentation) or holds a control character.
 fn is_block_text(v: &Value) -> bool {
-    matches!(v, Value::String(s) if s.contains('\n') && !s.contains('\r') && s.ends_with('\n')
-        && !s.starts_with(' '))
+    let Value::String(s) = v else { return false };
+    s.contains('\n')
+        && s.ends_with('\n')
+        && !s.ends_with("\n\n")
+        && !s.chars().any(|c| c.is_control() && c != '\n')
+        && s.lines().all(|l| !l.starts_with([' ', '\t']))
 }
 
 fn is_nested(v: &Value) -> bool {
@@ -137,6 +144,20 @@ mod tests {
         let want = "a:\n  b:\n    - 1\n    - \"two\"\n    - c: true\n      d: []\n  e: {}\n\
                     plain: \"has: colon\"\ntext: |\n  x = 1\n\n  y = \"z\"\n\"yes\": 1\n";
         assert_eq!(document(&v), want);
+    }
+
+    #[test]
+    fn text_a_block_would_change_stays_quoted() {
+        for s in [
+            "\n  x\n",
+            "x\n\n",
+            "x\n y\n",
+            "x\ty\r\n",
+            "no newline at the end\nz",
+        ] {
+            let y = document(&json!({"t": s}));
+            assert_eq!(y, format!("t: {}\n", Value::String(s.into())), "{s:?}");
+        }
     }
 
     #[test]

@@ -342,6 +342,26 @@ fn bench_compares_bare_raft_and_bft_and_writes_a_csv() {
         .position(|h| *h == "throughput_ops_s")
         .unwrap();
     assert!(rows.iter().all(|r| r[col].parse::<f64>().unwrap() > 0.0));
+    assert!(stdout
+        .trim_end()
+        .ends_with(&format!("results appended to {}", csv.display())));
+    // A file with other columns is refused before anything runs, not mixed.
+    std::fs::write(&csv, "a,b\n1,2\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bftbench"))
+        .args([
+            "bench",
+            "--protocols",
+            "bare",
+            "--duration",
+            "0.2s",
+            "--csv",
+        ])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other columns"));
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), "a,b\n1,2\n");
     std::fs::remove_file(&csv).unwrap();
     let ps = Command::new("pgrep")
         .args(["-f", "bftbench replica"])

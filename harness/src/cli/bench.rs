@@ -44,9 +44,9 @@ pub struct BenchArgs {
     /// process per replica on the same host, as in BFT-DEP).
     #[arg(long, default_value = "embedded")]
     pub execution: String,
-    /// Append the result rows to this CSV file.
-    #[arg(long)]
-    pub csv: Option<PathBuf>,
+    /// Append the result rows to this CSV file (created with its folder).
+    #[arg(long, default_value = "results/bench.csv")]
+    pub csv: PathBuf,
     /// Also print YCSB's per-operation text output.
     #[arg(long)]
     pub ycsb: bool,
@@ -63,6 +63,7 @@ pub struct Row {
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
+    check_csv(&a.csv)?;
     for p in &a.protocols {
         if !["bft", "bare", "raft"].contains(&p.as_str()) {
             bail!("--protocols {p}: expected bare, raft or bft");
@@ -81,9 +82,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
             Err(e) => {
                 // Keep what finished: print and save the rows we have, then fail.
                 print_table(&mut std::io::stdout(), &a, &rows)?;
-                if let Some(path) = &a.csv {
-                    write_csv(path, &a, &rows)?;
-                }
+                write_csv(&a.csv, &a, &rows)?;
                 return Err(e.context(format!(
                     "protocol {p} (its keys and replica logs are kept for inspection)"
                 )));
@@ -91,10 +90,8 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
         }
     }
     print_table(&mut std::io::stdout(), &a, &rows)?;
-    if let Some(path) = &a.csv {
-        write_csv(path, &a, &rows)?;
-        println!("results appended to {}", path.display());
-    }
+    write_csv(&a.csv, &a, &rows)?;
+    println!("results appended to {}", a.csv.display());
     Ok(0)
 }
 
@@ -179,7 +176,28 @@ fn print_table(out: &mut impl Write, a: &BenchArgs, rows: &[Row]) -> std::io::Re
 
 const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,batch,pipeline,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
 
+/// Refuses an existing file with other columns (before anything runs), so
+/// rows of different shapes never mix.
+fn check_csv(path: &Path) -> anyhow::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--csv {}", path.display()))?;
+    if text.lines().next().is_some_and(|h| h != CSV_HEADER) {
+        bail!(
+            "--csv {}: the file has other columns (not a `bftbench bench` CSV of this version); give another file",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--csv: creating {}", dir.display()))?;
+    }
     let exists = path.exists();
     let mut f = std::fs::OpenOptions::new()
         .create(true)

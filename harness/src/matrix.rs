@@ -50,7 +50,7 @@ const ALIASES: &[(&str, &str)] = &[
 ];
 
 /// Deployment back ends a cell may name.
-pub const BACKENDS: [&str; 3] = ["local", "docker", "ssh"];
+pub const BACKENDS: [&str; 4] = ["local", "docker", "ssh", "k8s"];
 
 /// Cells at most (a typo like `clients = [1..100000]` should not run for a year).
 pub const CELLS_MAX: usize = 10_000;
@@ -114,7 +114,7 @@ fn check_value(key: &str, v: &str) -> anyhow::Result<String> {
             .with_context(|| format!("`{key} = {v}`: expected {what}"))
     };
     match key {
-        "backend" => one_of(&BACKENDS, " (k8s is still to come)"),
+        "backend" => one_of(&BACKENDS, ""),
         "protocol" => one_of(&["bare", "raft", "bft"], ""),
         "auth" => one_of(&["mac", "ed25519"], ""),
         "execution" => one_of(&["embedded", "remote"], ""),
@@ -390,7 +390,10 @@ batch = 1
                 "expected one of bare, raft, bft",
             ),
             ("[params]\nbatch = [\"ten\"]", "`batch = ten`"),
-            ("[params]\nbackend = \"k8s\"", "still to come"),
+            (
+                "[params]\nbackend = \"kind\"",
+                "expected one of local, docker, ssh, k8s",
+            ),
             ("[params]\n\"p.nosuch\" = 1", "not a YCSB property"),
             ("[params]\nbatch = []", "empty list"),
             ("repetitions = 0", "repetitions"),

@@ -54,6 +54,10 @@ pub struct ClientArgs {
     /// when stdin closes.
     #[arg(long)]
     pub control_stdio: bool,
+    /// Print the whole report as one `report {json}` line at the end, as
+    /// with --control-stdio but without reading stdin (a Kubernetes Job).
+    #[arg(long)]
+    pub report_line: bool,
     /// Keep looking up replica names that do not resolve yet for this long.
     #[arg(long, default_value = "0s")]
     pub resolve_wait: String,
@@ -101,8 +105,12 @@ pub fn run(a: ClientArgs) -> anyhow::Result<i32> {
             warmup: parse_duration(&a.warmup).context("--warmup")?,
         }
     };
-    if a.control_stdio {
-        let stop = crate::control::serve(true);
+    if a.control_stdio || a.report_line {
+        let stop = if a.control_stdio {
+            crate::control::serve(true)
+        } else {
+            std::sync::Arc::new(AtomicBool::new(false))
+        };
         if a.load_first {
             gen.run(&mut workload, Phase::Load, &opts, &stop)
                 .context("load phase")?;

@@ -115,6 +115,9 @@ impl RenderArgs {
             workload: self.workload.clone(),
             duration: self.duration.clone(),
             warmup: self.warmup.clone(),
+            workload_file: None,
+            client_flags: Vec::new(),
+            report_line: false,
             seed: self.seed,
         })
     }

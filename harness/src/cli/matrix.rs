@@ -3,6 +3,7 @@
 
 use super::find_peak;
 use crate::deploy::docker::Docker;
+use crate::deploy::kube::Kube;
 use crate::deploy::local::Local;
 use crate::deploy::ssh::Ssh;
 use crate::deploy::Deployment;
@@ -61,6 +62,9 @@ pub struct RunArgs {
     /// give a static build when the hosts' libc differs).
     #[arg(long)]
     pub remote_binary: Option<PathBuf>,
+    /// The k8s back end's namespace (kubectl's current context picks the cluster).
+    #[arg(long, default_value = "default")]
+    pub namespace: String,
 }
 
 pub fn run(a: MatrixArgs) -> anyhow::Result<i32> {
@@ -107,6 +111,8 @@ pub struct Backends {
     local: Local,
     docker: Option<Docker>,
     ssh: Option<Ssh>,
+    kube: Option<Kube>,
+    namespace: String,
     inventory: Option<PathBuf>,
     remote_binary: Option<PathBuf>,
 }
@@ -127,6 +133,10 @@ impl Backends {
                     )?;
                     none.insert(Ssh::new(inv, self.remote_binary.clone())?)
                 }
+            },
+            "k8s" => match &mut self.kube {
+                Some(k) => k,
+                none => none.insert(Kube::new(&self.namespace)?),
             },
             other => anyhow::bail!("unknown back end `{other}`"),
         })
@@ -192,6 +202,7 @@ fn run_matrix(a: RunArgs) -> anyhow::Result<i32> {
     let mut runner = Runner::new(out.clone(), a.keep, runs.len() as u64);
     runner.backends.inventory = a.inventory.clone();
     runner.backends.remote_binary = a.remote_binary.clone();
+    runner.backends.namespace = a.namespace.clone();
     if let Some(cap_ms) = a.find_peak {
         let measured = if a.resume {
             find_peak::measured_in(&out)?

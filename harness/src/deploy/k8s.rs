@@ -41,6 +41,14 @@ pub struct K8sSpec {
     pub workload: String,
     pub duration: String,
     pub warmup: String,
+    /// A YCSB property file's text, shipped in the ConfigMap and used instead
+    /// of `workload` (how a matrix cell passes its exact properties).
+    pub workload_file: Option<String>,
+    /// More client flags (`--target`, `--signed`).
+    pub client_flags: Vec<String>,
+    /// The client prints its whole report as one line (for the harness)
+    /// instead of the JSON summary.
+    pub report_line: bool,
     /// Deterministic keys (tests only).
     pub seed: Option<u64>,
 }
@@ -223,7 +231,11 @@ fn statefulset(s: &K8sSpec, config_digest: &str) -> Value {
 }
 
 fn client_job(s: &K8sSpec) -> Value {
-    let args: Vec<String> = [
+    let workload = match s.workload_file {
+        Some(_) => "/etc/bftbench/workload.properties".to_string(),
+        None => s.workload.clone(),
+    };
+    let mut args: Vec<String> = [
         "client",
         "--cluster",
         "/etc/bftbench/cluster.toml",
@@ -234,7 +246,7 @@ fn client_job(s: &K8sSpec) -> Value {
         "--connect-wait",
         START_WAIT,
         "--workload",
-        &s.workload,
+        &workload,
         "--threads",
         &s.clients.to_string(),
         "--duration",
@@ -242,10 +254,15 @@ fn client_job(s: &K8sSpec) -> Value {
         "--warmup",
         &s.warmup,
         "--load-first",
-        "--json",
+        if s.report_line {
+            "--report-line"
+        } else {
+            "--json"
+        },
     ]
     .map(String::from)
     .into();
+    args.extend(s.client_flags.iter().cloned());
     json!({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -271,6 +288,15 @@ fn client_job(s: &K8sSpec) -> Value {
     })
 }
 
+fn config_data(s: &K8sSpec, cluster: String) -> Value {
+    let mut data = serde_json::Map::new();
+    data.insert("cluster.toml".into(), Value::String(cluster));
+    if let Some(w) = &s.workload_file {
+        data.insert("workload.properties".into(), Value::String(w.clone()));
+    }
+    Value::Object(data)
+}
+
 /// Every object of the deployment, in apply order.
 pub fn manifests(s: &K8sSpec, scratch: &Path) -> anyhow::Result<Vec<Value>> {
     s.check()?;
@@ -290,7 +316,7 @@ pub fn manifests(s: &K8sSpec, scratch: &Path) -> anyhow::Result<Vec<Value>> {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": s.metadata(&format!("{}-cluster", s.name), "config"),
-            "data": {"cluster.toml": cluster},
+            "data": config_data(s, cluster),
         }),
         json!({
             "apiVersion": "v1",
@@ -397,6 +423,9 @@ mod tests {
             workload: "a".into(),
             duration: "30s".into(),
             warmup: "5s".into(),
+            workload_file: None,
+            client_flags: Vec::new(),
+            report_line: false,
             seed: Some(1),
         }
     }

@@ -5,6 +5,7 @@
 pub mod docker;
 pub mod fleet;
 pub mod k8s;
+pub mod kube;
 pub mod local;
 pub mod ssh;
 pub mod wire;

@@ -95,7 +95,7 @@ pub const SERIES_SAMPLES_MAX: usize = 4 * 86_400;
 
 /// One interval of the time series: operations completed in it and their
 /// latency from the actual send, in µs (zeros when none completed).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct IntervalSample {
     /// End of the interval, seconds from the start of the run phase.
     pub t_s: f64,

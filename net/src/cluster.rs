@@ -266,7 +266,7 @@ impl Cluster {
     pub fn load_resolving(path: &Path, wait: Duration) -> Result<Cluster, ClusterError> {
         let text = std::fs::read_to_string(path).map_err(io_err(path))?;
         let file: ClusterFile = toml::from_str(&text).map_err(|e| invalid(path, e.to_string()))?;
-        file.check(path)?;
+        // Only `Unresolved` is retried: a malformed file fails at once.
         let deadline = Instant::now() + wait;
         loop {
             match Cluster::from_file(path, file.clone()) {

@@ -96,13 +96,6 @@ impl RenderArgs {
         if !matches!(self.protocol.as_str(), "bft" | "raft" | "bare") {
             bail!("--protocol {}: expected bft, raft or bare", self.protocol);
         }
-        if !(1..=crate::deploy::ssh::HOSTS_MAX).contains(&self.replicas) {
-            bail!(
-                "--replicas {}: expected 1 to {}",
-                self.replicas,
-                crate::deploy::ssh::HOSTS_MAX
-            );
-        }
         Ok(k8s::K8sSpec {
             name: self.name.clone(),
             namespace: self.namespace.clone(),

@@ -24,6 +24,8 @@ pub const KV_PORT: u16 = 7100;
 /// How long replicas and the client wait for the others' names to resolve
 /// and their ports to open (pods start in any order, images load slowly).
 pub const START_WAIT: &str = "120s";
+/// Replicas a render may ask for (one node each).
+pub const REPLICAS_MAX: usize = 1_000;
 
 #[derive(Debug, Clone)]
 pub struct K8sSpec {
@@ -90,6 +92,9 @@ impl K8sSpec {
                 self.name,
                 self.namespace
             );
+        }
+        if !(1..=REPLICAS_MAX).contains(&self.replicas) {
+            anyhow::bail!("--replicas {}: expected 1 to {REPLICAS_MAX}", self.replicas);
         }
         if self.protocol == "bare" && self.replicas != 1 {
             anyhow::bail!("bare runs one server: use --replicas 1");
@@ -495,6 +500,9 @@ mod tests {
         let mut s = spec(false);
         s.name = "Bad_Name".into();
         assert!(manifests(&s, &dir).is_err());
+        let mut s = spec(false);
+        s.replicas = REPLICAS_MAX + 1;
+        assert!(format!("{:#}", manifests(&s, &dir).unwrap_err()).contains("expected 1 to"));
         let mut s = spec(false);
         s.replicas = 5;
         let err = manifests(&s, &dir).unwrap_err();

@@ -113,14 +113,17 @@ impl Inventory {
                 path.display()
             );
         }
-        let mut inv: Inventory = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not an inventory", path.display()))?;
+        Inventory::parse(&text).with_context(|| format!("inventory {}", path.display()))
+    }
+
+    /// Parses and checks an inventory's JSON text.
+    fn parse(text: &str) -> anyhow::Result<Inventory> {
+        let mut inv: Inventory = serde_json::from_str(text).context("not an inventory")?;
         // Commands run over ssh start in the login's home: `~/x` is `x`.
         if let Some(rest) = inv.remote_dir.strip_prefix("~/") {
             inv.remote_dir = rest.to_string();
         }
-        inv.check()
-            .with_context(|| format!("inventory {}", path.display()))?;
+        inv.check()?;
         Ok(inv)
     }
 
@@ -604,12 +607,7 @@ mod tests {
                              {{"name": "r1", "ssh_host": "h1", "address": "10.0.0.2"}}],
                 "clients": [{{"name": "c0", "ssh_host": "h2", "address": "10.0.0.3"}}]}}"#
         );
-        let mut inv: Inventory = serde_json::from_str(&text)?;
-        if let Some(rest) = inv.remote_dir.strip_prefix("~/") {
-            inv.remote_dir = rest.to_string();
-        }
-        inv.check()?;
-        Ok(inv)
+        Inventory::parse(&text)
     }
 
     #[test]

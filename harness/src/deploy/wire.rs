@@ -45,47 +45,6 @@ impl Buckets {
     }
 }
 
-#[derive(Serialize, Deserialize, Debug)]
-struct Sample {
-    t_s: f64,
-    measured: bool,
-    ops: u64,
-    mean_us: f64,
-    p50_us: u64,
-    p99_us: u64,
-    max_us: u64,
-}
-
-#[derive(Serialize, Deserialize, Debug, Clone, Copy)]
-struct Usage {
-    cpu_s: f64,
-    peak_rss_kb: u64,
-    bytes_read: u64,
-    bytes_written: u64,
-}
-
-impl From<ProcessStats> for Usage {
-    fn from(s: ProcessStats) -> Usage {
-        Usage {
-            cpu_s: s.cpu_s,
-            peak_rss_kb: s.peak_rss_kb,
-            bytes_read: s.bytes_read,
-            bytes_written: s.bytes_written,
-        }
-    }
-}
-
-impl From<Usage> for ProcessStats {
-    fn from(u: Usage) -> ProcessStats {
-        ProcessStats {
-            cpu_s: u.cpu_s,
-            peak_rss_kb: u.peak_rss_kb,
-            bytes_read: u.bytes_read,
-            bytes_written: u.bytes_written,
-        }
-    }
-}
-
 /// The report plus the client process's own figures at the start and the
 /// end of the measured interval.
 #[derive(Serialize, Deserialize, Debug)]
@@ -98,9 +57,9 @@ pub struct WireReport {
     all_intended: Buckets,
     behind: u64,
     backlog_left: u64,
-    series: Vec<Sample>,
-    client_before: Usage,
-    client_after: Usage,
+    series: Vec<IntervalSample>,
+    client_before: ProcessStats,
+    client_after: ProcessStats,
 }
 
 fn buckets_by_op(m: &BTreeMap<&'static str, Histogram<u64>>) -> BTreeMap<String, Buckets> {
@@ -133,21 +92,9 @@ impl WireReport {
             all_intended: Buckets::of(&r.all_intended),
             behind: r.behind,
             backlog_left: r.backlog_left,
-            series: r
-                .series
-                .iter()
-                .map(|s| Sample {
-                    t_s: s.t_s,
-                    measured: s.measured,
-                    ops: s.ops,
-                    mean_us: s.mean_us,
-                    p50_us: s.p50_us,
-                    p99_us: s.p99_us,
-                    max_us: s.max_us,
-                })
-                .collect(),
-            client_before: before.into(),
-            client_after: after.into(),
+            series: r.series.clone(),
+            client_before: before,
+            client_after: after,
         }
     }
 
@@ -171,21 +118,9 @@ impl WireReport {
             all_intended: self.all_intended.histogram()?,
             behind: self.behind,
             backlog_left: self.backlog_left,
-            series: self
-                .series
-                .into_iter()
-                .map(|s| IntervalSample {
-                    t_s: s.t_s,
-                    measured: s.measured,
-                    ops: s.ops,
-                    mean_us: s.mean_us,
-                    p50_us: s.p50_us,
-                    p99_us: s.p99_us,
-                    max_us: s.max_us,
-                })
-                .collect(),
+            series: self.series,
         };
-        Ok((report, self.client_before.into(), self.client_after.into()))
+        Ok((report, self.client_before, self.client_after))
     }
 }
 

@@ -457,6 +457,8 @@ fn raft_with_three_replicas_survives_its_leader_being_killed() {
 #[test]
 fn separated_execution_runs_bft_with_one_kv_server_per_replica() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // Rows go to a temporary file, not into the source tree.
+    let csv = std::env::temp_dir().join(format!("bftbench-remote-{}.csv", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_bftbench"))
         .args([
             "bench",
@@ -469,9 +471,11 @@ fn separated_execution_runs_bft_with_one_kv_server_per_replica() {
             "--warmup",
             "500ms",
         ])
-        .args(["--clients", "8", "-p", "recordcount=100"])
+        .args(["--clients", "8", "-p", "recordcount=100", "--csv"])
+        .arg(&csv)
         .output()
         .unwrap();
+    let _ = std::fs::remove_file(&csv);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

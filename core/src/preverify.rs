@@ -12,8 +12,8 @@
 use crate::codec::Reader;
 use crate::crypto::{hash_parts, Digest, Peer, Signature};
 use crate::limits::{OP_BYTES_MAX, PREVERIFIED_MAX};
-use crate::message::{CheckpointCert, Message, Request, RequestAuth, WriteCert};
-use crate::message::{AUTH_SIGNATURE, TAG_CHECKPOINT, TAG_REQUEST, TAG_WRITE};
+use crate::message::{CheckpointCert, Message, Request, RequestAuth};
+use crate::message::{AUTH_SIGNATURE, TAG_CHECKPOINT, TAG_REQUEST};
 use crate::wire::{message_tag, peek, CLIENT_HEADER_BYTES};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -38,16 +38,17 @@ impl SigItem {
 }
 
 /// The signatures worth checking ahead of the core in `frame`: a client's
-/// signed request, a replica's WRITE and CHECKPOINT votes. Requests inside a
-/// PROPOSE are left out: a replica usually holds them already (clients send to
-/// every replica), and the core checks only those it lacks.
+/// signed request and a replica's CHECKPOINT vote. Requests inside a PROPOSE
+/// are left out: a replica usually holds them already (clients send to every
+/// replica), and the core checks only those it lacks. WRITE votes are left out
+/// too: the core checks only the 2f it needs for a certificate, lazily.
 /// Frames that do not decode yield nothing (the core will drop them).
 pub fn signature_items(frame: &[u8], n: usize, out: &mut Vec<SigItem>) {
     // Skip big frames (PROPOSE, state transfer) without decoding them.
     let tag = message_tag(frame);
     let wanted = match tag {
         Some(TAG_REQUEST) => request_is_signed(frame),
-        Some(TAG_WRITE | TAG_CHECKPOINT) => true,
+        Some(TAG_CHECKPOINT) => true,
         _ => false,
     };
     if !wanted {
@@ -66,19 +67,6 @@ pub fn signature_items(frame: &[u8], n: usize, out: &mut Vec<SigItem>) {
                 });
             }
         }
-        (
-            Peer::Replica(_),
-            Message::Write {
-                regency,
-                instance,
-                digest,
-                sig,
-            },
-        ) => out.push(SigItem {
-            signer: from,
-            msg: WriteCert::sign_bytes(regency, instance, &digest),
-            sig,
-        }),
         (
             Peer::Replica(_),
             Message::Checkpoint {
@@ -163,10 +151,11 @@ impl PreVerified {
 mod tests {
     use super::*;
     use crate::crypto::{Crypto, SimCrypto};
+    use crate::message::WriteCert;
     use crate::wire::encode_frame;
 
     #[test]
-    fn items_come_from_signed_requests_and_votes_only() {
+    fn items_come_from_signed_requests_and_checkpoint_votes_only() {
         let replica = SimCrypto::new(Peer::Replica(1), [3; 32], 4);
         let client = SimCrypto::new(Peer::Client(9), [3; 32], 4);
         let write = Message::Write {
@@ -182,6 +171,11 @@ mod tests {
             op: b"op".to_vec(),
             auth: RequestAuth::Signature(client.sign(&bytes)),
         });
+        let checkpoint = Message::Checkpoint {
+            instance: 128,
+            digest: [8; 32],
+            sig: replica.sign(&CheckpointCert::sign_bytes(128, &[8; 32])),
+        };
         let stop = Message::Stop { regency: 3 };
         let mac_req = Message::Request(Request {
             client: 9,
@@ -192,6 +186,7 @@ mod tests {
         let mut items = Vec::new();
         for (from, m) in [
             (Peer::Replica(1), &write),
+            (Peer::Replica(1), &checkpoint),
             (Peer::Client(9), &req),
             (Peer::Replica(1), &stop),
             (Peer::Client(9), &mac_req),
@@ -210,7 +205,7 @@ mod tests {
         signature_items(b"\x00garbage", 4, &mut items);
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].signer, Peer::Replica(1));
-        assert_eq!(items[0].msg, WriteCert::sign_bytes(2, 5, &[7; 32]));
+        assert_eq!(items[0].msg, CheckpointCert::sign_bytes(128, &[8; 32]));
         assert_eq!(items[1].signer, Peer::Client(9));
         assert_eq!(items[1].msg, bytes);
     }

@@ -212,3 +212,103 @@ fn a_signed_request_is_accepted_and_a_forged_one_is_not() {
     assert_eq!(c.get(0).last_executed(), 1);
     assert!(c.get(0).stats().dropped_bad_auth >= 1);
 }
+
+/// Counts the replica signatures a replica verifies.
+struct CountingCrypto {
+    inner: bft_core::crypto::SimCrypto,
+    verified: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl bft_core::crypto::Crypto for CountingCrypto {
+    fn sign(&self, msg: &[u8]) -> bft_core::crypto::Signature {
+        self.inner.sign(msg)
+    }
+    fn verify_replica(&self, s: ReplicaId, msg: &[u8], sig: &bft_core::crypto::Signature) -> bool {
+        self.verified
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.verify_replica(s, msg, sig)
+    }
+    fn verify_client(&self, c: ClientId, msg: &[u8], sig: &bft_core::crypto::Signature) -> bool {
+        self.inner.verify_client(c, msg, sig)
+    }
+    fn mac(&self, peer: Peer, msg: &[u8]) -> bft_core::crypto::Mac {
+        self.inner.mac(peer, msg)
+    }
+}
+
+/// Replica 1 counting its signature checks; with `forge_from`, that
+/// replica's WRITE to replica 1 carries a bad signature under a good link MAC.
+fn run_one_instance(forge_from: Option<ReplicaId>) -> (Cluster, usize) {
+    let mut c = Cluster::new(4);
+    let verified = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    c.replicas[1] = Some(
+        bft_core::replica::Replica::new(
+            config(4, 1),
+            Box::new(CountingCrypto {
+                inner: crypto(Peer::Replica(1), 4),
+                verified: verified.clone(),
+            }),
+            Box::new(bft_core::app::ChainApp::default()),
+            7,
+        )
+        .unwrap(),
+    );
+    c.offer(&request(100, 1, b"op", 4));
+    while let Some((to, f)) = c.net.pop_front() {
+        let forged = match wire::peek(&f, 4) {
+            Ok((
+                Peer::Replica(s),
+                Message::Write {
+                    regency,
+                    instance,
+                    digest,
+                    ..
+                },
+            )) if to == 1 && Some(s) == forge_from => {
+                let bad = Message::Write {
+                    regency,
+                    instance,
+                    digest,
+                    sig: bft_core::crypto::Signature([9; 64]),
+                };
+                frame(s, Peer::Replica(1), &bad, 4)
+            }
+            _ => f,
+        };
+        c.inject(to, &forged);
+    }
+    let n = verified.load(std::sync::atomic::Ordering::Relaxed);
+    (c, n)
+}
+
+#[test]
+fn a_replica_verifies_only_the_2f_write_signatures_it_needs() {
+    let (c, verified) = run_one_instance(None);
+    assert_eq!(c.get(1).last_executed(), 1);
+    assert_eq!(
+        verified, 2,
+        "2f = 2 signatures checked, the third WRITE never"
+    );
+}
+
+#[test]
+fn a_write_with_a_bad_signature_is_left_out_of_the_certificate() {
+    // Replica 0's WRITE reaches replica 1 first of the others, so it is checked first.
+    let (c, verified) = run_one_instance(Some(0));
+    assert_eq!(c.get(1).last_executed(), 1, "the other two WRITEs suffice");
+    assert_eq!(c.get(1).stats().dropped_bad_auth, 1);
+    assert_eq!(verified, 3, "the bad one, then the two good ones");
+    let slot = &c.get(1).durable().slots[&1];
+    let cert = &slot.prepared.as_ref().unwrap().cert;
+    let signers: Vec<ReplicaId> = cert.sigs.iter().map(|(s, _)| *s).collect();
+    assert_eq!(signers, vec![1, 2, 3]);
+    let crypto = crypto(Peer::Replica(0), 4);
+    for (s, sig) in &cert.sigs {
+        use bft_core::crypto::Crypto;
+        let msg = WriteCert::sign_bytes(cert.regency, 1, &cert.digest);
+        assert!(
+            crypto.verify_replica(*s, &msg, sig),
+            "every signature in it is valid"
+        );
+    }
+}

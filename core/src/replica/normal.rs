@@ -1,7 +1,8 @@
 //! Normal case: requests, batching, PROPOSE → WRITE → ACCEPT, in-order execution.
 
+use super::state::{SigCheck, Slot};
 use super::{Output, Replica};
-use crate::crypto::{Digest, Peer, Signature};
+use crate::crypto::{Crypto, Digest, Peer, Signature};
 use crate::limits::*;
 use crate::message::*;
 use std::sync::Arc;
@@ -292,21 +293,20 @@ impl Replica {
         if i <= self.last_executed {
             return;
         }
-        // Our own WRITE was signed here a moment ago: no need to check it.
-        if s != self.cfg.me
-            && !self
-                .crypto
-                .verify_replica(s, &WriteCert::sign_bytes(r, i, &d), &sig)
-        {
-            self.stats.dropped_bad_auth += 1;
-            return;
-        }
+        // The link MAC proved the sender; the signature is checked in
+        // `try_accept`, only if this WRITE is needed for a certificate. Our own
+        // was signed here a moment ago.
+        let check = if s == self.cfg.me {
+            SigCheck::Valid
+        } else {
+            SigCheck::Unchecked
+        };
         let slot = self.slots.entry(i).or_default();
         match slot.writes.get(&(r, s)) {
-            Some((old, _)) if *old != d => self.stats.equivocations_seen += 1,
+            Some((old, _, _)) if *old != d => self.stats.equivocations_seen += 1,
             Some(_) => {}
             None => {
-                slot.writes.insert((r, s), (d, sig));
+                slot.writes.insert((r, s), (d, sig, check));
             }
         }
         self.vote_write(i);
@@ -328,11 +328,16 @@ impl Replica {
         if pr != r || slot.voted_accept == Some(r) || slot.write_count(r, &d) < q {
             return;
         }
+        let bad = check_write_sigs(self.crypto.as_ref(), slot, r, i, &d, q);
+        self.stats.dropped_bad_auth += bad;
+        if slot.write_count(r, &d) < q {
+            return;
+        }
         let sigs: Vec<_> = slot
             .writes
             .range((r, 0)..=(r, ReplicaId::MAX))
-            .filter(|(_, (wd, _))| *wd == d)
-            .map(|((_, id), (_, sig))| (*id, *sig))
+            .filter(|(_, (wd, _, c))| *wd == d && *c == SigCheck::Valid)
+            .map(|((_, id), (_, sig, _))| (*id, *sig))
             .take(q)
             .collect();
         let cert = WriteCert {
@@ -507,4 +512,39 @@ impl Replica {
             Some(self.now + self.cfg.view_change_timeout.backoff(self.view_failures));
         self.view_failures = (self.view_failures + 1).min(BACKOFF_EXP_MAX);
     }
+}
+
+/// Verifies unchecked WRITE signatures for (r, i, d), lowest sender first,
+/// until `q` are valid or none is left unchecked. Returns how many were bad.
+fn check_write_sigs(
+    crypto: &dyn Crypto,
+    slot: &mut Slot,
+    r: Regency,
+    i: Instance,
+    d: &Digest,
+    q: usize,
+) -> u64 {
+    let msg = WriteCert::sign_bytes(r, i, d);
+    let mut valid = slot
+        .writes
+        .range((r, 0)..=(r, ReplicaId::MAX))
+        .filter(|(_, (wd, _, c))| wd == d && *c == SigCheck::Valid)
+        .count();
+    let mut bad = 0;
+    for ((_, s), (wd, sig, check)) in slot.writes.range_mut((r, 0)..=(r, ReplicaId::MAX)) {
+        if valid >= q {
+            break;
+        }
+        if wd != d || *check != SigCheck::Unchecked {
+            continue;
+        }
+        if crypto.verify_replica(*s, &msg, sig) {
+            *check = SigCheck::Valid;
+            valid += 1;
+        } else {
+            *check = SigCheck::Invalid;
+            bad += 1;
+        }
+    }
+    bad
 }

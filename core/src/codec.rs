@@ -32,6 +32,12 @@ impl Writer {
     pub fn new() -> Writer {
         Writer { buf: Vec::new() }
     }
+    /// A writer that holds `bytes` without reallocating.
+    pub fn with_capacity(bytes: usize) -> Writer {
+        Writer {
+            buf: Vec::with_capacity(bytes),
+        }
+    }
     pub fn u8(&mut self, v: u8) {
         self.buf.push(v);
     }

@@ -118,7 +118,7 @@ fn check_value(key: &str, v: &str) -> anyhow::Result<String> {
         "protocol" => one_of(&["bare", "raft", "bft"], ""),
         "auth" => one_of(&["mac", "ed25519"], ""),
         "execution" => one_of(&["embedded", "remote"], ""),
-        "io" => one_of(&["epoll"], " (io_uring is still to come)"),
+        "io" => one_of(&["epoll", "uring"], ""),
         "faults" => one_of(&["none"], " (fault schedules are still to come)"),
         "replicas" | "clients" | "batch" | "pipeline" | "verify_threads" => {
             number("a whole number")
@@ -310,6 +310,10 @@ pub fn run_spec(c: &Params, dir: &Path, keep: bool) -> anyhow::Result<RunSpec> {
             _ => Some(num("verify_threads")? as usize),
         },
         no_batch_verify: false,
+        io: match get("io") {
+            "" => "epoll".into(),
+            io => io.into(),
+        },
     };
     Ok(RunSpec {
         protocol: get("protocol").to_string(),

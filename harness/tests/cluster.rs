@@ -21,6 +21,8 @@ struct TestCluster {
     dir: PathBuf,
     cluster: Cluster,
     procs: Vec<Option<Child>>,
+    /// `--io` back end of every replica.
+    io: &'static str,
 }
 
 impl Drop for TestCluster {
@@ -48,6 +50,10 @@ impl TestCluster {
     }
 
     fn start_with(name: &str, protocol: &str, n: usize) -> TestCluster {
+        TestCluster::start_io(name, protocol, n, "epoll")
+    }
+
+    fn start_io(name: &str, protocol: &str, n: usize, io: &'static str) -> TestCluster {
         let dir = std::env::temp_dir().join(format!("bftbench-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let o = KeygenOptions {
@@ -59,28 +65,16 @@ impl TestCluster {
         };
         keygen(&dir, &o).unwrap();
         let cluster = Cluster::load(&dir.join("cluster.toml")).unwrap();
-        let procs = (0..n)
-            .map(|id| {
-                let log = std::fs::File::create(dir.join(format!("replica-{id}.log"))).unwrap();
-                Some(
-                    Command::new(env!("CARGO_BIN_EXE_bftbench"))
-                        .args(["replica", "--cluster"])
-                        .arg(dir.join("cluster.toml"))
-                        .args(["--id", &id.to_string(), "--exit-on-stdin-eof"])
-                        .args(["--request-timeout-ms", "150", "--checkpoint-interval", "32"])
-                        .stdin(Stdio::piped())
-                        .stdout(Stdio::null())
-                        .stderr(log)
-                        .spawn()
-                        .unwrap(),
-                )
-            })
-            .collect();
-        TestCluster {
+        let mut c = TestCluster {
             dir,
             cluster,
-            procs,
+            procs: (0..n).map(|_| None).collect(),
+            io,
+        };
+        for id in 0..n {
+            c.spawn(id);
         }
+        c
     }
 
     fn spawn(&mut self, id: usize) {
@@ -95,6 +89,7 @@ impl TestCluster {
                 .arg(self.dir.join("cluster.toml"))
                 .args(["--id", &id.to_string(), "--exit-on-stdin-eof"])
                 .args(["--request-timeout-ms", "150", "--checkpoint-interval", "32"])
+                .args(["--io", self.io])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -216,6 +211,54 @@ fn a_cluster_runs_ycsb_a_and_survives_a_follower_then_the_leader_being_killed() 
     );
 }
 
+/// The io_uring back end under the same load and faults: YCSB-A, a follower
+/// killed, then the leader (a leader change, reconnections), then a state
+/// transfer to a restarted replica; the replicas report what io_uring carried.
+#[test]
+fn the_io_uring_back_end_serves_ycsb_a_through_kills_and_a_restart() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if bft_net::uring::IoBatch::new().is_err() && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: io_uring unavailable here");
+        return;
+    }
+    let mut c = TestCluster::start_io("uring", "bft", 4, "uring");
+    let o = opts();
+    let (mut gen, mut w) = loaded(&c, &o);
+    assert!(run_for(&mut gen, &mut w, 2, &o).unwrap() > 100);
+    c.kill(3);
+    assert!(
+        run_for(&mut gen, &mut w, 2, &o).unwrap() > 100,
+        "a follower down"
+    );
+    c.kill(0);
+    c.spawn(3);
+    let ops = run_for(&mut gen, &mut w, 4, &o).unwrap();
+    assert!(
+        ops > 50,
+        "a leader change, then commits ({ops}): {}",
+        c.log(1)
+    );
+    drop(gen);
+    std::thread::sleep(Duration::from_millis(300));
+    for p in c.procs.iter_mut().flatten() {
+        drop(p.stdin.take()); // a graceful stop: each prints its report
+        p.wait().unwrap();
+    }
+    for id in 1..4 {
+        let log = c.log(id);
+        let ops: u64 = log
+            .split("uring_ops: ")
+            .nth(1)
+            .and_then(|t| t.split(|ch: char| !ch.is_ascii_digit()).next())
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0);
+        assert!(
+            ops > 100,
+            "replica {id} read and wrote through io_uring: {log}"
+        );
+    }
+}
+
 #[test]
 fn killing_the_leader_alone_is_survived_by_a_leader_change() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -233,8 +276,21 @@ fn killing_the_leader_alone_is_survived_by_a_leader_change() {
 
 #[test]
 fn garbage_and_oversized_frames_are_dropped_and_the_cluster_keeps_serving() {
+    garbage_is_dropped("epoll");
+}
+
+#[test]
+fn garbage_and_oversized_frames_are_dropped_under_io_uring_too() {
+    if bft_net::uring::IoBatch::new().is_err() && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: io_uring unavailable here");
+        return;
+    }
+    garbage_is_dropped("uring");
+}
+
+fn garbage_is_dropped(io: &'static str) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let c = TestCluster::start("garbage");
+    let c = TestCluster::start_io(&format!("garbage-{io}"), "bft", 4, io);
     let o = opts();
     let mut gen = c.client(&o);
     let addr = c.cluster.addrs[1];

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bytes read from a socket per `read` call.
-const READ_CHUNK: usize = 64 << 10;
+pub const READ_CHUNK: usize = 64 << 10;
 /// Pending output per connection; beyond it frames are dropped (the protocol
 /// tolerates loss; a peer that does not read must not exhaust our memory).
 pub const OUTBOUND_BYTES_MAX: usize = 64 << 20;
@@ -52,27 +52,43 @@ impl FrameReader {
     /// Reads what the socket has, up to a buffer bound.
     pub fn fill(&mut self, r: &mut impl Read) -> io::Result<Fill> {
         loop {
-            if self.start == self.end {
-                self.start = 0;
-                self.end = 0;
-            }
-            if self.buf.len() < self.end + READ_CHUNK {
-                self.buf.resize(self.end + READ_CHUNK, 0);
-            }
-            match r.read(&mut self.buf[self.end..self.end + READ_CHUNK]) {
+            match r.read(self.spare()) {
                 Ok(0) => return Ok(Fill::Closed),
                 Ok(n) => {
-                    self.end += n;
-                    BYTES_READ.fetch_add(n as u64, Ordering::Relaxed);
+                    if self.commit(n) {
+                        return Ok(Fill::More);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Fill::Drained),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            if self.end - self.start > 4 * READ_CHUNK {
-                return Ok(Fill::More);
-            }
         }
+    }
+
+    /// Room for the next read (`READ_CHUNK` bytes), for a caller that reads
+    /// itself (the io_uring back end); then [`commit`](Self::commit) what came.
+    pub fn spare(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.buf.len() < self.end + READ_CHUNK {
+            self.buf.resize(self.end + READ_CHUNK, 0);
+        }
+        &mut self.buf[self.end..self.end + READ_CHUNK]
+    }
+
+    /// Takes `n` bytes just read into [`spare`](Self::spare). True when the
+    /// buffer bound is reached: drain frames before reading more.
+    pub fn commit(&mut self, n: usize) -> bool {
+        assert!(
+            self.end + n <= self.buf.len(),
+            "committed more than was spare"
+        );
+        self.end += n;
+        BYTES_READ.fetch_add(n as u64, Ordering::Relaxed);
+        self.end - self.start > 4 * READ_CHUNK
     }
 
     /// The next whole frame, if buffered.
@@ -138,21 +154,35 @@ impl FrameWriter {
 
     /// Writes as much as the socket takes. Ok(true) when everything is out.
     pub fn flush(&mut self, w: &mut impl Write) -> io::Result<bool> {
-        while self.sent < self.buf.len() {
-            match w.write(&self.buf[self.sent..]) {
+        while !self.is_empty() {
+            match w.write(self.pending()) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.sent += n;
-                    BYTES_WRITTEN.fetch_add(n as u64, Ordering::Relaxed);
-                }
+                Ok(n) => self.consumed(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        self.buf.clear();
-        self.sent = 0;
         Ok(true)
+    }
+
+    /// Bytes queued and not yet written, for a caller that writes itself.
+    pub fn pending(&self) -> &[u8] {
+        &self.buf[self.sent..]
+    }
+
+    /// Marks `n` bytes of [`pending`](Self::pending) as written.
+    pub fn consumed(&mut self, n: usize) {
+        assert!(
+            self.sent + n <= self.buf.len(),
+            "consumed more than pending"
+        );
+        self.sent += n;
+        BYTES_WRITTEN.fetch_add(n as u64, Ordering::Relaxed);
+        if self.sent == self.buf.len() {
+            self.buf.clear();
+            self.sent = 0;
+        }
     }
 
     pub fn clear(&mut self) {

@@ -6,4 +6,5 @@ pub mod frame;
 pub mod raft_engine;
 pub mod remote_app;
 pub mod replica_loop;
+pub mod uring;
 pub mod verify_pool;

@@ -8,7 +8,8 @@
 //! flushed once per loop turn, so many frames leave in one `write`.
 
 use crate::cluster::Cluster;
-use crate::frame::{Fill, FrameReader, FrameWriter};
+use crate::frame::{Fill, FrameReader, FrameWriter, READ_CHUNK};
+use crate::uring::{IoBatch, Op};
 use crate::verify_pool::BatchVerifier;
 use bft_core::bare::BareServer;
 use bft_core::crypto::Peer;
@@ -20,6 +21,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use std::collections::BTreeMap;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -112,6 +114,9 @@ pub struct NetStats {
     pub dropped_outbound: u64,
     pub unroutable_replies: u64,
     pub accept_errors: u64,
+    /// `--io uring`: io_uring submissions, and the reads and writes they carried.
+    pub uring_submissions: u64,
+    pub uring_ops: u64,
 }
 
 struct PeerLink {
@@ -144,7 +149,18 @@ pub struct ReplicaNode<E: Engine> {
     /// Frames read this turn, with the inbound connection each came on.
     turn: Vec<(usize, Vec<u8>)>,
     verifier: Option<BatchVerifier>,
+    /// `--io uring`: reads and writes go through this in batches.
+    uring: Option<IoBatch>,
+    /// Inbound connections epoll found readable this turn (uring only).
+    readable: Vec<usize>,
     pub net: NetStats,
+}
+
+/// Which connection an operation of an io_uring batch belongs to.
+#[derive(Clone, Copy)]
+enum Conn {
+    Peer(usize),
+    Inbound(usize),
 }
 
 fn nodelay(s: &TcpStream) {
@@ -186,8 +202,17 @@ impl<E: Engine> ReplicaNode<E> {
             accept_pending: false,
             turn: Vec::new(),
             verifier: None,
+            uring: None,
+            readable: Vec::new(),
             net: NetStats::default(),
         })
+    }
+
+    /// Reads and writes each turn's sockets in one io_uring submission each
+    /// (fails where io_uring is unavailable).
+    pub fn with_uring(mut self) -> io::Result<Self> {
+        self.uring = Some(IoBatch::new()?);
+        Ok(self)
     }
 
     /// Batch-verifies each turn's signatures before the core handles its frames.
@@ -227,8 +252,16 @@ impl<E: Engine> ReplicaNode<E> {
                         let closed = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                         self.peer_event(t - PEER_BASE, closed, ev.is_writable())
                     }
+                    Token(t) if self.uring.is_some() => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.readable.push(t - INBOUND_BASE);
+                        }
+                    }
                     Token(t) => self.inbound_event(t - INBOUND_BASE),
                 }
+            }
+            if self.uring.is_some() {
+                self.read_batched();
             }
             self.handle_turn();
             if self.accept_pending {
@@ -308,33 +341,164 @@ impl<E: Engine> ReplicaNode<E> {
                 return;
             };
             let fill = conn.reader.fill(&mut conn.stream).unwrap_or(Fill::Closed);
-            let mut frames = Vec::new();
-            let mut oversized = false;
-            loop {
-                match conn.reader.next_frame() {
-                    Ok(Some(f)) => frames.push(f.to_vec()),
-                    Ok(None) => break,
-                    Err(_) => {
-                        oversized = true;
-                        break;
-                    }
-                }
-            }
-            self.turn.extend(frames.into_iter().map(|f| (idx, f)));
-            if self.turn.len() >= TURN_FRAMES_MAX {
-                self.handle_turn();
-            }
+            let oversized = !self.take_frames(idx);
             if fill != Fill::More || oversized {
                 break (fill, oversized);
             }
         };
-        let alive = fill != Fill::Closed;
+        self.after_read(idx, fill, oversized);
+    }
+
+    /// Moves the complete frames buffered on connection `idx` into the turn
+    /// (handling the turn when it is full). False if one declared an oversized length.
+    fn take_frames(&mut self, idx: usize) -> bool {
+        let Some(conn) = self.inbound.get_mut(idx).and_then(Option::as_mut) else {
+            return true;
+        };
+        let mut ok = true;
+        loop {
+            match conn.reader.next_frame() {
+                Ok(Some(f)) => self.turn.push((idx, f.to_vec())),
+                Ok(None) => break,
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if self.turn.len() >= TURN_FRAMES_MAX {
+            self.handle_turn();
+        }
+        ok
+    }
+
+    /// Closes connection `idx` if it ended or broke the frame bound.
+    fn after_read(&mut self, idx: usize, fill: Fill, oversized: bool) {
         if oversized {
             self.net.oversized_frames += 1;
             self.warn_once(idx, "declared an oversized frame; closing the connection");
         }
-        if !alive || oversized {
+        if fill == Fill::Closed || oversized {
             self.close_inbound(idx);
+        }
+    }
+
+    /// `--io uring`: reads every readable connection in one submission, again
+    /// for those that filled their buffer, until all are drained. A read
+    /// shorter than the buffer drained the socket: new data raises a new edge.
+    fn read_batched(&mut self) {
+        let mut ready = std::mem::take(&mut self.readable);
+        ready.sort_unstable();
+        ready.dedup();
+        while !ready.is_empty() {
+            let Some(uring) = self.uring.as_mut() else {
+                return;
+            };
+            let mut ops = Vec::with_capacity(ready.len());
+            let mut which = Vec::with_capacity(ready.len());
+            for (idx, conn) in self.inbound.iter_mut().enumerate() {
+                if let (Some(conn), Ok(_)) = (conn, ready.binary_search(&idx)) {
+                    let buf = conn.reader.spare();
+                    ops.push(Op::Recv {
+                        fd: conn.stream.as_raw_fd(),
+                        buf,
+                    });
+                    which.push(idx);
+                }
+            }
+            let results = uring.run(&mut ops);
+            drop(ops);
+            self.net.uring_submissions = uring.submissions;
+            self.net.uring_ops = uring.ops;
+            ready.clear();
+            for (idx, res) in which.into_iter().zip(results) {
+                let fill = match res {
+                    Ok(0) => Fill::Closed,
+                    Ok(n) => {
+                        let full = self.inbound[idx]
+                            .as_mut()
+                            .is_some_and(|c| c.reader.commit(n));
+                        if full || n == READ_CHUNK {
+                            Fill::More
+                        } else {
+                            Fill::Drained
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Fill::Drained,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Fill::More,
+                    Err(_) => Fill::Closed,
+                };
+                let oversized = !self.take_frames(idx);
+                if fill == Fill::More && !oversized {
+                    ready.push(idx);
+                }
+                self.after_read(idx, fill, oversized);
+            }
+        }
+    }
+
+    /// `--io uring`: writes every connection's queued frames in one submission.
+    fn flush_batched(&mut self) {
+        let Some(uring) = self.uring.as_mut() else {
+            return;
+        };
+        let mut ops = Vec::new();
+        let mut which = Vec::new();
+        for (r, link) in self.peers.iter_mut().enumerate() {
+            if let Some(PeerLink {
+                stream: Some(s),
+                connected: true,
+                out,
+                ..
+            }) = link
+            {
+                if !out.is_empty() {
+                    ops.push(Op::Send {
+                        fd: s.as_raw_fd(),
+                        buf: out.pending(),
+                    });
+                    which.push(Conn::Peer(r));
+                }
+            }
+        }
+        for (i, conn) in self.inbound.iter().enumerate() {
+            if let Some(conn) = conn.as_ref().filter(|c| !c.out.is_empty()) {
+                ops.push(Op::Send {
+                    fd: conn.stream.as_raw_fd(),
+                    buf: conn.out.pending(),
+                });
+                which.push(Conn::Inbound(i));
+            }
+        }
+        if ops.is_empty() {
+            return;
+        }
+        let results = uring.run(&mut ops);
+        drop(ops);
+        self.net.writes += results.len() as u64;
+        self.net.uring_submissions = uring.submissions;
+        self.net.uring_ops = uring.ops;
+        for (conn, res) in which.into_iter().zip(results) {
+            let out = match conn {
+                Conn::Peer(r) => self.peers[r].as_mut().map(|l| &mut l.out),
+                Conn::Inbound(i) => self.inbound[i].as_mut().map(|c| &mut c.out),
+            };
+            let ok = match (res, out) {
+                (Ok(0), _) | (_, None) => false,
+                (Ok(n), Some(out)) => {
+                    out.consumed(n);
+                    true
+                }
+                (Err(e), _) => matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ),
+            };
+            match (ok, conn) {
+                (true, _) => {}
+                (false, Conn::Peer(r)) => self.drop_peer(r),
+                (false, Conn::Inbound(i)) => self.close_inbound(i),
+            }
         }
     }
 
@@ -495,6 +659,9 @@ impl<E: Engine> ReplicaNode<E> {
     }
 
     fn flush_all(&mut self) {
+        if self.uring.is_some() {
+            return self.flush_batched();
+        }
         let mut failed_peers = Vec::new();
         for (r, link) in self.peers.iter_mut().enumerate() {
             let Some(link) = link else { continue };

@@ -100,7 +100,12 @@ fn encode_record(w: &mut Writer, key: &str, r: &Record) {
 }
 
 fn result(status: Status, body: impl FnOnce(&mut Writer)) -> Vec<u8> {
-    let mut w = Writer::new();
+    result_sized(status, 1, body)
+}
+
+/// A result of about `bytes` bytes, written without reallocating.
+fn result_sized(status: Status, bytes: usize, body: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    let mut w = Writer::with_capacity(bytes);
     w.u8(status as u8);
     body(&mut w);
     w.finish()
@@ -156,7 +161,10 @@ impl KvApp {
     fn read(&self, key: &str, fields: &Option<Vec<String>>) -> Vec<u8> {
         match self.records.get(key) {
             None => result(Status::NotFound, |_| {}),
-            Some(r) => result(Status::Ok, |w| encode_fields(w, r, fields)),
+            Some(r) => {
+                let bytes = 16 + r.iter().map(|(n, v)| field_bytes(n, v)).sum::<usize>();
+                result_sized(Status::Ok, bytes, |w| encode_fields(w, r, fields))
+            }
         }
     }
 

@@ -466,14 +466,21 @@ impl Replica {
         let mut executed = Vec::with_capacity(run.len());
         for (req, result) in run.into_iter().zip(results) {
             self.stats.requests_executed += 1;
-            if reply {
+            let result = if reply {
+                // The result moves into the reply and back out, not copied.
                 let msg = Message::Reply(Reply {
                     client: req.client,
                     seq: req.seq,
-                    result: result.clone(),
+                    result,
                 });
                 self.send(Peer::Client(req.client), &msg);
-            }
+                match msg {
+                    Message::Reply(r) => r.result,
+                    _ => unreachable!("built as a Reply above"),
+                }
+            } else {
+                result
+            };
             self.clients.record(req.client, req.seq, result);
             executed.push(req.id());
         }

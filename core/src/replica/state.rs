@@ -285,12 +285,7 @@ impl Pending {
 
     /// Removes every pending request of `client` up to `seq` (executed or superseded).
     pub fn remove_through(&mut self, client: ClientId, seq: u64) {
-        let ids: Vec<_> = self
-            .requests
-            .range((client, 0)..=(client, seq))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        while let Some((&id, _)) = self.requests.range((client, 0)..=(client, seq)).next() {
             self.remove(id);
         }
         self.in_flight.remove(&(client, seq));

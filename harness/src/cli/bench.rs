@@ -174,7 +174,7 @@ fn print_table(out: &mut impl Write, a: &BenchArgs, rows: &[Row]) -> std::io::Re
     Ok(())
 }
 
-const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,batch,pipeline,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
+const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,batch,pipeline,io,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
 
 /// Refuses an existing file with other columns (before anything runs), so
 /// rows of different shapes never mix.
@@ -211,7 +211,7 @@ fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
         let h = &r.report.all;
         writeln!(
             f,
-            "{},{},{},{},{},{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{:.2}",
+            "{},{},{},{},{},{},{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{:.2}",
             r.protocol,
             r.n,
             a.workload,
@@ -219,6 +219,7 @@ fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
             if a.signed { "ed25519" } else { "mac" },
             a.protocol.batch,
             a.protocol.pipeline,
+            a.protocol.io,
             a.target.map_or(String::new(), |t| t.to_string()),
             r.report.elapsed.as_secs_f64(),
             r.report.ops,

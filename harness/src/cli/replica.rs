@@ -41,6 +41,10 @@ pub struct ProtocolArgs {
     /// signatures ahead of it (for measuring what batching buys).
     #[arg(long)]
     pub no_batch_verify: bool,
+    /// Socket I/O: `epoll` (mio; a syscall per read and per write) or `uring`
+    /// (a turn's reads, and then its writes, as one io_uring submission each).
+    #[arg(long, default_value = "epoll", value_parser = ["epoll", "uring"])]
+    pub io: String,
 }
 
 impl ProtocolArgs {
@@ -60,6 +64,9 @@ impl ProtocolArgs {
         }
         if self.no_batch_verify {
             flags.push("--no-batch-verify".into());
+        }
+        if self.io != "epoll" {
+            flags.extend(["--io".into(), self.io.clone()]);
         }
         flags
     }
@@ -91,11 +98,16 @@ fn bind<E: Engine>(
     cluster: &Cluster,
     id: ReplicaId,
     engine: E,
-    verifier: Option<BatchVerifier>,
+    (verifier, io): (Option<BatchVerifier>, &str),
     what: &str,
 ) -> anyhow::Result<ReplicaNode<E>> {
-    let node = ReplicaNode::bind(cluster, engine)
+    let mut node = ReplicaNode::bind(cluster, engine)
         .with_context(|| format!("{what}: cannot listen on {}", cluster.addrs[id as usize]))?;
+    if io == "uring" {
+        node = node
+            .with_uring()
+            .with_context(|| format!("{what}: --io uring"))?;
+    }
     Ok(match verifier {
         Some(v) => node.with_batch_verifier(v),
         None => node,
@@ -173,7 +185,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
         let engine = RaftEngine::new(a.id, cluster.n(), Box::new(crypto), app_for(&a.execution)?)?;
         let what = format!("raft replica {}", a.id);
-        let mut node = bind(&cluster, a.id, engine, verifier, &what)?;
+        let mut node = bind(&cluster, a.id, engine, (verifier, &a.protocol.io), &what)?;
         node.run(&stop)?;
         let e = node.engine();
         eprintln!(
@@ -193,7 +205,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     if cluster.file.protocol == "bare" {
         let (crypto, verifier) = a.protocol.crypto(&cluster, 0, secret)?;
         let server = BareServer::new(Box::new(crypto), app_for(&a.execution)?);
-        let mut node = bind(&cluster, 0, server, verifier, "server")?;
+        let mut node = bind(&cluster, 0, server, (verifier, &a.protocol.io), "server")?;
         node.run(&stop)?;
         let s = node.engine().stats();
         eprintln!(
@@ -224,7 +236,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         &cluster,
         a.id,
         replica,
-        verifier,
+        (verifier, &a.protocol.io),
         &format!("replica {}", a.id),
     )?;
     node.run(&stop)?;

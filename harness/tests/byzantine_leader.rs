@@ -48,19 +48,20 @@ fn encoded(req: &Request) -> Vec<u8> {
     w.finish()
 }
 
-/// Replica 0 leads; its appends to replica 2 carry request `y` instead of `x`.
+/// The leader's appends to `victim` carry request `y` instead of `x`,
+/// re-MACed with the leader's own keys.
 fn equivocate_raft(
     frame: Vec<u8>,
+    (leader, victim): (usize, usize),
     to: usize,
-    x: &[u8],
-    y: &[u8],
+    (x, y): (&[u8], &[u8]),
     leader_keys: &SimCrypto,
 ) -> Vec<u8> {
-    let Ok((Peer::Replica(0), Message::Raft(bytes))) = wire::peek(&frame, 3) else {
+    let Ok((Peer::Replica(from), Message::Raft(bytes))) = wire::peek(&frame, 3) else {
         return frame;
     };
     let mut m = RaftMessage::parse_from_bytes(&bytes).unwrap();
-    if to != 2 || m.get_msg_type() != MessageType::MsgAppend {
+    if from as usize != leader || to != victim || m.get_msg_type() != MessageType::MsgAppend {
         return frame;
     }
     for e in m.mut_entries().iter_mut() {
@@ -69,7 +70,12 @@ fn equivocate_raft(
         }
     }
     let msg = Message::Raft(m.write_to_bytes().unwrap());
-    wire::encode_frame(Peer::Replica(0), Peer::Replica(2), &msg, leader_keys)
+    wire::encode_frame(
+        Peer::Replica(leader as ReplicaId),
+        Peer::Replica(victim as ReplicaId),
+        &msg,
+        leader_keys,
+    )
 }
 
 #[test]
@@ -82,11 +88,11 @@ fn an_equivocating_raft_leader_makes_followers_diverge() {
                 n,
                 Box::new(SimCrypto::new(Peer::Replica(r), MASTER, n)),
                 Box::new(ChainApp::default()),
+                7,
             )
             .unwrap()
         })
         .collect();
-    let leader_keys = SimCrypto::new(Peer::Replica(0), MASTER, n);
     let (x, y) = (
         request(100, b"transfer to alice", n),
         request(101, b"transfer to mallory", n),
@@ -95,12 +101,19 @@ fn an_equivocating_raft_leader_makes_followers_diverge() {
     let mut net: VecDeque<(usize, Vec<u8>)> = VecDeque::new();
     let mut now = Time::ZERO;
     let mut submitted = false;
+    // Whoever wins the first election turns Byzantine; the higher-numbered
+    // follower is the one it lies to.
+    let mut roles = (usize::MAX, usize::MAX);
+    let mut leader_keys = SimCrypto::new(Peer::Replica(0), MASTER, n);
     for _step in 0..400 {
         now = now + TICK;
         for node in &mut nodes {
             node.handle_timeout(now);
         }
-        if !submitted && nodes[0].is_leader() {
+        let elected = nodes.iter().position(|n| n.is_leader());
+        if let (false, Some(leader)) = (submitted, elected) {
+            roles = (leader, if leader == 2 { 1 } else { 2 });
+            leader_keys = SimCrypto::new(Peer::Replica(leader as ReplicaId), MASTER, n);
             // The client sends x to every replica; only the leader proposes it.
             let f = wire::encode_body(Peer::Client(100), &Message::Request(x.clone()));
             for node in &mut nodes {
@@ -108,14 +121,10 @@ fn an_equivocating_raft_leader_makes_followers_diverge() {
             }
             submitted = true;
         }
-        for (i, node) in nodes.iter_mut().enumerate() {
+        for node in nodes.iter_mut() {
             while let Some((to, frame)) = node.poll_send() {
                 if let Peer::Replica(t) = to {
-                    let frame = if i == 0 {
-                        equivocate_raft(frame, t as usize, &xe, &ye, &leader_keys)
-                    } else {
-                        frame
-                    };
+                    let frame = equivocate_raft(frame, roles, t as usize, (&xe, &ye), &leader_keys);
                     net.push_back((t as usize, frame));
                 }
             }
@@ -124,39 +133,41 @@ fn an_equivocating_raft_leader_makes_followers_diverge() {
             nodes[to].handle_message(now, &frame);
             while let Some((t, f)) = nodes[to].poll_send() {
                 if let Peer::Replica(t) = t {
-                    let f = if to == 0 {
-                        equivocate_raft(f, t as usize, &xe, &ye, &leader_keys)
-                    } else {
-                        f
-                    };
+                    let f = equivocate_raft(f, roles, t as usize, (&xe, &ye), &leader_keys);
                     net.push_back((t as usize, f));
                 }
             }
         }
+        let (a, b) = followers(roles.0);
         if submitted
-            && nodes[1].applied() == nodes[2].applied()
-            && nodes[1].stats().requests_executed == 1
-            && nodes[2].stats().requests_executed == 1
+            && nodes[a].applied() == nodes[b].applied()
+            && nodes[a].stats().requests_executed == 1
+            && nodes[b].stats().requests_executed == 1
         {
             break;
         }
     }
-    assert!(
-        nodes[0].is_leader(),
-        "replica 0 (shortest election timeout) leads"
-    );
+    assert!(submitted, "a leader was elected");
+    assert!(nodes[roles.0].is_leader(), "and still leads");
+    let (a, b) = followers(roles.0);
     assert_eq!(
-        nodes[1].applied(),
-        nodes[2].applied(),
+        nodes[a].applied(),
+        nodes[b].applied(),
         "both followers applied the same log index"
     );
-    assert_eq!(nodes[1].stats().requests_executed, 1);
-    assert_eq!(nodes[2].stats().requests_executed, 1);
+    assert_eq!(nodes[a].stats().requests_executed, 1);
+    assert_eq!(nodes[b].stats().requests_executed, 1);
     assert_ne!(
-        nodes[1].state_digest(),
-        nodes[2].state_digest(),
+        nodes[a].state_digest(),
+        nodes[b].state_digest(),
         "Raft trusts its leader: followers hold different values at the same index"
     );
+}
+
+/// The two replicas of three that are not `leader`.
+fn followers(leader: usize) -> (usize, usize) {
+    let mut f = (0..3).filter(|&r| r != leader);
+    (f.next().unwrap_or(0), f.next().unwrap_or(0))
 }
 
 #[test]

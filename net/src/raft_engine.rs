@@ -6,10 +6,16 @@
 //!   committed entries, and the leader replies (n = 3 gives f = 0 in the client:
 //!   one reply is enough, as Raft trusts its replicas).
 //! - Time: one raft tick per `TICK` (etcd's defaults: heartbeat 100 ms,
-//!   election 1 s). Election timeouts are fixed per replica (10 + id ticks)
-//!   rather than drawn from raft-rs's unseeded RNG, so runs stay reproducible.
+//!   election 1–2 s). Election timeouts are random, as Raft needs: fixed ones
+//!   can livelock (the simulator found it: with the leader down, the follower
+//!   with the shorter timeout but the shorter log keeps calling elections the
+//!   other must refuse, each resetting the other's timer). raft-rs draws them
+//!   from an unseeded RNG; each draw is replaced by one from a seeded `Rng`,
+//!   so simulated runs replay.
 //! - Storage is raft-rs's `MemStorage`: like the BFT replica on the network,
-//!   nothing is persisted across a restart.
+//!   nothing is persisted across a restart. The simulator keeps a crashed
+//!   replica's storage and restarts it with [`RaftEngine::restart`], as if
+//!   every `Ready` had been made durable before its messages left.
 
 use crate::replica_loop::Engine;
 use bft_core::app::App;
@@ -20,25 +26,45 @@ use bft_core::time::{Span, Time};
 use bft_core::wire;
 use protobuf::Message as _;
 use raft::prelude::{Config, Entry, EntryType, Message as RaftMessage};
-use raft::storage::MemStorage;
+pub use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use std::collections::VecDeque;
 
 /// One raft tick.
 pub const TICK: Span = Span::from_millis(100);
 
+/// Election timeouts are drawn from `ELECTION_TICKS` (etcd: [election, 2 × election)).
+const ELECTION_TICKS: std::ops::Range<usize> = 10..20;
+
 pub struct RaftEngine {
     me: ReplicaId,
+    rng: bft_core::rng::Rng,
     n: usize,
     node: RawNode<MemStorage>,
     crypto: Box<dyn Crypto + Send>,
     app: Box<dyn App>,
     clients: ClientTable,
+    tick: Span,
     next_tick: Time,
     outputs: VecDeque<(Peer, Vec<u8>)>,
     stats: Stats,
     was_leader: bool,
     authenticated_client: Option<bft_core::message::ClientId>,
+    /// Print leadership changes on stderr (the networked replica's log).
+    announce: bool,
+    /// Applied entries, kept only for the simulator's checkers.
+    applied_log: Option<Vec<AppliedEntry>>,
+}
+
+/// One applied log entry: what the simulator's agreement and exactly-once
+/// checkers look at.
+#[derive(Clone, Debug)]
+pub struct AppliedEntry {
+    pub index: u64,
+    /// Of the entry's term, type and data: equal entries, equal digests.
+    pub digest: bft_core::crypto::Digest,
+    /// The request it executed, if it carried one new for its client.
+    pub executed: Vec<(bft_core::message::ClientId, u64)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,41 +72,107 @@ pub struct RaftEngine {
 pub struct RaftError(#[from] raft::Error);
 
 impl RaftEngine {
+    /// `seed` draws the election timeouts.
     pub fn new(
         me: ReplicaId,
         n: usize,
         crypto: Box<dyn Crypto + Send>,
         app: Box<dyn App>,
+        seed: u64,
+    ) -> Result<RaftEngine, RaftError> {
+        let voters: Vec<u64> = (1..=n as u64).collect();
+        let storage = MemStorage::new_with_conf_state((voters, vec![]));
+        RaftEngine::restart(me, n, crypto, app, storage, seed)
+    }
+
+    /// A replica over an existing log and hard state. The App starts empty:
+    /// raft-rs hands every committed entry to it again, from the first.
+    pub fn restart(
+        me: ReplicaId,
+        n: usize,
+        crypto: Box<dyn Crypto + Send>,
+        app: Box<dyn App>,
+        storage: MemStorage,
+        seed: u64,
     ) -> Result<RaftEngine, RaftError> {
         let id = me as u64 + 1; // raft ids start at 1
-        let election = 10 + me as usize;
         let cfg = Config {
             id,
-            election_tick: election,
+            election_tick: ELECTION_TICKS.start,
             heartbeat_tick: 1,
-            min_election_tick: election,
-            max_election_tick: election + 1,
+            min_election_tick: ELECTION_TICKS.start,
+            max_election_tick: ELECTION_TICKS.end,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             ..Default::default()
         };
-        let voters: Vec<u64> = (1..=n as u64).collect();
-        let storage = MemStorage::new_with_conf_state((voters, vec![]));
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let node = RawNode::new(&cfg, storage, &logger)?;
-        Ok(RaftEngine {
+        let mut engine = RaftEngine {
             me,
+            rng: bft_core::rng::Rng::new(seed ^ me as u64),
             n,
             node,
             crypto,
             app,
             clients: ClientTable::default(),
+            tick: TICK,
             next_tick: Time::ZERO + TICK,
             outputs: VecDeque::new(),
             stats: Stats::default(),
             was_leader: false,
             authenticated_client: None,
-        })
+            applied_log: None,
+            announce: true,
+        };
+        engine.redraw_election_timeout();
+        Ok(engine)
+    }
+
+    /// Replaces raft-rs's own draw of the election timeout with a seeded one.
+    /// raft-rs draws when its elapsed count restarts at 0 (a new term, a vote,
+    /// a message from the leader); drawing then too keeps the timeout random
+    /// after every reset and the run reproducible.
+    fn redraw_election_timeout(&mut self) {
+        let raft = &mut self.node.raft;
+        if raft.election_elapsed == 0 {
+            let t = self
+                .rng
+                .range(ELECTION_TICKS.start as u64, ELECTION_TICKS.end as u64 - 1);
+            raft.set_randomized_election_timeout(t as usize);
+        }
+    }
+
+    /// Ticks every `tick` from `now` on (the simulator shortens the tick so
+    /// elections take as long as the BFT replica's request timeout).
+    pub fn ticking(mut self, tick: Span, now: Time) -> RaftEngine {
+        self.tick = tick;
+        self.next_tick = now + tick;
+        self
+    }
+
+    /// Keeps every applied entry for [`take_applied`](Self::take_applied), and
+    /// prints nothing (the simulator).
+    pub fn recording_applied(mut self) -> RaftEngine {
+        self.applied_log = Some(Vec::new());
+        self.announce = false;
+        self
+    }
+
+    pub fn take_applied(&mut self) -> Vec<AppliedEntry> {
+        self.applied_log
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// The log and hard state (shared: a clone sees later writes).
+    pub fn storage(&self) -> MemStorage {
+        self.node.raft.raft_log.store.clone()
+    }
+
+    pub fn term(&self) -> u64 {
+        self.node.raft.term
     }
 
     pub fn is_leader(&self) -> bool {
@@ -165,22 +257,16 @@ impl RaftEngine {
         let mut latest = std::collections::BTreeMap::new();
         let mut run: Vec<Request> = Vec::new();
         for e in entries {
-            if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
-                continue;
+            let fresh = self.fresh_request(&e, &mut latest);
+            if let Some(log) = self.applied_log.as_mut() {
+                let kind = [e.get_entry_type() as u8];
+                log.push(AppliedEntry {
+                    index: e.index,
+                    digest: bft_core::crypto::hash_parts(&[&e.term.to_le_bytes(), &kind, &e.data]),
+                    executed: fresh.iter().map(|r| (r.client, r.seq)).collect(),
+                });
             }
-            let mut r = bft_core::codec::Reader::new(&e.data);
-            let Ok(Message::Request(req)) = bft_core::message::decode_message(&mut r) else {
-                continue;
-            };
-            let last = latest
-                .get(&req.client)
-                .copied()
-                .or_else(|| self.clients.last_seq(req.client));
-            if last.is_some_and(|s| s >= req.seq) {
-                continue; // proposed twice (a retransmission after a leader change)
-            }
-            latest.insert(req.client, req.seq);
-            run.push(req);
+            run.extend(fresh);
         }
         if run.is_empty() {
             return;
@@ -202,11 +288,35 @@ impl RaftEngine {
         }
     }
 
+    /// The request in entry `e`, if it is one and new for its client.
+    fn fresh_request(
+        &self,
+        e: &Entry,
+        latest: &mut std::collections::BTreeMap<bft_core::message::ClientId, u64>,
+    ) -> Option<Request> {
+        if e.get_entry_type() != EntryType::EntryNormal || e.data.is_empty() {
+            return None;
+        }
+        let mut r = bft_core::codec::Reader::new(&e.data);
+        let Ok(Message::Request(req)) = bft_core::message::decode_message(&mut r) else {
+            return None;
+        };
+        let last = latest
+            .get(&req.client)
+            .copied()
+            .or_else(|| self.clients.last_seq(req.client));
+        if last.is_some_and(|s| s >= req.seq) {
+            return None; // proposed twice (a retransmission after a leader change)
+        }
+        latest.insert(req.client, req.seq);
+        Some(req)
+    }
+
     /// Handles raft-rs's `Ready`: send, persist (in memory), apply, advance.
     fn on_ready(&mut self) {
         if self.is_leader() != self.was_leader {
             self.was_leader = self.is_leader();
-            if self.was_leader {
+            if self.was_leader && self.announce {
                 eprintln!(
                     "raft replica {}: became leader (term {})",
                     self.me, self.node.raft.term
@@ -252,6 +362,7 @@ impl Engine for RaftEngine {
                 match RaftMessage::parse_from_bytes(&bytes) {
                     Ok(m) => {
                         let _ = self.node.step(m);
+                        self.redraw_election_timeout();
                     }
                     Err(_) => self.stats.dropped_undecodable += 1,
                 }
@@ -267,7 +378,8 @@ impl Engine for RaftEngine {
     fn handle_timeout(&mut self, now: Time) {
         while self.next_tick <= now {
             self.node.tick();
-            self.next_tick = self.next_tick + TICK;
+            self.redraw_election_timeout();
+            self.next_tick = self.next_tick + self.tick;
         }
         self.on_ready();
     }

@@ -183,7 +183,14 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     let stop = crate::control::serve(a.control_stdio);
     if cluster.file.protocol == "raft" {
         let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
-        let engine = RaftEngine::new(a.id, cluster.n(), Box::new(crypto), app_for(&a.execution)?)?;
+        let seed = std::process::id() as u64; // draws election timeouts
+        let engine = RaftEngine::new(
+            a.id,
+            cluster.n(),
+            Box::new(crypto),
+            app_for(&a.execution)?,
+            seed,
+        )?;
         let what = format!("raft replica {}", a.id);
         let mut node = bind(&cluster, a.id, engine, (verifier, &a.protocol.io), &what)?;
         node.run(&stop)?;

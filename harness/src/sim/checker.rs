@@ -67,6 +67,12 @@ impl Checker {
         }
     }
 
+    /// A replica that rebuilds its state from scratch (Raft replaying its log
+    /// after a restart) executes its requests again, legitimately.
+    pub fn forget_executions(&mut self, replica: ReplicaId) {
+        self.executed.remove(&replica);
+    }
+
     pub fn on_checkpoint(&mut self, replica: ReplicaId, instance: Instance, digest: Digest) {
         match self.checkpoints.get(&instance) {
             Some((d, first)) if *d != digest => {

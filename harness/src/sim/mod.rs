@@ -2,6 +2,7 @@
 
 pub mod checker;
 pub mod mutate;
+pub mod node;
 pub mod scenario;
 pub mod world;
 

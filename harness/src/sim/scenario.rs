@@ -8,6 +8,8 @@ use std::fmt;
 /// What the user asked for (flags); the seed fills in the rest.
 #[derive(Clone, Debug)]
 pub struct SimOptions {
+    /// Raft replicas (raft-rs) instead of BFT ones; crash and network faults only.
+    pub raft: bool,
     pub replicas: usize,
     /// Replicas run as twins (two copies under one identity), ids 0..twins.
     pub twins: usize,
@@ -43,6 +45,7 @@ pub enum CryptoKind {
 impl Default for SimOptions {
     fn default() -> Self {
         SimOptions {
+            raft: false,
             replicas: 4,
             twins: 0,
             mutate: false,

@@ -1,4 +1,6 @@
 //! The simulated world: replicas, clients, a seeded network, one event queue.
+//! The replicas are BFT or, with `SimOptions::raft`, Raft ([`SimReplica`]):
+//! the same network, crashes, clients and checkers serve both.
 //!
 //! No threads, sockets or clocks: time advances from event to event, every
 //! random choice comes from the scenario's seed, and every collection iterated
@@ -6,16 +8,18 @@
 
 use super::checker::Checker;
 use super::mutate::mutate;
+use super::node::{Event, Persisted, SimReplica};
 use super::scenario::{CryptoKind, Scenario, SimOptions};
 use bft_core::app::ChainApp;
 use bft_core::client::{Client, ClientAuth, ClientOutput};
 use bft_core::config::Config;
 use bft_core::crypto::{signing_key_from_seed, Crypto, Digest, KeyedCrypto, Peer, SimCrypto};
 use bft_core::message::{ClientId, Instance, ReplicaId};
-use bft_core::replica::{Durable, Output, Replica, Stats};
+use bft_core::replica::{Replica, Stats};
 use bft_core::rng::Rng;
 use bft_core::time::{Span, Time};
 use bft_core::wire;
+use bft_net::raft_engine::RaftEngine;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 
@@ -25,6 +29,9 @@ pub const LIVENESS_BOUND: Span = Span::from_millis(60_000);
 const SETTLE: Span = Span::from_millis(1_500);
 /// Upper bound on processed events: a run past it is reported, not hung.
 const EVENTS_MAX: u64 = 20_000_000;
+/// Raft's tick in the simulator: elections take 10–20 ticks, 100–200 ms,
+/// the scale of the BFT replica's timeouts that the fault schedules assume.
+pub const RAFT_TICK: Span = Span::from_millis(10);
 /// Client ids start here, so they never collide with replica ids in traces.
 pub const CLIENT_ID_BASE: ClientId = 1_000;
 
@@ -44,8 +51,8 @@ enum Payload {
 struct ReplicaSlot {
     id: ReplicaId,
     copy: u8,
-    node: Option<Replica>,
-    durable: Option<Durable>,
+    node: Option<SimReplica>,
+    durable: Option<Persisted>,
     timer: Option<Time>,
 }
 
@@ -165,13 +172,16 @@ impl World {
             } else {
                 ClientAuth::Macs
             };
-            let client = Client::new(
+            let mut client = Client::new(
                 id,
                 w.sc.n,
                 w.crypto_for(Peer::Client(id)),
                 auth,
                 Span::from_millis(300),
             );
+            if opts.raft {
+                client = client.trusting_one_reply(); // the Raft leader replies alone
+            }
             w.clients.push(ClientSlot {
                 client,
                 done: 0,
@@ -221,16 +231,29 @@ impl World {
         cfg
     }
 
-    fn make_replica(&self, id: ReplicaId, copy: u8, durable: Option<Durable>) -> Replica {
-        let cfg = self.config_for(id);
+    fn make_replica(&self, id: ReplicaId, copy: u8, durable: Option<Persisted>) -> SimReplica {
         let crypto = self.crypto_for(Peer::Replica(id));
-        let seed = self.sc.seed.wrapping_mul(31).wrapping_add(copy as u64) ^ self.now.0;
         let app = Box::new(ChainApp::default());
-        match durable {
-            None => Replica::new(cfg, crypto, app, seed),
-            Some(d) => Replica::recover(cfg, crypto, app, d, seed, self.now),
+        let n = self.sc.n;
+        let seed = self.sc.seed.wrapping_mul(31).wrapping_add(copy as u64) ^ self.now.0;
+        if self.opts.raft {
+            let engine = match durable {
+                Some(Persisted::Raft(storage)) => {
+                    RaftEngine::restart(id, n, crypto, app, storage, seed)
+                }
+                _ => RaftEngine::new(id, n, crypto, app, seed),
+            };
+            let engine = engine.expect("the simulator builds valid Raft nodes");
+            return SimReplica::raft(engine.ticking(RAFT_TICK, self.now));
         }
-        .expect("the simulator builds valid configurations")
+        let cfg = self.config_for(id);
+        let replica = match durable {
+            Some(Persisted::Bft(d)) => Replica::recover(cfg, crypto, app, *d, seed, self.now),
+            _ => Replica::new(cfg, crypto, app, seed),
+        };
+        SimReplica::Bft(Box::new(
+            replica.expect("the simulator builds valid configurations"),
+        ))
     }
 
     fn push(&mut self, at: Time, p: Payload) {
@@ -284,8 +307,10 @@ impl World {
     fn route_from_replica(&mut self, from: usize, to: Peer, frame: Vec<u8>) {
         let frame = if self.mutating(from) {
             let slot = &self.replicas[from];
-            let Some(node) = &slot.node else { return };
-            match mutate(&frame, to, self.sc.n, node.crypto(), &mut self.rng) {
+            let Some(crypto) = slot.node.as_ref().and_then(SimReplica::crypto) else {
+                return;
+            };
+            match mutate(&frame, to, self.sc.n, crypto, &mut self.rng) {
                 Some(f) => f,
                 None => return,
             }
@@ -356,10 +381,10 @@ impl World {
             let Some(node) = self.replicas[slot].node.as_mut() else {
                 return;
             };
-            let Some(out) = node.poll_output() else { break };
+            let Some(out) = node.poll_event() else { break };
             match out {
-                Output::Send { to, frame } => self.route_from_replica(slot, to, frame),
-                Output::Deliver {
+                Event::Send { to, frame } => self.route_from_replica(slot, to, frame),
+                Event::Deliver {
                     instance,
                     digest,
                     executed,
@@ -373,14 +398,14 @@ impl World {
                         });
                     }
                 }
-                Output::Checkpoint { instance, digest } => {
+                Event::Checkpoint { instance, digest } => {
                     if correct {
                         self.checker.on_checkpoint(id, instance, digest);
                     }
                 }
             }
         }
-        if let Some(node) = &self.replicas[slot].node {
+        if let Some(node) = self.replicas[slot].node.as_ref().and_then(SimReplica::bft) {
             let window = node.config().log_window();
             self.checker
                 .bounds(id, node.log_len(), window, node.pending_len());
@@ -460,7 +485,7 @@ impl World {
         for slot in self.replicas.iter_mut().filter(|s| s.id == id) {
             if let Some(node) = slot.node.take() {
                 add_stats(&mut self.crashed_stats, node.stats());
-                slot.durable = Some(node.durable());
+                slot.durable = Some(node.persisted());
                 slot.timer = None;
             }
         }
@@ -472,6 +497,10 @@ impl World {
                 let durable = self.replicas[slot].durable.take();
                 let copy = self.replicas[slot].copy;
                 self.replicas[slot].node = Some(self.make_replica(id, copy, durable));
+                if self.opts.raft {
+                    // Raft rebuilds the App by applying its log again from the first entry.
+                    self.checker.forget_executions(id);
+                }
                 self.drain_replica(slot);
             }
         }
@@ -571,9 +600,9 @@ impl World {
         for s in &self.replicas {
             if let Some(node) = &s.node {
                 add_stats(&mut stats, node.stats());
-                max_regency = max_regency.max(node.regency());
+                max_regency = max_regency.max(node.epoch());
                 if self.is_correct(s.id) {
-                    finals.push((s.id, node.last_executed(), node.state_digest()));
+                    finals.push((s.id, node.executed_through(), node.state_digest()));
                 }
             }
         }

@@ -1,0 +1,162 @@
+//! The replicas the simulated world runs: our BFT `Replica`, or a Raft replica
+//! (tikv's raft-rs through `RaftEngine`), behind one face, so the same seeded
+//! network, crashes, clients and checkers serve both.
+
+use bft_core::crypto::{Crypto, Digest, Peer};
+use bft_core::message::{ClientId, Instance};
+use bft_core::replica::{Durable, Output, Replica, Stats};
+use bft_core::time::Time;
+use bft_net::raft_engine::{AppliedEntry, MemStorage, RaftEngine};
+use bft_net::replica_loop::Engine;
+use std::collections::VecDeque;
+
+pub enum SimReplica {
+    Bft(Box<Replica>),
+    Raft {
+        engine: Box<RaftEngine>,
+        applied: VecDeque<AppliedEntry>,
+    },
+}
+
+/// What survives a crash: the BFT replica's durable state, or Raft's log and hard state.
+pub enum Persisted {
+    Bft(Box<Durable>),
+    Raft(MemStorage),
+}
+
+/// What a replica produced, for the world to route or check.
+pub enum Event {
+    Send {
+        to: Peer,
+        frame: Vec<u8>,
+    },
+    Deliver {
+        instance: Instance,
+        digest: Digest,
+        executed: Vec<(ClientId, u64)>,
+    },
+    Checkpoint {
+        instance: Instance,
+        digest: Digest,
+    },
+}
+
+impl SimReplica {
+    pub fn raft(engine: RaftEngine) -> SimReplica {
+        SimReplica::Raft {
+            engine: Box::new(engine.recording_applied()),
+            applied: VecDeque::new(),
+        }
+    }
+
+    pub fn handle_message(&mut self, now: Time, frame: &[u8]) {
+        match self {
+            SimReplica::Bft(r) => r.handle_message(now, frame),
+            SimReplica::Raft { engine, .. } => engine.handle_message(now, frame),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Time) {
+        match self {
+            SimReplica::Bft(r) => r.handle_timeout(now),
+            SimReplica::Raft { engine, .. } => engine.handle_timeout(now),
+        }
+    }
+
+    pub fn poll_timeout(&self) -> Option<Time> {
+        match self {
+            SimReplica::Bft(r) => r.poll_timeout(),
+            SimReplica::Raft { engine, .. } => engine.poll_timeout(),
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        match self {
+            SimReplica::Bft(r) => r.poll_output().map(|o| match o {
+                Output::Send { to, frame } => Event::Send { to, frame },
+                Output::Deliver {
+                    instance,
+                    digest,
+                    executed,
+                } => Event::Deliver {
+                    instance,
+                    digest,
+                    executed,
+                },
+                Output::Checkpoint { instance, digest } => Event::Checkpoint { instance, digest },
+            }),
+            SimReplica::Raft { engine, applied } => {
+                if let Some((to, frame)) = engine.poll_send() {
+                    return Some(Event::Send { to, frame });
+                }
+                applied.extend(engine.take_applied());
+                applied.pop_front().map(|e| Event::Deliver {
+                    instance: e.index,
+                    digest: e.digest,
+                    executed: e.executed,
+                })
+            }
+        }
+    }
+
+    /// The BFT replica, for what only it has (bounds, keys for mutations).
+    pub fn bft(&self) -> Option<&Replica> {
+        match self {
+            SimReplica::Bft(r) => Some(r),
+            SimReplica::Raft { .. } => None,
+        }
+    }
+
+    pub fn crypto(&self) -> Option<&dyn Crypto> {
+        self.bft().map(Replica::crypto)
+    }
+
+    pub fn summary(&self) -> String {
+        match self {
+            SimReplica::Bft(r) => r.summary(),
+            SimReplica::Raft { engine, .. } => format!(
+                "raft term={} leader={} applied={}",
+                engine.term(),
+                engine.is_leader(),
+                engine.applied()
+            ),
+        }
+    }
+
+    pub fn persisted(&self) -> Persisted {
+        match self {
+            SimReplica::Bft(r) => Persisted::Bft(Box::new(r.durable())),
+            SimReplica::Raft { engine, .. } => Persisted::Raft(engine.storage()),
+        }
+    }
+
+    pub fn stats(&self) -> &Stats {
+        match self {
+            SimReplica::Bft(r) => r.stats(),
+            SimReplica::Raft { engine, .. } => engine.stats(),
+        }
+    }
+
+    /// The BFT regency, or the Raft term.
+    pub fn epoch(&self) -> u64 {
+        match self {
+            SimReplica::Bft(r) => r.regency(),
+            SimReplica::Raft { engine, .. } => engine.term(),
+        }
+    }
+
+    /// The last executed instance, or the last applied Raft index.
+    pub fn executed_through(&self) -> Instance {
+        match self {
+            SimReplica::Bft(r) => r.last_executed(),
+            SimReplica::Raft { engine, .. } => engine.applied(),
+        }
+    }
+
+    pub fn state_digest(&self) -> Digest {
+        match self {
+            SimReplica::Bft(r) => r.state_digest(),
+            SimReplica::Raft { engine, .. } => engine.state_digest(),
+        }
+    }
+}

@@ -375,3 +375,38 @@ fn raft_without_a_majority_is_reported_not_live() {
     );
     assert_eq!(r.completed, 0);
 }
+
+/// KmMR's motivation in the simulator: the same equivocating leader (it tells
+/// the upper half of its followers another story, re-MACed with its own keys)
+/// splits Raft's followers, while the BFT replicas stay in agreement and live.
+/// The same Raft seeds without the lie pass (`raft_fixed_seeds_…`).
+#[test]
+fn an_equivocating_leader_splits_raft_but_not_bft() {
+    let o = SimOptions {
+        equivocate: true,
+        ..raft(3, 0)
+    };
+    let runs: Vec<RunResult> = (1..=20).map(|s| run(s, &o)).collect();
+    assert!(
+        runs.iter().all(|r| r.equivocations > 0),
+        "the Raft leader lied"
+    );
+    let split = runs
+        .iter()
+        .filter(|r| r.violations.iter().any(|v| v.starts_with("agreement")))
+        .count();
+    assert!(
+        split >= 15,
+        "Raft followers applied different entries in {split} of 20 runs"
+    );
+    let o = SimOptions {
+        equivocate: true,
+        ..opts()
+    };
+    let runs = all_pass(&o, 1..=40);
+    let lied = runs.iter().filter(|r| r.equivocations > 0).count();
+    assert!(
+        lied >= 20,
+        "the BFT leader lied in {lied} of 40 runs, and all passed"
+    );
+}

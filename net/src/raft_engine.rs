@@ -171,6 +171,11 @@ impl RaftEngine {
         self.node.raft.raft_log.store.clone()
     }
 
+    /// This replica's keys (the simulator's Byzantine leader re-MACs with them).
+    pub fn crypto(&self) -> &dyn Crypto {
+        self.crypto.as_ref()
+    }
+
     pub fn term(&self) -> u64 {
         self.node.raft.term
     }

@@ -38,6 +38,10 @@ pub struct SimArgs {
     /// Mutate one Byzantine replica's messages (small-scope: ±1, payload, drop).
     #[arg(long)]
     pub mutate: bool,
+    /// The leader tells the upper half of its followers another story (BFT:
+    /// replica 0 reorders its batches; Raft: the first leader alters entries).
+    #[arg(long)]
+    pub equivocate: bool,
     /// Crash K replicas (restarted before the heal).
     #[arg(long, default_value_t = 0)]
     pub crash: usize,
@@ -123,6 +127,7 @@ impl SimArgs {
         );
         for (set, flag) in [
             (self.mutate, " --mutate"),
+            (self.equivocate, " --equivocate"),
             (self.crash_together, " --crash-together"),
             (self.no_network_faults, " --no-network-faults"),
         ] {
@@ -158,8 +163,12 @@ impl SimArgs {
         if self.clients == 0 || self.requests == 0 {
             bail!("--clients and --requests must be positive");
         }
+        if self.equivocate && (self.twins > 0 || self.mutate) {
+            bail!("--equivocate: one Byzantine replica at a time; drop --twins and --mutate");
+        }
         Ok(SimOptions {
             raft,
+            equivocate: self.equivocate,
             replicas: self.replicas,
             twins: self.twins,
             mutate: self.mutate,
@@ -218,13 +227,14 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
     );
     writeln!(
         out,
-        "sim protocol={} replicas={} seeds={}..={} twins={} mutate={} crash={}: {passed} passed, {failed} failed",
+        "sim protocol={} replicas={} seeds={}..={} twins={} mutate={} equivocate={} crash={}: {passed} passed, {failed} failed",
         if opts.raft { "raft" } else { "bft" },
         opts.replicas,
         seeds.start(),
         seeds.end(),
         opts.twins,
         opts.mutate,
+        opts.equivocate,
         opts.crash
     )?;
     Ok(if failed == 0 { 0 } else { 1 })

@@ -1,6 +1,7 @@
 //! The deterministic simulator: `bftbench sim` and the simulation tests.
 
 pub mod checker;
+pub mod equivocate;
 pub mod mutate;
 pub mod node;
 pub mod scenario;
@@ -28,6 +29,9 @@ impl RunResult {
             self.events,
             self.trace,
         );
+        if self.equivocations > 0 {
+            s.push_str(&format!(" equivocations_sent={}", self.equivocations));
+        }
         for (k, v) in world::stats_map(&self.stats) {
             s.push_str(&format!(" {k}={v}"));
         }

@@ -107,8 +107,19 @@ impl SimReplica {
         }
     }
 
-    pub fn crypto(&self) -> Option<&dyn Crypto> {
-        self.bft().map(Replica::crypto)
+    pub fn crypto(&self) -> &dyn Crypto {
+        match self {
+            SimReplica::Bft(r) => r.crypto(),
+            SimReplica::Raft { engine, .. } => engine.crypto(),
+        }
+    }
+
+    /// Leads its current regency or term.
+    pub fn is_leader(&self) -> bool {
+        match self {
+            SimReplica::Bft(r) => r.leader() == r.id(),
+            SimReplica::Raft { engine, .. } => engine.is_leader(),
+        }
     }
 
     pub fn summary(&self) -> String {

@@ -15,6 +15,9 @@ pub struct SimOptions {
     pub twins: usize,
     /// One replica's messages are mutated in some rounds (ByzzFuzz-style).
     pub mutate: bool,
+    /// The leader equivocates: replica 0 for BFT (regency 0's leader), the
+    /// first elected leader for Raft ([`super::equivocate`]).
+    pub equivocate: bool,
     /// Replicas crashed (and restarted before the heal).
     pub crash: usize,
     /// Crash them all at one instant (the "more than f down" experiment).
@@ -49,6 +52,7 @@ impl Default for SimOptions {
             replicas: 4,
             twins: 0,
             mutate: false,
+            equivocate: false,
             crash: 0,
             crash_together: false,
             network_faults: true,

@@ -7,6 +7,7 @@
 //! is ordered, so a seed replays byte for byte.
 
 use super::checker::Checker;
+use super::equivocate::equivocate;
 use super::mutate::mutate;
 use super::node::{Event, Persisted, SimReplica};
 use super::scenario::{CryptoKind, Scenario, SimOptions};
@@ -87,6 +88,8 @@ pub struct RunResult {
     /// Final (replica, last executed, state digest) of every live correct replica.
     pub finals: Vec<(ReplicaId, Instance, Digest)>,
     pub latency_sum: Span,
+    /// Frames the equivocating leader rewrote.
+    pub equivocations: u64,
 }
 
 impl RunResult {
@@ -112,6 +115,7 @@ pub struct World {
     latency_sum: Span,
     deliveries: Vec<DeliveryRecord>,
     crashed_stats: Stats,
+    equivocations: u64,
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -134,9 +138,13 @@ impl World {
     /// A world for a hand-written scenario (tests pin exact fault schedules).
     pub fn from_scenario(sc: Scenario, opts: &SimOptions) -> World {
         let seed = sc.seed;
+        let mut byzantine = sc.byzantine();
+        if opts.equivocate && !opts.raft && !byzantine.contains(&0) {
+            byzantine.push(0); // regency 0's leader
+        }
         let mut w = World {
             rng: Rng::new(seed ^ 0x005E_ED0F_5EED),
-            byzantine: sc.byzantine(),
+            byzantine,
             sc,
             opts: opts.clone(),
             now: Time::ZERO,
@@ -151,6 +159,7 @@ impl World {
             latency_sum: Span::ZERO,
             deliveries: Vec::new(),
             crashed_stats: Stats::default(),
+            equivocations: 0,
         };
         for id in 0..w.sc.n as ReplicaId {
             let copies = if w.sc.twins.contains(&id) { 2 } else { 1 };
@@ -304,13 +313,31 @@ impl World {
         active && self.rng.chance(self.sc.mutate_rate)
     }
 
+    /// The equivocating leader: replica 0 for BFT, the first Raft leader
+    /// (marked Byzantine when it is first seen leading, before it lies).
+    fn equivocator(&mut self, from: usize) -> Option<&dyn Crypto> {
+        if !self.opts.equivocate {
+            return None;
+        }
+        let id = self.replicas[from].id;
+        let node = self.replicas[from].node.as_ref()?;
+        if self.opts.raft && self.byzantine.is_empty() && node.is_leader() {
+            self.byzantine.push(id);
+        }
+        self.byzantine.contains(&id).then(|| node.crypto())
+    }
+
     fn route_from_replica(&mut self, from: usize, to: Peer, frame: Vec<u8>) {
+        let n = self.sc.n;
+        let lie = self
+            .equivocator(from)
+            .and_then(|crypto| equivocate(&frame, to, n, crypto));
+        self.equivocations += lie.is_some() as u64;
+        let frame = lie.unwrap_or(frame);
         let frame = if self.mutating(from) {
             let slot = &self.replicas[from];
-            let Some(crypto) = slot.node.as_ref().and_then(SimReplica::crypto) else {
-                return;
-            };
-            match mutate(&frame, to, self.sc.n, crypto, &mut self.rng) {
+            let Some(node) = &slot.node else { return };
+            match mutate(&frame, to, self.sc.n, node.crypto(), &mut self.rng) {
                 Some(f) => f,
                 None => return,
             }
@@ -622,6 +649,7 @@ impl World {
             deliveries: self.deliveries,
             finals,
             latency_sum: self.latency_sum,
+            equivocations: self.equivocations,
         }
     }
 }

@@ -210,3 +210,58 @@ fn keygen_takes_named_addresses_and_k8s_render_prints_valid_kinds() {
     assert_ne!(code, 0);
     assert!(err.contains("3f+1"), "{err}");
 }
+
+#[test]
+fn sim_runs_raft_and_refuses_byzantine_modes_for_it() {
+    let (code, out, _) = bftbench(&[
+        "sim",
+        "--protocol",
+        "raft",
+        "--replicas",
+        "3",
+        "--crash",
+        "1",
+        "--seeds",
+        "1..=10",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.lines().last().unwrap().contains("protocol=raft"),
+        "{out}"
+    );
+    let (code, _, err) = bftbench(&[
+        "sim",
+        "--protocol",
+        "raft",
+        "--replicas",
+        "3",
+        "--twins",
+        "1",
+    ]);
+    assert_eq!(code, 2, "an error, not a failing seed");
+    assert!(err.contains("Raft tolerates crashes, not lies"), "{err}");
+}
+
+#[test]
+fn bench_refuses_a_replica_configuration_before_starting_anything() {
+    let dir = std::env::temp_dir().join(format!("bftbench-cfg-{}", std::process::id()));
+    let csv = dir.join("bench.csv");
+    let started = std::time::Instant::now();
+    let (code, _, err) = bftbench(&[
+        "bench",
+        "--protocols",
+        "bft",
+        "--checkpoint-interval",
+        "4096",
+        "--csv",
+        csv.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("replica configuration"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "refused at once"
+    );
+    assert!(!csv.exists(), "nothing ran, nothing written");
+    let _ = std::fs::remove_dir_all(&dir);
+}

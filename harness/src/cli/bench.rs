@@ -72,6 +72,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<i32> {
     if a.execution != "embedded" && a.execution != "remote" {
         bail!("--execution {}: expected embedded or remote", a.execution);
     }
+    if a.protocols.iter().any(|p| p == "bft") {
+        a.protocol.config(a.replicas, 0)?; // refused here, not after a 10 s wait
+    }
     let duration = parse_duration(&a.duration).context("--duration")?;
     let warmup = parse_duration(&a.warmup).context("--warmup")?;
     let props = super::workload::load_properties(&a.workload, &a.props)?;

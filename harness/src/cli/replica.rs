@@ -71,6 +71,19 @@ impl ProtocolArgs {
         flags
     }
 
+    /// The BFT configuration of replica `me` of `n`, validated.
+    pub fn config(&self, n: usize, me: ReplicaId) -> anyhow::Result<Config> {
+        let mut cfg = Config::new(n, me);
+        cfg.batch_max_requests = self.batch;
+        cfg.pipeline = self.pipeline;
+        cfg.checkpoint_interval = self.checkpoint_interval;
+        cfg.request_timeout = bft_core::Span::from_millis(self.request_timeout_ms);
+        cfg.view_change_timeout = cfg.request_timeout;
+        cfg.state_transfer_timeout = cfg.request_timeout;
+        cfg.validate().context("replica configuration")?;
+        Ok(cfg)
+    }
+
     /// The replica's crypto and, unless disabled, the batch verifier feeding it.
     fn crypto(
         &self,
@@ -228,13 +241,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         );
         return Ok(0);
     }
-    let mut cfg = Config::new(cluster.n(), a.id);
-    cfg.batch_max_requests = a.protocol.batch;
-    cfg.pipeline = a.protocol.pipeline;
-    cfg.checkpoint_interval = a.protocol.checkpoint_interval;
-    cfg.request_timeout = bft_core::Span::from_millis(a.protocol.request_timeout_ms);
-    cfg.view_change_timeout = cfg.request_timeout;
-    cfg.state_transfer_timeout = cfg.request_timeout;
+    let cfg = a.protocol.config(cluster.n(), a.id)?;
     let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
     let seed = std::process::id() as u64;
     let replica = Replica::new(cfg, Box::new(crypto), app_for(&a.execution)?, seed)

@@ -231,23 +231,23 @@ impl Docker {
         for id in 0..spec.n {
             let execution = if spec.remote_execution {
                 let ip = format!("{prefix}.{}", 100 + id);
-                let log = std::fs::File::create(dir.join(format!("kv-server-{id}.log")))?;
+                let log = dir.join(format!("kv-server-{id}.log"));
                 let mut cmd = self.container(net, dir, &format!("{run}-kv-{id}"), &ip);
                 cmd.args(["kv-server", "--listen", &format!("0.0.0.0:{KV_PORT}")])
                     .arg("--control-stdio");
-                fleet.spawn(Role::KvServer, &format!("kv-server {id}"), cmd, log)?;
+                fleet.spawn(Role::KvServer, &format!("kv-server {id}"), cmd, &log)?;
                 format!("remote={ip}:{KV_PORT}")
             } else {
                 "embedded".to_string()
             };
             let ip = format!("{prefix}.{}", 10 + id);
-            let log = std::fs::File::create(dir.join(format!("replica-{id}.log")))?;
+            let log = dir.join(format!("replica-{id}.log"));
             let mut cmd = self.container(net, dir, &format!("{run}-replica-{id}"), &ip);
             cmd.args(["replica", "--cluster", "/cluster/cluster.toml"])
                 .args(["--id", &id.to_string(), "--control-stdio"])
                 .args(["--execution", &execution])
                 .args(spec.protocol_args.to_flags());
-            fleet.spawn(Role::Replica, &format!("replica {id}"), cmd, log)?;
+            fleet.spawn(Role::Replica, &format!("replica {id}"), cmd, &log)?;
         }
         Ok(())
     }

@@ -77,6 +77,7 @@ pub fn usage_between(before: &Sample, after: &Sample) -> Vec<(Role, RoleUsage)> 
 struct Member {
     role: Role,
     label: String,
+    log: std::path::PathBuf,
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
@@ -90,7 +91,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// Starts `cmd` (which must serve the control channel) as one member;
-    /// its stderr goes to `log`. Returns the member's index.
+    /// its stderr goes to the file `log` (created). Returns the member's index.
     ///
     /// A `Client` member is the load generator on another host: it is not
     /// asked for stats but reports its own figures (see `super::wire`).
@@ -99,12 +100,14 @@ impl Fleet {
         role: Role,
         label: &str,
         mut cmd: Command,
-        log: std::fs::File,
+        log: &std::path::Path,
     ) -> anyhow::Result<usize> {
+        let file = std::fs::File::create(log)
+            .with_context(|| format!("{label}: creating {}", log.display()))?;
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(log)
+            .stderr(file)
             .spawn()
             .with_context(|| format!("starting {label}"))?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -113,11 +116,28 @@ impl Fleet {
         self.members.push(Member {
             role,
             label: label.to_string(),
+            log: log.to_path_buf(),
             child,
             stdin: Some(stdin),
             stdout: BufReader::new(stdout),
         });
         Ok(self.members.len() - 1)
+    }
+
+    /// A member that has already exited, with its status and the last line
+    /// of its log (a replica refusing its configuration, say): what to tell
+    /// the user when the cluster does not answer.
+    pub fn first_exit(&mut self) -> Option<String> {
+        self.members.iter_mut().find_map(|m| {
+            let status = m.child.try_wait().ok().flatten()?;
+            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let last = text.lines().rev().find(|l| !l.trim().is_empty());
+            Some(format!(
+                "{} exited ({status}): {}",
+                m.label,
+                last.unwrap_or("(its log is empty)")
+            ))
+        })
     }
 
     /// The next line member `index` prints (without its newline), at most

@@ -28,16 +28,16 @@ fn spawn_replicas(
     let mut fleet = Fleet::default();
     let kv_addrs = if remote { free_addrs(n)? } else { Vec::new() };
     for (id, addr) in kv_addrs.iter().enumerate() {
-        let log = std::fs::File::create(dir.join(format!("kv-server-{id}.log")))?;
+        let log = dir.join(format!("kv-server-{id}.log"));
         let mut cmd = Command::new(&exe);
         cmd.args(["kv-server", "--listen", addr, "--control-stdio"]);
-        fleet.spawn(Role::KvServer, &format!("kv-server {id}"), cmd, log)?;
+        fleet.spawn(Role::KvServer, &format!("kv-server {id}"), cmd, &log)?;
     }
     for id in 0..n {
         let execution = kv_addrs
             .get(id)
             .map_or("embedded".to_string(), |a| format!("remote={a}"));
-        let log = std::fs::File::create(dir.join(format!("replica-{id}.log")))?;
+        let log = dir.join(format!("replica-{id}.log"));
         let mut cmd = Command::new(&exe);
         cmd.arg("replica")
             .arg("--cluster")
@@ -45,7 +45,7 @@ fn spawn_replicas(
             .args(["--id", &id.to_string(), "--control-stdio"])
             .args(["--execution", &execution])
             .args(proto.to_flags());
-        fleet.spawn(Role::Replica, &format!("replica {id}"), cmd, log)?;
+        fleet.spawn(Role::Replica, &format!("replica {id}"), cmd, &log)?;
     }
     Ok(fleet)
 }

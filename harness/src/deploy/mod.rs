@@ -15,7 +15,7 @@ pub use fleet::{Role, RoleUsage};
 
 use crate::cli::replica::ProtocolArgs;
 use crate::cli::shared::load_options;
-use anyhow::Context;
+use anyhow::{bail, Context};
 use bft_net::client_loop::{LoadGenerator, LoadReport, Phase};
 use bft_net::cluster::{keygen, load_client_secrets, Cluster, KeygenOptions};
 use bft_workloads::{Properties, Workload};
@@ -93,8 +93,13 @@ pub fn measure(
         .collect();
     let opts = load_options(spec.signed, spec.target);
     let stop = AtomicBool::new(false);
-    let mut gen = LoadGenerator::connect(cluster, &secrets, &opts, CONNECT_WAIT)
-        .context("connecting to the replicas")?;
+    let mut gen = match LoadGenerator::connect(cluster, &secrets, &opts, CONNECT_WAIT) {
+        Ok(gen) => gen,
+        Err(e) => match fleet.first_exit() {
+            Some(exit) => bail!("connecting to the replicas: {e}; {exit}"),
+            None => return Err(e).context("connecting to the replicas"),
+        },
+    };
     let mut workload = Workload::new(&spec.props, 1)?;
     gen.run(&mut workload, Phase::Load, &opts, &stop)
         .context("load phase")?;

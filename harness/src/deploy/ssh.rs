@@ -329,7 +329,7 @@ impl Ssh {
         role: Role,
         label: &str,
         args: &[String],
-        log: std::fs::File,
+        log: &std::path::Path,
     ) -> anyhow::Result<usize> {
         let mut script = format!("exec {}/bftbench", remote_path(dir));
         for a in args {
@@ -467,7 +467,7 @@ impl Ssh {
                     &host.address
                 };
                 let kv = format!("{ip}:{}", self.inv.kv_port + slot);
-                let log = std::fs::File::create(spec.dir.join(format!("kv-server-{id}.log")))?;
+                let log = spec.dir.join(format!("kv-server-{id}.log"));
                 let args = ["kv-server", "--listen", &kv, "--control-stdio"].map(String::from);
                 self.spawn(
                     &mut fleet,
@@ -476,7 +476,7 @@ impl Ssh {
                     Role::KvServer,
                     "kv-server",
                     &args,
-                    log,
+                    &log,
                 )?;
                 format!("remote={kv}")
             } else {
@@ -487,12 +487,12 @@ impl Ssh {
             args.extend(["--id".into(), id.to_string(), "--control-stdio".into()]);
             args.extend(["--execution".into(), execution]);
             args.extend(spec.protocol_args.to_flags());
-            let log = std::fs::File::create(spec.dir.join(format!("replica-{id}.log")))?;
+            let log = spec.dir.join(format!("replica-{id}.log"));
             let label = format!("replica {id}");
-            self.spawn(&mut fleet, host, &dir, Role::Replica, &label, &args, log)?;
+            self.spawn(&mut fleet, host, &dir, Role::Replica, &label, &args, &log)?;
         }
         let dir = dir_of(&client_host);
-        let log = std::fs::File::create(spec.dir.join("client.log"))?;
+        let log = spec.dir.join("client.log");
         let args = client_args(spec, &dir);
         let client = self.spawn(
             &mut fleet,
@@ -501,7 +501,7 @@ impl Ssh {
             Role::Client,
             "client",
             &args,
-            log,
+            &log,
         )?;
         Ok(Started { fleet, client })
     }

@@ -151,8 +151,9 @@ pub struct ReplicaNode<E: Engine> {
     verifier: Option<BatchVerifier>,
     /// `--io uring`: reads and writes go through this in batches.
     uring: Option<IoBatch>,
-    /// Inbound connections epoll found readable this turn (uring only).
-    readable: Vec<usize>,
+    /// Inbound connections epoll found readable this turn (uring only), and
+    /// whether the event also said the peer closed or failed.
+    readable: Vec<(usize, bool)>,
     pub net: NetStats,
 }
 
@@ -253,8 +254,9 @@ impl<E: Engine> ReplicaNode<E> {
                         self.peer_event(t - PEER_BASE, closed, ev.is_writable())
                     }
                     Token(t) if self.uring.is_some() => {
-                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                            self.readable.push(t - INBOUND_BASE);
+                        let ending = ev.is_read_closed() || ev.is_error();
+                        if ev.is_readable() || ending {
+                            self.readable.push((t - INBOUND_BASE, ending));
                         }
                     }
                     Token(t) => self.inbound_event(t - INBOUND_BASE),
@@ -386,9 +388,13 @@ impl<E: Engine> ReplicaNode<E> {
     /// `--io uring`: reads every readable connection in one submission, again
     /// for those that filled their buffer, until all are drained. A read
     /// shorter than the buffer drained the socket: new data raises a new edge.
+    /// A connection whose event said the peer closed is read until it reports
+    /// the end (data and FIN can come in one edge, and no edge follows).
     fn read_batched(&mut self) {
-        let mut ready = std::mem::take(&mut self.readable);
-        ready.sort_unstable();
+        let mut events = std::mem::take(&mut self.readable);
+        events.sort_unstable();
+        let ending: Vec<usize> = events.iter().filter(|e| e.1).map(|e| e.0).collect();
+        let mut ready: Vec<usize> = events.into_iter().map(|e| e.0).collect();
         ready.dedup();
         while !ready.is_empty() {
             let Some(uring) = self.uring.as_mut() else {
@@ -418,7 +424,7 @@ impl<E: Engine> ReplicaNode<E> {
                         let full = self.inbound[idx]
                             .as_mut()
                             .is_some_and(|c| c.reader.commit(n));
-                        if full || n == READ_CHUNK {
+                        if full || n == READ_CHUNK || ending.contains(&idx) {
                             Fill::More
                         } else {
                             Fill::Drained

@@ -114,16 +114,16 @@ impl IoBatch {
             match self.ring.submit_and_wait(want) {
                 Ok(_) => self.submissions += 1,
                 Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {} // completions to reap first
-                Err(e) => {
-                    // Entries may be in flight with our buffers: returning now
-                    // could let the kernel write into freed memory.
-                    eprintln!("io_uring failed with operations in flight ({e}); aborting");
-                    std::process::abort();
-                }
+                // Completions to reap first, or no room to submit now: nothing
+                // new was submitted, so reaping and retrying is safe.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN)) => {}
+                Err(e) => abort_in_flight(&format!("io_uring_enter failed ({e})")),
             }
             for cqe in self.ring.completion() {
                 let i = cqe.user_data() as usize;
+                if i >= results.len() {
+                    abort_in_flight("a completion for no operation of this batch");
+                }
                 let res = cqe.result();
                 results[i] = if res >= 0 {
                     Ok(res as usize)
@@ -134,6 +134,15 @@ impl IoBatch {
             }
         }
     }
+}
+
+/// Operations may be in flight with borrowed buffers: returning or unwinding
+/// now could let the kernel write into freed memory, so the process stops.
+/// (Not `eprintln!`, which panics if stderr fails.)
+fn abort_in_flight(why: &str) -> ! {
+    use std::io::Write;
+    let _ = writeln!(io::stderr(), "{why} with operations in flight; aborting");
+    std::process::abort();
 }
 
 /// Buffers are bounded far below 4 GiB (READ_CHUNK, OUTBOUND_BYTES_MAX).

@@ -130,7 +130,8 @@ impl Fleet {
     pub fn first_exit(&mut self) -> Option<String> {
         self.members.iter_mut().find_map(|m| {
             let status = m.child.try_wait().ok().flatten()?;
-            let text = std::fs::read_to_string(&m.log).unwrap_or_default();
+            let bytes = std::fs::read(&m.log).unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
             let last = text.lines().rev().find(|l| !l.trim().is_empty());
             Some(format!(
                 "{} exited ({status}): {}",

@@ -15,6 +15,9 @@ pub enum SimReplica {
     Raft {
         engine: Box<RaftEngine>,
         applied: VecDeque<AppliedEntry>,
+        /// Entries up to here were applied before a crash: their replay is
+        /// checked again but is not new progress.
+        replay_through: u64,
     },
 }
 
@@ -34,6 +37,8 @@ pub enum Event {
         instance: Instance,
         digest: Digest,
         executed: Vec<(ClientId, u64)>,
+        /// A restarted Raft replica applying its log again.
+        replay: bool,
     },
     Checkpoint {
         instance: Instance,
@@ -42,10 +47,13 @@ pub enum Event {
 }
 
 impl SimReplica {
-    pub fn raft(engine: RaftEngine) -> SimReplica {
+    /// A Raft replica; `replay_through` is the commit index its kept log
+    /// held at the crash (0 for a fresh one).
+    pub fn raft(engine: RaftEngine, replay_through: u64) -> SimReplica {
         SimReplica::Raft {
             engine: Box::new(engine.recording_applied()),
             applied: VecDeque::new(),
+            replay_through,
         }
     }
 
@@ -82,10 +90,15 @@ impl SimReplica {
                     instance,
                     digest,
                     executed,
+                    replay: false,
                 },
                 Output::Checkpoint { instance, digest } => Event::Checkpoint { instance, digest },
             }),
-            SimReplica::Raft { engine, applied } => {
+            SimReplica::Raft {
+                engine,
+                applied,
+                replay_through,
+            } => {
                 if let Some((to, frame)) = engine.poll_send() {
                     return Some(Event::Send { to, frame });
                 }
@@ -94,6 +107,7 @@ impl SimReplica {
                     instance: e.index,
                     digest: e.digest,
                     executed: e.executed,
+                    replay: e.index <= *replay_through,
                 })
             }
         }

@@ -246,14 +246,16 @@ impl World {
         let n = self.sc.n;
         let seed = self.sc.seed.wrapping_mul(31).wrapping_add(copy as u64) ^ self.now.0;
         if self.opts.raft {
-            let engine = match durable {
+            let (engine, replay_through) = match durable {
                 Some(Persisted::Raft(storage)) => {
-                    RaftEngine::restart(id, n, crypto, app, storage, seed)
+                    let committed = storage.rl().hard_state().commit;
+                    let e = RaftEngine::restart(id, n, crypto, app, storage, seed);
+                    (e, committed)
                 }
-                _ => RaftEngine::new(id, n, crypto, app, seed),
+                _ => (RaftEngine::new(id, n, crypto, app, seed), 0),
             };
             let engine = engine.expect("the simulator builds valid Raft nodes");
-            return SimReplica::raft(engine.ticking(RAFT_TICK, self.now));
+            return SimReplica::raft(engine.ticking(RAFT_TICK, self.now), replay_through);
         }
         let cfg = self.config_for(id);
         let replica = match durable {
@@ -415,9 +417,12 @@ impl World {
                     instance,
                     digest,
                     executed,
+                    replay,
                 } => {
                     if correct {
                         self.checker.on_deliver(id, instance, digest, &executed);
+                    }
+                    if correct && !replay {
                         self.deliveries.push(DeliveryRecord {
                             at: self.now,
                             replica: id,

@@ -1,6 +1,7 @@
 //! Oracles over what correct replicas and clients observed.
 //!
-//! - agreement: no two correct replicas decide different batches at one instance;
+//! - agreement: no two correct replicas decide different batches at one instance,
+//!   nor run different requests of it (what runs depends only on the state);
 //! - validity and exactly-once: only submitted requests execute, each at most
 //!   once per replica;
 //! - equal state digests at equal checkpoint instances;
@@ -12,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Default)]
 pub struct Checker {
-    decided: BTreeMap<Instance, (Digest, ReplicaId)>,
+    /// First decision seen per instance: its digest, the replica, what it ran.
+    decided: BTreeMap<Instance, (Digest, ReplicaId, Vec<(ClientId, u64)>)>,
     executed: BTreeMap<ReplicaId, BTreeSet<(ClientId, u64)>>,
     checkpoints: BTreeMap<Instance, (Digest, ReplicaId)>,
     submitted: BTreeSet<(ClientId, u64)>,
@@ -44,15 +46,22 @@ impl Checker {
     ) {
         self.deliveries += 1;
         match self.decided.get(&instance) {
-            Some((d, first)) if *d != digest => {
+            Some((d, first, _)) if *d != digest => {
                 let first = *first;
                 self.violate(format!(
                     "agreement: instance {instance} decided differently by r{first} and r{replica}"
                 ));
             }
+            Some((_, first, ran)) if ran.as_slice() != executed => {
+                let first = *first;
+                self.violate(format!(
+                    "execution: r{first} and r{replica} ran different requests of instance {instance}"
+                ));
+            }
             Some(_) => {}
             None => {
-                self.decided.insert(instance, (digest, replica));
+                self.decided
+                    .insert(instance, (digest, replica, executed.to_vec()));
             }
         }
         for id in executed {
@@ -148,6 +157,18 @@ mod tests {
         assert!(c.violations().is_empty());
         c.on_deliver(2, 1, [2; 32], &[]);
         assert!(c.violations()[0].starts_with("agreement"));
+    }
+
+    #[test]
+    fn execution_fires_when_one_decision_runs_different_requests() {
+        let mut c = Checker::default();
+        c.submitted((7, 1));
+        c.submitted((7, 2));
+        c.on_deliver(0, 1, [1; 32], &[(7, 1)]);
+        c.on_deliver(1, 1, [1; 32], &[(7, 1)]);
+        assert!(c.violations().is_empty());
+        c.on_deliver(2, 1, [1; 32], &[]);
+        assert!(c.violations()[0].starts_with("execution"));
     }
 
     #[test]

@@ -11,10 +11,13 @@ use bft_core::crypto::Digest;
 use bft_core::message::{ClientId, Instance, ReplicaId};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The requests one delivery ran, in order.
+type Ran = Vec<(ClientId, u64)>;
+
 #[derive(Debug, Default)]
 pub struct Checker {
     /// First decision seen per instance: its digest, the replica, what it ran.
-    decided: BTreeMap<Instance, (Digest, ReplicaId, Vec<(ClientId, u64)>)>,
+    decided: BTreeMap<Instance, (Digest, ReplicaId, Ran)>,
     executed: BTreeMap<ReplicaId, BTreeSet<(ClientId, u64)>>,
     checkpoints: BTreeMap<Instance, (Digest, ReplicaId)>,
     submitted: BTreeSet<(ClientId, u64)>,

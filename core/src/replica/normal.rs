@@ -1,8 +1,8 @@
 //! Normal case: requests, batching, PROPOSE → WRITE → ACCEPT, in-order execution.
 
-use super::state::{SigCheck, Slot};
+use super::state::SigCheck;
 use super::{Output, Replica};
-use crate::crypto::{Crypto, Digest, Peer, Signature};
+use crate::crypto::{Digest, Peer, Signature};
 use crate::limits::*;
 use crate::message::*;
 use std::sync::Arc;
@@ -335,12 +335,9 @@ impl Replica {
         let Some((pr, d, batch)) = slot.proposal.clone() else {
             return;
         };
-        if pr != r || slot.voted_accept == Some(r) || slot.write_count(r, &d) < q {
-            return;
-        }
-        let bad = check_write_sigs(self.crypto.as_ref(), slot, r, i, &d, q);
-        self.stats.dropped_bad_auth += bad;
-        if slot.write_count(r, &d) < q {
+        // Until we prepare, `on_write` verifies every WRITE on arrival, so
+        // only Valid ones can count towards the certificate.
+        if pr != r || slot.voted_accept == Some(r) || slot.valid_write_count(r, &d) < q {
             return;
         }
         let sigs: Vec<_> = slot
@@ -529,42 +526,4 @@ impl Replica {
             Some(self.now + self.cfg.view_change_timeout.backoff(self.view_failures));
         self.view_failures = (self.view_failures + 1).min(BACKOFF_EXP_MAX);
     }
-}
-
-/// Verifies unchecked WRITE signatures for (r, i, d), lowest sender first,
-/// until `q` are valid or none is left unchecked. Returns how many were bad.
-/// WRITEs are checked on arrival until the certificate is complete, so this
-/// normally finds nothing to do; it keeps "a certificate holds only valid
-/// signatures" true whatever path a WRITE took.
-fn check_write_sigs(
-    crypto: &dyn Crypto,
-    slot: &mut Slot,
-    r: Regency,
-    i: Instance,
-    d: &Digest,
-    q: usize,
-) -> u64 {
-    let msg = WriteCert::sign_bytes(r, i, d);
-    let mut valid = slot
-        .writes
-        .range((r, 0)..=(r, ReplicaId::MAX))
-        .filter(|(_, (wd, _, c))| wd == d && *c == SigCheck::Valid)
-        .count();
-    let mut bad = 0;
-    for ((_, s), (wd, sig, check)) in slot.writes.range_mut((r, 0)..=(r, ReplicaId::MAX)) {
-        if valid >= q {
-            break;
-        }
-        if wd != d || *check != SigCheck::Unchecked {
-            continue;
-        }
-        if crypto.verify_replica(*s, &msg, sig) {
-            *check = SigCheck::Valid;
-            valid += 1;
-        } else {
-            *check = SigCheck::Invalid;
-            bad += 1;
-        }
-    }
-    bad
 }

@@ -3,9 +3,10 @@
 //! Two kinds of proof are used, each where it pays:
 //! - **MACs** (HMAC-SHA256, one key per pair of nodes) authenticate every link
 //!   frame and, as a vector of per-replica MACs, client requests.
-//! - **Signatures** appear only where a third party must be convinced: WRITE
-//!   votes (prepared certificates), CHECKPOINT votes (stable checkpoints),
-//!   STOPDATA (leader change) and, optionally, client requests.
+//! - **Signatures** appear only where a third party must be convinced:
+//!   CHECKPOINT votes (stable checkpoints), STOPDATA (leader change) and,
+//!   optionally, client requests. The normal case (PROPOSE, WRITE, ACCEPT)
+//!   signs nothing.
 //!
 //! [`KeyedCrypto`] is the real implementation: ed25519-dalek signs,
 //! ed25519-zebra verifies under ZIP-215's rules (the one rule under which

@@ -32,6 +32,11 @@ pub const SNAPSHOT_BYTES_MAX: usize = 48 << 20;
 pub const REGENCY_LOOKAHEAD_MAX: u64 = 16;
 /// Entries in a certificate (signatures), at most one per replica.
 pub const CERT_ENTRIES_MAX: usize = REPLICAS_MAX;
+/// Digests one replica reports having written at one instance (its
+/// write-set). The newest are kept: dropping old ones can only stop an old
+/// value from being re-proposed (liveness, after this many regencies wrote
+/// different values at one undecided instance), never make a wrong one chosen.
+pub const WRITESET_MAX: usize = 4;
 /// Exponent cap for timer back-off (timeout × 2^k).
 pub const BACKOFF_EXP_MAX: u32 = 6;
 /// Largest decided-log suffix one state-transfer reply carries.

@@ -79,26 +79,6 @@ pub struct Reply {
     pub result: Vec<u8>,
 }
 
-/// 2f+1 signatures on WRITE(regency, instance, digest): a prepared certificate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WriteCert {
-    pub regency: Regency,
-    pub instance: Instance,
-    pub digest: Digest,
-    pub sigs: Vec<(ReplicaId, Signature)>,
-}
-
-impl WriteCert {
-    pub fn sign_bytes(regency: Regency, instance: Instance, digest: &Digest) -> Vec<u8> {
-        let mut w = Writer::new();
-        w.raw(b"WRITE");
-        w.u64(regency);
-        w.u64(instance);
-        w.raw(digest);
-        w.finish()
-    }
-}
-
 /// 2f+1 signatures on CHECKPOINT(instance, state digest): a stable checkpoint.
 /// Instance 0 is the genesis state and carries no signatures.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,21 +98,30 @@ impl CheckpointCert {
     }
 }
 
+/// What one replica reports about one instance above its stable checkpoint
+/// when it enters a new regency (the "state" of Cachin's Byzantine Paxos).
+/// Nothing in it is a proof: the leader-change rule (`verify::plan_from`)
+/// counts reports, and the STOPDATA signature makes them transferable.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Prepared {
-    pub cert: WriteCert,
-    pub batch: Arc<Batch>,
+pub struct InstanceReport {
+    pub instance: Instance,
+    /// The latest (regency, digest) for which this replica saw 2f+1 matching
+    /// WRITEs and sent ACCEPT.
+    pub accepted: Option<(Regency, Digest)>,
+    /// Every digest this replica sent WRITE for, with the highest regency in
+    /// which it did (at most `WRITESET_MAX`, the newest kept).
+    pub written: Vec<(Regency, Digest)>,
 }
 
 /// What a replica knows when it enters a new regency: its stable checkpoint
-/// and its prepared certificates, signed. Batches travel beside it, bound to
-/// the certificates by their digests, so proofs stay small.
+/// and its reports on the instances above it, signed once. The batches of the
+/// accepted digests travel beside it, bound by their digests.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StopData {
     pub regency: Regency,
     pub from: ReplicaId,
     pub checkpoint: CheckpointCert,
-    pub prepared: Vec<WriteCert>,
+    pub reports: Vec<InstanceReport>,
     pub sig: Signature,
 }
 
@@ -145,7 +134,7 @@ impl StopData {
     }
 }
 
-/// A regency's synchronisation: 2f+1 STOPDATA proofs and the batches the plan
+/// A regency's synchronisation: 2f+1 or more STOPDATA and the batches the plan
 /// derived from them needs. Valid whoever forwards it: its validity rests on
 /// the signed proofs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -169,8 +158,8 @@ pub struct StateReply {
 
 /// Wire tags of the messages that carry signatures worth batch-verifying.
 pub const TAG_REQUEST: u8 = 1;
-pub const TAG_WRITE: u8 = 4;
 pub const TAG_CHECKPOINT: u8 = 9;
+const TAG_WRITE: u8 = 4;
 /// A request's authenticator kind: a signature (else a vector of MACs).
 pub const AUTH_SIGNATURE: u8 = 1;
 
@@ -183,11 +172,12 @@ pub enum Message {
         instance: Instance,
         batch: Arc<Batch>,
     },
+    /// Authenticated by its link MAC only: WRITEs are never shown to a third
+    /// party (a leader change relies on signed STOPDATA instead).
     Write {
         regency: Regency,
         instance: Instance,
         digest: Digest,
-        sig: Signature,
     },
     Accept {
         regency: Regency,
@@ -199,7 +189,7 @@ pub enum Message {
     },
     StopData {
         data: StopData,
-        /// `batches[k]` is the batch of `data.prepared[k]`.
+        /// The batches of the reports' accepted digests, in report order.
         batches: Vec<Arc<Batch>>,
     },
     Sync(SyncProof),
@@ -316,22 +306,6 @@ fn decode_sigs(r: &mut Reader) -> Result<Vec<(ReplicaId, Signature)>, DecodeErro
         .collect()
 }
 
-fn encode_write_cert(w: &mut Writer, c: &WriteCert) {
-    w.u64(c.regency);
-    w.u64(c.instance);
-    w.raw(&c.digest);
-    encode_sigs(w, &c.sigs);
-}
-
-fn decode_write_cert(r: &mut Reader) -> Result<WriteCert, DecodeError> {
-    Ok(WriteCert {
-        regency: r.u64()?,
-        instance: r.u64()?,
-        digest: r.array()?,
-        sigs: decode_sigs(r)?,
-    })
-}
-
 fn encode_checkpoint_cert(w: &mut Writer, c: &CheckpointCert) {
     w.u64(c.instance);
     w.raw(&c.digest);
@@ -350,10 +324,41 @@ fn encode_stop_data_unsigned(w: &mut Writer, s: &StopData) {
     w.u64(s.regency);
     w.u32(s.from);
     encode_checkpoint_cert(w, &s.checkpoint);
-    w.len(s.prepared.len());
-    for c in &s.prepared {
-        encode_write_cert(w, c);
+    w.len(s.reports.len());
+    for rep in &s.reports {
+        w.u64(rep.instance);
+        match &rep.accepted {
+            None => w.u8(0),
+            Some((regency, digest)) => {
+                w.u8(1);
+                w.u64(*regency);
+                w.raw(digest);
+            }
+        }
+        w.len(rep.written.len());
+        for (regency, digest) in &rep.written {
+            w.u64(*regency);
+            w.raw(digest);
+        }
     }
+}
+
+fn decode_report(r: &mut Reader) -> Result<InstanceReport, DecodeError> {
+    let instance = r.u64()?;
+    let accepted = match r.u8()? {
+        0 => None,
+        1 => Some((r.u64()?, r.array()?)),
+        t => return Err(DecodeError::BadTag(t)),
+    };
+    let n = r.len("written digests", WRITESET_MAX, 40)?;
+    let written = (0..n)
+        .map(|_| Ok((r.u64()?, r.array()?)))
+        .collect::<Result<_, DecodeError>>()?;
+    Ok(InstanceReport {
+        instance,
+        accepted,
+        written,
+    })
 }
 
 fn encode_stop_data(w: &mut Writer, s: &StopData) {
@@ -365,15 +370,15 @@ fn decode_stop_data(r: &mut Reader) -> Result<StopData, DecodeError> {
     let regency = r.u64()?;
     let from = r.u32()?;
     let checkpoint = decode_checkpoint_cert(r)?;
-    let n = r.len("stopdata entries", LOG_WINDOW_MAX as usize, 52)?;
-    let prepared = (0..n)
-        .map(|_| decode_write_cert(r))
+    let n = r.len("stopdata reports", LOG_WINDOW_MAX as usize, 13)?;
+    let reports = (0..n)
+        .map(|_| decode_report(r))
         .collect::<Result<Vec<_>, DecodeError>>()?;
     Ok(StopData {
         regency,
         from,
         checkpoint,
-        prepared,
+        reports,
         sig: Signature(r.array()?),
     })
 }
@@ -438,13 +443,11 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
             regency,
             instance,
             digest,
-            sig,
         } => {
             w.u8(TAG_WRITE);
             w.u64(*regency);
             w.u64(*instance);
             w.raw(digest);
-            w.raw(&sig.0);
         }
         Message::Accept {
             regency,
@@ -527,7 +530,6 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
             regency: r.u64()?,
             instance: r.u64()?,
             digest: r.array()?,
-            sig: Signature(r.array()?),
         },
         5 => Message::Accept {
             regency: r.u64()?,

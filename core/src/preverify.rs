@@ -40,8 +40,8 @@ impl SigItem {
 /// The signatures worth checking ahead of the core in `frame`: a client's
 /// signed request and a replica's CHECKPOINT vote. Requests inside a PROPOSE
 /// are left out: a replica usually holds them already (clients send to every
-/// replica), and the core checks only those it lacks. WRITE votes are left out
-/// too: the core checks only the 2f it needs for a certificate, lazily.
+/// replica), and the core checks only those it lacks. WRITE votes carry no
+/// signature (their link MAC is all the normal case needs).
 /// Frames that do not decode yield nothing (the core will drop them).
 pub fn signature_items(frame: &[u8], n: usize, out: &mut Vec<SigItem>) {
     // Skip big frames (PROPOSE, state transfer) without decoding them.
@@ -151,7 +151,6 @@ impl PreVerified {
 mod tests {
     use super::*;
     use crate::crypto::{Crypto, SimCrypto};
-    use crate::message::WriteCert;
     use crate::wire::encode_frame;
 
     #[test]
@@ -162,7 +161,6 @@ mod tests {
             regency: 2,
             instance: 5,
             digest: [7; 32],
-            sig: replica.sign(&WriteCert::sign_bytes(2, 5, &[7; 32])),
         };
         let bytes = Request::auth_bytes(9, 1, b"op");
         let req = Message::Request(Request {

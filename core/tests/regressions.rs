@@ -122,40 +122,45 @@ fn mixed_instance_certificates_and_votes_are_rejected() {
     let cfg = config(4, 0);
     let cr = crypto(Peer::Replica(0), 4);
     let d = [7u8; 32];
-    let sigs = (1..4)
-        .map(|s| {
-            let inst = s as u64; // each signer signed a different instance
-            (
-                s,
-                crypto(Peer::Replica(s), 4).sign(&WriteCert::sign_bytes(0, inst, &d)),
-            )
-        })
-        .collect();
-    let mixed = WriteCert {
-        regency: 0,
-        instance: 1,
-        digest: d,
-        sigs,
+    // WRITEs for other instances never make a value accepted; the same WRITEs
+    // for its instance do (the positive control).
+    for (instances, accepts) in [([2u64, 3], false), ([1, 1], true)] {
+        let mut r = replica(config(4, 1));
+        let batch = Arc::new(Batch {
+            requests: vec![request(100, 1, b"op", 4)],
+        });
+        let digest = batch.digest();
+        let propose = Message::Propose {
+            regency: 0,
+            instance: 1,
+            batch,
+        };
+        r.handle_message(bft_core::Time(1), &frame(0, Peer::Replica(1), &propose, 4));
+        for (s, instance) in [(2, instances[0]), (3, instances[1])] {
+            let w = Message::Write {
+                regency: 0,
+                instance,
+                digest,
+            };
+            r.handle_message(bft_core::Time(2), &frame(s, Peer::Replica(1), &w, 4));
+        }
+        assert_eq!(sent_kinds(&mut r).contains(&"ACCEPT"), accepts);
+    }
+    // STOPDATA signed for one regency never count in another's SYNC.
+    let genesis = CheckpointCert {
+        instance: 0,
+        digest: [0; 32],
+        sigs: vec![],
     };
-    assert!(!verify::write_cert_valid(&cfg, &cr, &mixed));
-    let good = WriteCert {
-        sigs: (1..4)
-            .map(|s| {
-                (
-                    s,
-                    crypto(Peer::Replica(s), 4).sign(&WriteCert::sign_bytes(0, 1, &d)),
-                )
-            })
-            .collect(),
-        ..mixed.clone()
-    };
-    assert!(verify::write_cert_valid(&cfg, &cr, &good));
-    let mut dup = good.clone();
-    dup.sigs[1] = dup.sigs[0];
-    assert!(
-        !verify::write_cert_valid(&cfg, &cr, &dup),
-        "a signer counted twice"
-    );
+    let proofs: Vec<StopData> = (0..3).map(|s| stop_data(s, 1, genesis.clone())).collect();
+    for (regency, valid) in [(2, false), (1, true)] {
+        let sync = SyncProof {
+            regency,
+            proofs: proofs.clone(),
+            batches: vec![],
+        };
+        assert_eq!(verify::sync_plan(&cfg, &cr, &sync).is_some(), valid);
+    }
     let mut mixed_ckpt = checkpoint_cert(4, d, &[1, 2, 3]);
     mixed_ckpt.sigs[2] = checkpoint_cert(8, d, &[3]).sigs[0];
     assert!(!verify::checkpoint_cert_valid(&cfg, &cr, &mixed_ckpt));
@@ -410,7 +415,7 @@ fn stop_data(from: ReplicaId, regency: Regency, checkpoint: CheckpointCert) -> S
         regency,
         from,
         checkpoint,
-        prepared: vec![],
+        reports: vec![],
         sig: bft_core::crypto::Signature([0; 64]),
     };
     sd.sig = crypto(Peer::Replica(from), 4).sign(&sd.sign_bytes());

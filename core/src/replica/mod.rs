@@ -59,6 +59,9 @@ pub struct Stats {
     pub dropped_rate_limited: u64,
     pub equivocations_seen: u64,
     pub regencies_installed: u64,
+    /// A new leader held 2f+1 STOPDATA that did not yet decide every instance
+    /// and waited for more.
+    pub sync_waits: u64,
     pub state_transfers_started: u64,
     pub state_transfers_applied: u64,
     pub poisoned_state_rejected: u64,
@@ -290,8 +293,7 @@ impl Replica {
                 regency,
                 instance,
                 digest,
-                sig,
-            } => self.on_write(s, regency, instance, digest, sig),
+            } => self.on_write(s, regency, instance, digest),
             Message::Accept {
                 regency,
                 instance,

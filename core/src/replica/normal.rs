@@ -1,8 +1,7 @@
 //! Normal case: requests, batching, PROPOSE → WRITE → ACCEPT, in-order execution.
 
-use super::state::SigCheck;
 use super::{Output, Replica};
-use crate::crypto::{Digest, Peer, Signature};
+use crate::crypto::{Digest, Peer};
 use crate::limits::*;
 use crate::message::*;
 use std::sync::Arc;
@@ -111,8 +110,8 @@ impl Replica {
             // Adaptive batching: with nothing in flight, propose at once (a lone
             // client waits for nothing); with an instance in flight, propose
             // another only once `batch_max / W` requests wait. Each instance costs
-            // every replica a signature and 2f verifications, so a CPU-bound
-            // cluster gets large batches, and a deep queue still fills the pipeline.
+            // every replica ~3n messages, so a CPU-bound cluster gets large
+            // batches, and a deep queue still fills the pipeline.
             let in_flight = next - 1 - self.last_executed;
             let target = (self.cfg.batch_max_requests as u64 / self.cfg.pipeline).max(1) as usize;
             if in_flight > 0 && self.pending.unproposed.len() < target {
@@ -267,23 +266,15 @@ impl Replica {
         }
         let d = *d;
         slot.voted_write = Some(r);
-        let sig = self.crypto.sign(&WriteCert::sign_bytes(r, i, &d));
+        slot.note_written(r, d);
         self.broadcast(Message::Write {
             regency: r,
             instance: i,
             digest: d,
-            sig,
         });
     }
 
-    pub(super) fn on_write(
-        &mut self,
-        s: ReplicaId,
-        r: Regency,
-        i: Instance,
-        d: Digest,
-        sig: Signature,
-    ) {
+    pub(super) fn on_write(&mut self, s: ReplicaId, r: Regency, i: Instance, d: Digest) {
         self.note_regency_evidence(s, r);
         if !self.vote_regency_ok(r) || !self.in_window(i) {
             self.note_instance_evidence(s, i);
@@ -295,35 +286,17 @@ impl Replica {
         }
         let slot = self.slots.entry(i).or_default();
         match slot.writes.get(&(r, s)) {
-            Some((old, _, _)) if *old != d => self.stats.equivocations_seen += 1,
+            Some(old) if *old != d => self.stats.equivocations_seen += 1,
             Some(_) => {}
             None => {
-                // The link MAC proved the sender. While this regency's
-                // certificate is incomplete the signature is checked at once
-                // (overlapping the wait for the next WRITE); once we have
-                // prepared, later WRITEs are never checked. Our own was signed
-                // here a moment ago.
-                let check = if s == self.cfg.me {
-                    SigCheck::Valid
-                } else if slot.voted_accept == Some(r) {
-                    SigCheck::Unchecked
-                } else if self
-                    .crypto
-                    .verify_replica(s, &WriteCert::sign_bytes(r, i, &d), &sig)
-                {
-                    SigCheck::Valid
-                } else {
-                    self.stats.dropped_bad_auth += 1;
-                    SigCheck::Invalid
-                };
-                slot.writes.insert((r, s), (d, sig, check));
+                slot.writes.insert((r, s), d);
             }
         }
         self.vote_write(i);
         self.try_accept(i);
     }
 
-    /// After 2f+1 matching WRITEs for our proposal: record the prepared certificate, send ACCEPT.
+    /// After 2f+1 matching WRITEs for our proposal: record it as accepted, send ACCEPT.
     pub(super) fn try_accept(&mut self, i: Instance) {
         let (q, r) = (self.cfg.quorum(), self.regency);
         if self.mode != super::Mode::Normal {
@@ -335,27 +308,10 @@ impl Replica {
         let Some((pr, d, batch)) = slot.proposal.clone() else {
             return;
         };
-        // Until we prepare, `on_write` verifies every WRITE on arrival, so
-        // only Valid ones can count towards the certificate.
-        if pr != r || slot.voted_accept == Some(r) || slot.valid_write_count(r, &d) < q {
+        if pr != r || slot.voted_accept == Some(r) || slot.write_count(r, &d) < q {
             return;
         }
-        let sigs: Vec<_> = slot
-            .writes
-            .range((r, 0)..=(r, ReplicaId::MAX))
-            .filter(|(_, (wd, _, c))| *wd == d && *c == SigCheck::Valid)
-            .map(|((_, id), (_, sig, _))| (*id, *sig))
-            .take(q)
-            .collect();
-        let cert = WriteCert {
-            regency: r,
-            instance: i,
-            digest: d,
-            sigs,
-        };
-        if slot.prepared.as_ref().is_none_or(|p| p.cert.regency < r) {
-            slot.prepared = Some(Prepared { cert, batch });
-        }
+        slot.accepted = Some((r, d, batch));
         slot.voted_accept = Some(r);
         self.broadcast(Message::Accept {
             regency: r,

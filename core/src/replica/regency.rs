@@ -4,9 +4,12 @@
 //! - f+1 STOPs above its own target make a replica join (one faulty replica
 //!   alone cannot start a leader change).
 //! - When 2f+1 replicas want a regency ≥ t, t is installed: each sends its
-//!   signed STOPDATA (stable checkpoint, prepared certificates) to leader(t).
-//! - leader(t) sends SYNC with 2f+1 STOPDATA; every replica checks them,
-//!   derives the same plan (see `verify::plan_from`) and votes WRITE on it.
+//!   signed STOPDATA (stable checkpoint; per instance above it, what it
+//!   accepted and what it wrote) to leader(t).
+//! - leader(t) waits until the STOPDATA it holds (2f+1 or more) decide every
+//!   instance (see `verify::choose`; those of all correct replicas always
+//!   do) and sends them as SYNC; every replica checks them, derives the same
+//!   plan (see `verify::plan_from`) and votes WRITE on it.
 //! - Timers back off: each regency that fails to synchronise doubles the next
 //!   timeout, up to 2^BACKOFF_EXP_MAX.
 
@@ -88,18 +91,34 @@ impl Replica {
     }
 
     fn build_stop_data(&self, t: Regency) -> (StopData, Vec<Arc<Batch>>) {
-        let (prepared, batches): (Vec<WriteCert>, Vec<Arc<Batch>>) = self
-            .slots
-            .values()
-            .filter_map(|s| s.prepared.clone())
-            .filter(|p| p.cert.regency < t)
-            .map(|p| (p.cert, p.batch))
-            .unzip();
+        let low = self.stable.cert.instance;
+        let mut reports = Vec::new();
+        let mut batches = Vec::new();
+        for (i, slot) in self.slots.range(low + 1..) {
+            let accepted = slot.accepted.as_ref().filter(|(r, _, _)| *r < t);
+            let written: Vec<(Regency, Digest)> = slot
+                .written
+                .iter()
+                .copied()
+                .filter(|(r, _)| *r < t)
+                .collect();
+            if accepted.is_none() && written.is_empty() {
+                continue;
+            }
+            if let Some((_, _, b)) = accepted {
+                batches.push(b.clone());
+            }
+            reports.push(InstanceReport {
+                instance: *i,
+                accepted: accepted.map(|(r, d, _)| (*r, *d)),
+                written,
+            });
+        }
         let mut sd = StopData {
             regency: t,
             from: self.cfg.me,
             checkpoint: self.stable.cert.clone(),
-            prepared,
+            reports,
             sig: crate::crypto::Signature([0; 64]),
         };
         sd.sig = self.crypto.sign(&sd.sign_bytes());
@@ -107,11 +126,12 @@ impl Replica {
     }
 
     pub(super) fn on_stop_data(&mut self, s: ReplicaId, sd: StopData, batches: Vec<Arc<Batch>>) {
-        let batches_match = batches.len() == sd.prepared.len()
+        let mut accepted = sd.reports.iter().filter_map(|rep| rep.accepted);
+        let batches_match = batches.len()
+            == sd.reports.iter().filter(|r| r.accepted.is_some()).count()
             && batches
                 .iter()
-                .zip(&sd.prepared)
-                .all(|(b, c)| b.digest() == c.digest);
+                .all(|b| accepted.next().is_some_and(|(_, d)| b.digest() == d));
         if sd.from != s || self.cfg.leader_of(sd.regency) != self.cfg.me || !batches_match {
             self.stats.dropped_invalid += 1;
             return;
@@ -128,6 +148,9 @@ impl Replica {
         self.try_sync();
     }
 
+    /// Leader: once the STOPDATA for this regency (at least 2f+1) decide every
+    /// instance, send them all as SYNC. Until then, wait for more: with all
+    /// correct replicas' STOPDATA the rule always decides.
     fn try_sync(&mut self) {
         if self.mode != Mode::Syncing || self.leader() != self.cfg.me {
             return;
@@ -136,17 +159,19 @@ impl Replica {
             .stop_data
             .values()
             .filter(|(sd, _)| sd.regency == self.regency)
-            .take(self.cfg.quorum())
             .collect();
         if chosen.len() < self.cfg.quorum() {
             return;
         }
         let proofs: Vec<StopData> = chosen.iter().map(|(sd, _)| sd.clone()).collect();
+        let Some((_, plan)) = verify::plan_from(&self.cfg, &proofs) else {
+            self.stats.sync_waits += 1;
+            return;
+        };
         let available: BTreeMap<Digest, Arc<Batch>> = chosen
             .iter()
-            .flat_map(|(sd, b)| sd.prepared.iter().map(|c| c.digest).zip(b.iter().cloned()))
+            .flat_map(|(_, b)| b.iter().map(|b| (b.digest(), b.clone())))
             .collect();
-        let (_, plan) = verify::plan_from(&proofs);
         let batches: Vec<Arc<Batch>> = plan
             .iter()
             .filter_map(|(_, d)| d.and_then(|d| available.get(&d).cloned()))
@@ -223,7 +248,7 @@ impl Replica {
             return;
         }
         slot.proposal = Some((t, d, batch.clone()));
-        slot.needs_vouching = false; // 2f+1 replicas prepared it
+        slot.needs_vouching = false; // f+1 replicas wrote it: one correct checked it
         self.vote_write(i);
         self.try_accept(i);
         self.try_decide(i);

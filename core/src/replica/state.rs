@@ -1,7 +1,7 @@
 //! The replica's data: log slots, the durable part, the client table, pending requests.
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::crypto::{hash, Digest, Signature};
+use crate::crypto::{hash, Digest};
 use crate::limits::*;
 use crate::message::*;
 use crate::time::Time;
@@ -13,10 +13,9 @@ use std::sync::Arc;
 pub struct Slot {
     /// The value under vote in `regency` (from PROPOSE or SYNC).
     pub proposal: Option<(Regency, Digest, Arc<Batch>)>,
-    /// At most one WRITE and one ACCEPT per (regency, sender) is kept. A WRITE's
-    /// sender is known from its link MAC; its signature is checked only when
-    /// it is needed for a prepared certificate ([`SigCheck`]).
-    pub writes: BTreeMap<(Regency, ReplicaId), (Digest, Signature, SigCheck)>,
+    /// At most one WRITE and one ACCEPT per (regency, sender) is kept; each
+    /// sender is proven by its link MAC.
+    pub writes: BTreeMap<(Regency, ReplicaId), Digest>,
     pub accepts: BTreeMap<(Regency, ReplicaId), Digest>,
     /// The proposal holds a request whose authenticator failed here (a MAC
     /// entry for us can be bad while others' are good): WRITE only once f+1
@@ -24,39 +23,32 @@ pub struct Slot {
     pub needs_vouching: bool,
     pub voted_write: Option<Regency>,
     pub voted_accept: Option<Regency>,
-    /// Highest-regency prepared certificate (2f+1 signed WRITEs) with its batch.
-    pub prepared: Option<Prepared>,
+    /// The latest value we saw 2f+1 WRITEs for (and ACCEPTed), with its batch.
+    pub accepted: Option<(Regency, Digest, Arc<Batch>)>,
+    /// Our write-set: each digest we sent WRITE for, at the highest regency we
+    /// did, newest last, at most `WRITESET_MAX`.
+    pub written: Vec<(Regency, Digest)>,
     pub decided: Option<(Digest, Arc<Batch>)>,
 }
 
-/// Where a WRITE's signature stands. A replica needs only 2f others' to
-/// prepare: WRITEs are verified on arrival until it has, and never after, which
-/// saves a third of the verifications in the normal case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SigCheck {
-    Unchecked,
-    Valid,
-    /// Its link MAC was good but its signature bad: the sender is faulty. The
-    /// entry stays, so the sender cannot replace it in this regency.
-    Invalid,
-}
-
 impl Slot {
-    /// WRITEs for (regency, digest) whose signatures are not known to be bad.
-    /// Their senders are authenticated by link MACs, which is all vouching needs.
+    /// WRITEs for (regency, digest).
     pub fn write_count(&self, regency: Regency, digest: &Digest) -> usize {
         self.writes
             .range((regency, 0)..=(regency, ReplicaId::MAX))
-            .filter(|(_, (d, _, c))| d == digest && *c != SigCheck::Invalid)
+            .filter(|(_, d)| *d == digest)
             .count()
     }
 
-    /// WRITEs for (regency, digest) whose signatures were verified.
-    pub fn valid_write_count(&self, regency: Regency, digest: &Digest) -> usize {
-        self.writes
-            .range((regency, 0)..=(regency, ReplicaId::MAX))
-            .filter(|(_, (d, _, c))| d == digest && *c == SigCheck::Valid)
-            .count()
+    /// Records that we sent WRITE(regency, digest): regencies only grow, so
+    /// the entry goes last and the oldest is dropped beyond the bound.
+    pub fn note_written(&mut self, regency: Regency, digest: Digest) {
+        self.written.retain(|(_, d)| *d != digest);
+        self.written.push((regency, digest));
+        if self.written.len() > WRITESET_MAX {
+            self.written.remove(0);
+        }
+        debug_assert!(self.written.windows(2).all(|w| w[0].0 <= w[1].0));
     }
 
     pub fn accept_count(&self, regency: Regency, digest: &Digest) -> usize {
@@ -73,8 +65,8 @@ impl Slot {
                 return Some(b.clone());
             }
         }
-        match &self.prepared {
-            Some(p) if &p.cert.digest == digest => Some(p.batch.clone()),
+        match &self.accepted {
+            Some((_, d, b)) if d == digest => Some(b.clone()),
             _ => None,
         }
     }

@@ -60,7 +60,6 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
             regency: r,
             instance: i,
             digest: d,
-            sig: by3.sign(&WriteCert::sign_bytes(r, i, &d)),
         },
         2 => Message::Accept {
             regency: r,
@@ -75,16 +74,17 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
                 sigs: random_sigs(rng, &CheckpointCert::sign_bytes(4, &d)),
             };
             let batches: Vec<_> = (0..rng.below(3)).map(|_| random_batch(rng)).collect();
-            let prepared = batches
+            let reports = batches
                 .iter()
                 .enumerate()
                 .map(|(k, b)| {
-                    let digest = b.digest();
-                    WriteCert {
-                        regency: r.saturating_sub(1),
+                    let ts = near(rng, r.saturating_sub(1));
+                    InstanceReport {
                         instance: i.saturating_add(k as u64),
-                        digest,
-                        sigs: random_sigs(rng, &WriteCert::sign_bytes(r, i, &digest)),
+                        accepted: Some((ts, b.digest())),
+                        written: (0..rng.below(3))
+                            .map(|_| (near(rng, ts), random_digest(rng)))
+                            .collect(),
                     }
                 })
                 .collect();
@@ -92,7 +92,7 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
                 regency: r,
                 from: 3,
                 checkpoint,
-                prepared,
+                reports,
                 sig: Signature([0; 64]),
             };
             sd.sig = by3.sign(&sd.sign_bytes());

@@ -35,7 +35,7 @@ pub struct SimArgs {
     /// Run K replicas as twins (two copies under one identity).
     #[arg(long, default_value_t = 0)]
     pub twins: usize,
-    /// Mutate one Byzantine replica's messages (small-scope: ±1, payload, drop).
+    /// Mutate one Byzantine replica's messages (small-scope: ±1, payload, drop); with --equivocate, the equivocating leader's
     #[arg(long)]
     pub mutate: bool,
     /// The leader tells the upper half of its followers another story (BFT:
@@ -163,8 +163,8 @@ impl SimArgs {
         if self.clients == 0 || self.requests == 0 {
             bail!("--clients and --requests must be positive");
         }
-        if self.equivocate && (self.twins > 0 || self.mutate) {
-            bail!("--equivocate: one Byzantine replica at a time; drop --twins and --mutate");
+        if self.equivocate && self.twins > 0 {
+            bail!("--equivocate: one Byzantine replica at a time; drop --twins");
         }
         Ok(SimOptions {
             raft,

@@ -78,8 +78,30 @@ fn change_payload(msg: &mut Message, rng: &mut Rng) {
         | Message::Accept { digest, .. }
         | Message::Checkpoint { digest, .. } => digest[0] ^= 1 << rng.below(8),
         Message::StopData { data, batches } => {
-            data.prepared.pop();
-            batches.pop();
+            // Hide its last report, forget everything (amnesia), or claim
+            // that all it accepted and wrote is from the latest regency.
+            match rng.below(3) {
+                0 => {
+                    if data.reports.pop().is_some_and(|r| r.accepted.is_some()) {
+                        batches.pop();
+                    }
+                }
+                1 => {
+                    data.reports.clear();
+                    batches.clear();
+                }
+                _ => {
+                    let latest = data.regency.saturating_sub(1);
+                    for rep in &mut data.reports {
+                        if let Some((r, _)) = &mut rep.accepted {
+                            *r = latest;
+                        }
+                        for (r, _) in &mut rep.written {
+                            *r = latest;
+                        }
+                    }
+                }
+            }
         }
         Message::Sync(s) => {
             s.batches.pop();
@@ -102,12 +124,6 @@ fn change_payload(msg: &mut Message, rng: &mut Rng) {
 /// Re-signs whatever the mutation changed, with the Byzantine replica's own key.
 fn resign(msg: &mut Message, crypto: &dyn Crypto) {
     match msg {
-        Message::Write {
-            regency,
-            instance,
-            digest,
-            sig,
-        } => *sig = crypto.sign(&WriteCert::sign_bytes(*regency, *instance, digest)),
         Message::Checkpoint {
             instance,
             digest,

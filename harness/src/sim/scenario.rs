@@ -13,7 +13,8 @@ pub struct SimOptions {
     pub replicas: usize,
     /// Replicas run as twins (two copies under one identity), ids 0..twins.
     pub twins: usize,
-    /// One replica's messages are mutated in some rounds (ByzzFuzz-style).
+    /// One replica's messages are mutated in some rounds (ByzzFuzz-style);
+    /// with `equivocate` (BFT), the equivocating leader's own.
     pub mutate: bool,
     /// The leader equivocates: replica 0 for BFT (regency 0's leader), the
     /// first elected leader for Raft ([`super::equivocate`]).
@@ -157,6 +158,9 @@ impl Scenario {
             });
         }
         let mutated = o.mutate.then(|| {
+            if o.equivocate && !o.raft {
+                return 0; // one Byzantine replica that equivocates and lies
+            }
             let byz: Vec<ReplicaId> = (0..n as ReplicaId)
                 .filter(|r| !crashes.iter().any(|c| c.replica == *r) && (*r as usize) >= o.twins)
                 .collect();

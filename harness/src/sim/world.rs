@@ -668,6 +668,7 @@ fn add_stats(acc: &mut Stats, s: &Stats) {
     acc.dropped_pending_full += s.dropped_pending_full;
     acc.equivocations_seen += s.equivocations_seen;
     acc.regencies_installed += s.regencies_installed;
+    acc.sync_waits += s.sync_waits;
     acc.state_transfers_started += s.state_transfers_started;
     acc.state_transfers_applied += s.state_transfers_applied;
     acc.poisoned_state_rejected += s.poisoned_state_rejected;
@@ -686,6 +687,7 @@ pub fn run(seed: u64, opts: &SimOptions) -> RunResult {
 pub fn stats_map(s: &Stats) -> BTreeMap<&'static str, u64> {
     BTreeMap::from([
         ("regencies", s.regencies_installed),
+        ("sync_waits", s.sync_waits),
         ("state_transfers", s.state_transfers_applied),
         ("equivocations_seen", s.equivocations_seen),
         ("dropped_bad_auth", s.dropped_bad_auth),

@@ -410,3 +410,25 @@ fn an_equivocating_leader_splits_raft_but_not_bft() {
         "the BFT leader lied in {lied} of 40 runs, and all passed"
     );
 }
+
+/// One Byzantine replica that equivocates as leader and lies in its STOPDATA
+/// (hides, forgets, or promotes what it reports): the leader-change rule
+/// keeps every correct replica in agreement, and new leaders do meet report
+/// sets they must wait on.
+#[test]
+fn an_equivocating_leader_that_lies_in_leader_changes_stays_harmless() {
+    let o = SimOptions {
+        equivocate: true,
+        mutate: true,
+        ..opts()
+    };
+    let runs = all_pass(&o, 1..=60);
+    assert!(runs.iter().all(|r| r.scenario.mutated == Some(0)));
+    assert!(runs.iter().any(|r| r.equivocations > 0));
+    let waits: u64 = runs.iter().map(|r| r.stats.sync_waits).sum();
+    let regencies: u64 = runs.iter().map(|r| r.stats.regencies_installed).sum();
+    assert!(
+        regencies > 0 && waits > 0,
+        "{regencies} regencies, {waits} waits"
+    );
+}

@@ -33,9 +33,11 @@ pub const REGENCY_LOOKAHEAD_MAX: u64 = 16;
 /// Entries in a certificate (signatures), at most one per replica.
 pub const CERT_ENTRIES_MAX: usize = REPLICAS_MAX;
 /// Digests one replica reports having written at one instance (its
-/// write-set). The newest are kept: dropping old ones can only stop an old
-/// value from being re-proposed (liveness, after this many regencies wrote
-/// different values at one undecided instance), never make a wrong one chosen.
+/// write-set). The newest are kept. Dropping old ones never makes a wrong
+/// value chosen, but it can cost liveness for good: once more than this many
+/// regencies wrote different values at one undecided instance, an old
+/// accepted value may lose the f+1 writers it needs, and every leader change
+/// then waits (see ARCHITECTURE.md, "Leader change").
 pub const WRITESET_MAX: usize = 4;
 /// Exponent cap for timer back-off (timeout × 2^k).
 pub const BACKOFF_EXP_MAX: u32 = 6;

@@ -603,3 +603,36 @@ fn only_an_authenticated_request_identifies_its_client() {
     );
     assert_eq!(r.authenticated_client(), None, "reset by every input");
 }
+
+/// Found in review of the MAC-only leader change: a replica that could not
+/// adopt a SYNC's plan at an instance (out of its window, lagging behind the
+/// plan's checkpoint) must not take the leader's PROPOSE there instead, or a
+/// faulty leader could make it write a value other than the plan's.
+#[test]
+fn a_propose_below_the_synced_plan_is_refused_even_where_the_plan_was_not_adopted() {
+    let mut r = replica(config(4, 1));
+    let ckpt = checkpoint_cert(8, [5; 32], &[0, 2, 3]);
+    let proofs: Vec<StopData> = [0, 2, 3]
+        .iter()
+        .map(|s| stop_data(*s, 2, ckpt.clone()))
+        .collect();
+    let sync = Message::Sync(SyncProof {
+        regency: 2,
+        proofs,
+        batches: vec![],
+    });
+    r.handle_message(bft_core::Time(1), &frame(2, Peer::Replica(1), &sync, 4));
+    assert_eq!(r.regency(), 2);
+    sent_kinds(&mut r);
+    let dropped = r.stats().dropped_invalid;
+    let propose = Message::Propose {
+        regency: 2,
+        instance: 5,
+        batch: Arc::new(Batch {
+            requests: vec![request(100, 1, b"op", 4)],
+        }),
+    };
+    r.handle_message(bft_core::Time(2), &frame(2, Peer::Replica(1), &propose, 4));
+    assert!(!sent_kinds(&mut r).contains(&"WRITE"));
+    assert_eq!(r.stats().dropped_invalid, dropped + 1);
+}

@@ -113,6 +113,7 @@ pub struct Replica {
     view_deadline: Option<Time>,
     view_failures: u32,
     synced_regency: Regency,
+    synced_last: Instance,
     stop_data: BTreeMap<ReplicaId, (StopData, Vec<Arc<Batch>>)>,
     /// The SYNC this replica applied last, forwarded to laggards in state replies.
     /// With its encoded size, measured once.
@@ -182,6 +183,7 @@ impl Replica {
             view_deadline: None,
             view_failures: 0,
             synced_regency: durable.synced_regency,
+            synced_last: durable.synced_last,
             stop_data: BTreeMap::new(),
             last_sync: None,
             checkpoint_votes: BTreeMap::new(),
@@ -452,6 +454,7 @@ impl Replica {
         Durable {
             regency: self.regency,
             synced_regency: self.synced_regency,
+            synced_last: self.synced_last,
             stable: self.stable.clone(),
             slots: self.slots.clone(),
         }
@@ -495,6 +498,7 @@ pub fn genesis_durable(app: &dyn App) -> Durable {
     Durable {
         regency: 0,
         synced_regency: 0,
+        synced_last: 0,
         stable: Stable {
             cert: CheckpointCert {
                 instance: 0,

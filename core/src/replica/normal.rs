@@ -152,6 +152,12 @@ impl Replica {
             self.stats.dropped_out_of_bounds += 1;
             return;
         }
+        // The SYNC fixed every instance up to `synced_last`; a leader's PROPOSE
+        // there is another value (we may have skipped the plan's, out of window).
+        if i <= self.synced_last {
+            self.stats.dropped_invalid += 1;
+            return;
+        }
         if !self.batch_is_well_formed(&batch) {
             self.stats.dropped_invalid += 1;
             return;

@@ -7,9 +7,9 @@
 //!   signed STOPDATA (stable checkpoint; per instance above it, what it
 //!   accepted and what it wrote) to leader(t).
 //! - leader(t) waits until the STOPDATA it holds (2f+1 or more) decide every
-//!   instance (see `verify::choose`; those of all correct replicas always
-//!   do) and sends them as SYNC; every replica checks them, derives the same
-//!   plan (see `verify::plan_from`) and votes WRITE on it.
+//!   instance (see `verify::choose`; those of all correct replicas do, within
+//!   the write-set bound) and sends them as SYNC; every replica checks them,
+//!   derives the same plan (see `verify::plan_from`) and votes WRITE on it.
 //! - Timers back off: each regency that fails to synchronise doubles the next
 //!   timeout, up to 2^BACKOFF_EXP_MAX.
 
@@ -150,7 +150,7 @@ impl Replica {
 
     /// Leader: once the STOPDATA for this regency (at least 2f+1) decide every
     /// instance, send them all as SYNC. Until then, wait for more: with all
-    /// correct replicas' STOPDATA the rule always decides.
+    /// correct replicas' STOPDATA the rule decides (within the write-set bound).
     fn try_sync(&mut self) {
         if self.mode != Mode::Syncing || self.leader() != self.cfg.me {
             return;
@@ -215,6 +215,7 @@ impl Replica {
         }
         self.enter_normal(t);
         self.synced_regency = t;
+        self.synced_last = plan.last();
         self.adopt_checkpoint_cert(plan.checkpoint.clone());
         if plan.checkpoint.instance > self.last_executed {
             self.start_state_transfer();

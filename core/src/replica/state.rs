@@ -86,7 +86,7 @@ pub struct Stable {
 }
 
 /// What a replica keeps across a crash: its regency, the stable checkpoint and
-/// the log above it (votes it sent, certificates, decisions). The host must
+/// the log above it (votes it sent, accepted values, write-sets, decisions). The host must
 /// persist it before transmitting a step's outputs; the simulator models that
 /// by taking it at the crash. Pending requests, timers, vote collections for
 /// leader change and the executed App state are volatile (the App state is
@@ -96,6 +96,10 @@ pub struct Durable {
     pub regency: Regency,
     /// The last regency whose SYNC this replica applied (0: genesis needs none).
     pub synced_regency: Regency,
+    /// The last instance that SYNC's plan fixed: in `synced_regency` no
+    /// PROPOSE at or below it is taken (a replica that could not adopt the
+    /// plan there, being out of window, must not take a leader's other value).
+    pub synced_last: Instance,
     pub stable: Stable,
     pub slots: BTreeMap<Instance, Slot>,
 }

@@ -69,8 +69,8 @@ pub fn stop_data_valid(cfg: &Config, crypto: &dyn Crypto, sd: &StopData) -> bool
 }
 
 /// What a new regency starts from: the highest stable checkpoint among the
-/// proofs and, for every instance above it up to the highest prepared one, the
-/// value to re-propose (a no-op where nothing was prepared).
+/// proofs and, for every instance above it up to the last Bound one, the
+/// value to re-propose (a no-op where the instance is Free).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub checkpoint: CheckpointCert,
@@ -144,12 +144,17 @@ pub enum Choice {
 /// no correct replica accepts another value from r on). Any q reports include
 /// one of them, so fewer than q can report nothing or something before r, and
 /// nothing is Free; a value w ≠ v at ts ≥ r would need a correct replica to
-/// have written w from r on, which (by induction over regencies) only an
-/// equivocating leader at r itself could cause, and then the reports of
-/// (≥ r, v) keep (r, w) from having q reports at or below it.
-/// Why it is live: the reports of all correct replicas are always decisive
-/// (the highest value they accepted was written by f+1 of them), and
-/// reports from faulty replicas added to them cannot make them indecisive.
+/// have written w from r on, which (by induction over regencies: in a synced
+/// regency a correct replica writes at or below the plan's last instance only
+/// the plan's value, see `Durable::synced_last`) only an equivocating leader
+/// at r itself could cause, and then the reports of (≥ r, v) keep (r, w) from
+/// having q reports at or below it.
+/// Why it is live: with complete write-sets, the reports of all correct
+/// replicas are always decisive (the highest value they accepted was written
+/// by f+1 of them), and faulty replicas' reports added to them cannot make
+/// them indecisive. Write-sets are bounded (`WRITESET_MAX`): an instance
+/// that stays undecided while correct replicas write more distinct values
+/// there can lose that property (a known gap, see ARCHITECTURE.md).
 pub fn choose(f: usize, q: usize, reports: &[Option<&InstanceReport>]) -> Choice {
     let accepted: Vec<Option<(Regency, Digest)>> =
         reports.iter().map(|r| r.and_then(|r| r.accepted)).collect();

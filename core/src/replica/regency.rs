@@ -127,11 +127,10 @@ impl Replica {
 
     pub(super) fn on_stop_data(&mut self, s: ReplicaId, sd: StopData, batches: Vec<Arc<Batch>>) {
         let mut accepted = sd.reports.iter().filter_map(|rep| rep.accepted);
-        let batches_match = batches.len()
-            == sd.reports.iter().filter(|r| r.accepted.is_some()).count()
-            && batches
-                .iter()
-                .all(|b| accepted.next().is_some_and(|(_, d)| b.digest() == d));
+        let batches_match = batches
+            .iter()
+            .all(|b| accepted.next().is_some_and(|(_, d)| b.digest() == d))
+            && accepted.next().is_none();
         if sd.from != s || self.cfg.leader_of(sd.regency) != self.cfg.me || !batches_match {
             self.stats.dropped_invalid += 1;
             return;

@@ -48,6 +48,7 @@ impl Slot {
         if self.written.len() > WRITESET_MAX {
             self.written.remove(0);
         }
+        assert!(self.written.len() <= WRITESET_MAX);
         debug_assert!(self.written.windows(2).all(|w| w[0].0 <= w[1].0));
     }
 

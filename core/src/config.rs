@@ -37,6 +37,10 @@ pub enum ConfigError {
         "2 × checkpoint_interval × batch_max_bytes = {bytes} exceeds {max} bytes: a leader change could not carry the log window; lower one of them"
     )]
     WindowTooLarge { bytes: usize, max: usize },
+    #[error(
+        "a SYNC's reports (2f+1 × 2 × checkpoint_interval × the report size at n) = {bytes} exceed {max} bytes; lower checkpoint_interval"
+    )]
+    ReportsTooLarge { bytes: usize, max: usize },
     #[error("{what} = {value} is outside 1..={max}")]
     OutOfRange {
         what: &'static str,
@@ -106,11 +110,31 @@ impl Config {
                 max: LEADER_CHANGE_BATCH_BYTES_MAX,
             });
         }
+        // A SYNC carries 2f+1 STOPDATA, each with a report per window instance
+        // (its accepted value and complete write-set): with the batches, it
+        // must fit in one frame.
+        let report_bytes = 8 + 1 + 40 + 4 + 40 * self.writeset_max();
+        let reports = (self.log_window() as usize)
+            .saturating_mul(report_bytes)
+            .saturating_mul(self.quorum());
+        let max = FRAME_BYTES_MAX - LEADER_CHANGE_BATCH_BYTES_MAX - (1 << 20);
+        if reports > max {
+            return Err(ConfigError::ReportsTooLarge {
+                bytes: reports,
+                max,
+            });
+        }
         Ok(())
     }
 
     pub fn f(&self) -> usize {
         (self.n - 1) / 3
+    }
+
+    /// Distinct digests a replica can write at one instance: the no-op and
+    /// at most one first value per replica (see `limits::WRITESET_MAX`).
+    pub fn writeset_max(&self) -> usize {
+        self.n + 1
     }
 
     /// 2f + 1: any two quorums share a correct replica.
@@ -151,6 +175,16 @@ mod tests {
             .to_string()
             .contains("checkpoint_interval"));
         c.checkpoint_interval = 16;
+        assert_eq!(c.validate(), Ok(()));
+        // At n = 64, a window of 2 × 4096 instances of reports overflows a SYNC.
+        let mut c = Config::new(64, 0);
+        c.batch_max_bytes = 1024;
+        c.checkpoint_interval = 4096;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::ReportsTooLarge { .. })
+        ));
+        c.checkpoint_interval = 128;
         assert_eq!(c.validate(), Ok(()));
     }
 }

@@ -32,13 +32,14 @@ pub const SNAPSHOT_BYTES_MAX: usize = 48 << 20;
 pub const REGENCY_LOOKAHEAD_MAX: u64 = 16;
 /// Entries in a certificate (signatures), at most one per replica.
 pub const CERT_ENTRIES_MAX: usize = REPLICAS_MAX;
-/// Digests one replica reports having written at one instance (its
-/// write-set). The newest are kept. Dropping old ones never makes a wrong
-/// value chosen, but it can cost liveness for good: once more than this many
-/// regencies wrote different values at one undecided instance, an old
-/// accepted value may lose the f+1 writers it needs, and every leader change
-/// then waits (see ARCHITECTURE.md, "Leader change").
-pub const WRITESET_MAX: usize = 4;
+/// Digests one replica can report having written at one instance (its
+/// write-set), for any cluster size: the codec's bound. The bound that holds
+/// in a cluster of n is n + 1 (`Config::writeset_max`): a replica writes a
+/// leader's fresh value only where it has written nothing else, so every
+/// value a correct replica writes there is the no-op or some correct
+/// replica's first (see ARCHITECTURE.md, "Leader change"). Write-sets are
+/// therefore complete; none is ever cut short.
+pub const WRITESET_MAX: usize = REPLICAS_MAX + 1;
 /// Exponent cap for timer back-off (timeout × 2^k).
 pub const BACKOFF_EXP_MAX: u32 = 6;
 /// Largest decided-log suffix one state-transfer reply carries.

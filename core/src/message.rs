@@ -109,7 +109,7 @@ pub struct InstanceReport {
     /// WRITEs and sent ACCEPT.
     pub accepted: Option<(Regency, Digest)>,
     /// Every digest this replica sent WRITE for, with the highest regency in
-    /// which it did (at most `WRITESET_MAX`, the newest kept).
+    /// which it did (complete: at most `Config::writeset_max`).
     pub written: Vec<(Regency, Digest)>,
 }
 

@@ -636,3 +636,56 @@ fn a_propose_below_the_synced_plan_is_refused_even_where_the_plan_was_not_adopte
     assert!(!sent_kinds(&mut r).contains(&"WRITE"));
     assert_eq!(r.stats().dropped_invalid, dropped + 1);
 }
+
+/// Found in review (the write-set gap): a replica that wrote one value at an
+/// instance must not write a leader's different fresh value there in a later
+/// regency, or write-sets grow with regencies and had to be cut short, which
+/// could leave an old accepted value without the f+1 writers it needs.
+/// Control: at an instance where it wrote nothing, the same leader's fresh
+/// value is written.
+#[test]
+fn a_replica_writes_a_fresh_value_only_where_it_wrote_nothing_else() {
+    let mut r = replica(config(4, 2));
+    let batch = |op: &[u8]| {
+        Arc::new(Batch {
+            requests: vec![request(100, 1, op, 4)],
+        })
+    };
+    let propose = |regency, instance, b| Message::Propose {
+        regency,
+        instance,
+        batch: b,
+    };
+    r.handle_message(
+        bft_core::Time(1),
+        &frame(0, Peer::Replica(2), &propose(0, 1, batch(b"a")), 4),
+    );
+    assert!(sent_kinds(&mut r).contains(&"WRITE"));
+    // Regency 1, synchronised by STOPDATA that report nothing (replica 2's
+    // own report is not among them): instance 1 is left to fresh proposals.
+    let genesis = checkpoint_cert(0, [0; 32], &[]);
+    let proofs: Vec<StopData> = [0, 1, 3]
+        .iter()
+        .map(|s| stop_data(*s, 1, genesis.clone()))
+        .collect();
+    let sync = Message::Sync(SyncProof {
+        regency: 1,
+        proofs,
+        batches: vec![],
+    });
+    r.handle_message(bft_core::Time(2), &frame(1, Peer::Replica(2), &sync, 4));
+    assert_eq!(r.regency(), 1);
+    sent_kinds(&mut r);
+    r.handle_message(
+        bft_core::Time(3),
+        &frame(1, Peer::Replica(2), &propose(1, 1, batch(b"b")), 4),
+    );
+    assert!(!sent_kinds(&mut r).contains(&"WRITE"));
+    assert_eq!(r.stats().fresh_values_declined, 1);
+    r.handle_message(
+        bft_core::Time(4),
+        &frame(1, Peer::Replica(2), &propose(1, 2, batch(b"c")), 4),
+    );
+    assert!(sent_kinds(&mut r).contains(&"WRITE"));
+    assert_eq!(r.stats().fresh_values_declined, 1);
+}

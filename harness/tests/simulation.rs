@@ -413,8 +413,9 @@ fn an_equivocating_leader_splits_raft_but_not_bft() {
 
 /// One Byzantine replica that equivocates as leader and lies in its STOPDATA
 /// (hides, forgets, or promotes what it reports): the leader-change rule
-/// keeps every correct replica in agreement, and new leaders do meet report
-/// sets they must wait on.
+/// keeps every correct replica in agreement, new leaders do meet report
+/// sets they must wait on, and replicas do decline a fresh value where they
+/// wrote another (the rule that keeps write-sets complete).
 #[test]
 fn an_equivocating_leader_that_lies_in_leader_changes_stays_harmless() {
     let o = SimOptions {
@@ -431,4 +432,6 @@ fn an_equivocating_leader_that_lies_in_leader_changes_stays_harmless() {
         regencies > 0 && waits > 0,
         "{regencies} regencies, {waits} waits"
     );
+    let declined: u64 = runs.iter().map(|r| r.stats.fresh_values_declined).sum();
+    assert!(declined > 0, "no fresh value was declined in 60 runs");
 }

@@ -62,6 +62,9 @@ pub struct Stats {
     /// A new leader held 2f+1 STOPDATA that did not yet decide every instance
     /// and waited for more.
     pub sync_waits: u64,
+    /// A leader's fresh value arrived where we had written another: we did
+    /// not write it (only a SYNC plan's value may follow).
+    pub fresh_values_declined: u64,
     pub state_transfers_started: u64,
     pub state_transfers_applied: u64,
     pub poisoned_state_rejected: u64,

@@ -182,7 +182,11 @@ impl Replica {
                 return;
             }
         }
+        if slot.wrote_other_than(&d) {
+            self.stats.fresh_values_declined += 1;
+        }
         slot.proposal = Some((r, d, batch));
+        slot.planned = false;
         slot.needs_vouching = !authentic;
         self.vote_write(i);
         self.try_accept(i);
@@ -265,6 +269,13 @@ impl Replica {
         if slot.needs_vouching && slot.write_count(r, d) <= self.cfg.f() {
             return;
         }
+        // A leader's fresh value is written only where we wrote nothing else:
+        // so a correct replica writes at most one value of its own choosing
+        // per instance, and its write-set stays complete (the leader-change
+        // rule's liveness rests on that). A plan's value is always written.
+        if !slot.planned && slot.wrote_other_than(d) {
+            return;
+        }
         if let Some((dd, _)) = &slot.decided {
             if dd != d {
                 return;
@@ -272,7 +283,7 @@ impl Replica {
         }
         let d = *d;
         slot.voted_write = Some(r);
-        slot.note_written(r, d);
+        slot.note_written(r, d, self.cfg.writeset_max());
         self.broadcast(Message::Write {
             regency: r,
             instance: i,

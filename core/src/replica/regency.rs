@@ -7,8 +7,8 @@
 //!   signed STOPDATA (stable checkpoint; per instance above it, what it
 //!   accepted and what it wrote) to leader(t).
 //! - leader(t) waits until the STOPDATA it holds (2f+1 or more) decide every
-//!   instance (see `verify::choose`; those of all correct replicas do, within
-//!   the write-set bound) and sends them as SYNC; every replica checks them,
+//!   instance (see `verify::choose`; those of all correct replicas always
+//!   do, as write-sets are complete) and sends them as SYNC; every replica checks them,
 //!   derives the same plan (see `verify::plan_from`) and votes WRITE on it.
 //! - Timers back off: each regency that fails to synchronise doubles the next
 //!   timeout, up to 2^BACKOFF_EXP_MAX.
@@ -149,7 +149,7 @@ impl Replica {
 
     /// Leader: once the STOPDATA for this regency (at least 2f+1) decide every
     /// instance, send them all as SYNC. Until then, wait for more: with all
-    /// correct replicas' STOPDATA the rule decides (within the write-set bound).
+    /// correct replicas' STOPDATA the rule decides.
     fn try_sync(&mut self) {
         if self.mode != Mode::Syncing || self.leader() != self.cfg.me {
             return;
@@ -248,6 +248,7 @@ impl Replica {
             return;
         }
         slot.proposal = Some((t, d, batch.clone()));
+        slot.planned = true;
         slot.needs_vouching = false; // f+1 replicas wrote it: one correct checked it
         self.vote_write(i);
         self.try_accept(i);

@@ -25,8 +25,11 @@ pub struct Slot {
     pub voted_accept: Option<Regency>,
     /// The latest value we saw 2f+1 WRITEs for (and ACCEPTed), with its batch.
     pub accepted: Option<(Regency, Digest, Arc<Batch>)>,
+    /// `proposal` came from a SYNC plan (not from the leader's PROPOSE).
+    pub planned: bool,
     /// Our write-set: each digest we sent WRITE for, at the highest regency we
-    /// did, newest last, at most `WRITESET_MAX`.
+    /// did, newest last. Complete: at most `Config::writeset_max` digests
+    /// ever reach it (see `Replica::vote_write`).
     pub written: Vec<(Regency, Digest)>,
     pub decided: Option<(Digest, Arc<Batch>)>,
 }
@@ -41,15 +44,19 @@ impl Slot {
     }
 
     /// Records that we sent WRITE(regency, digest): regencies only grow, so
-    /// the entry goes last and the oldest is dropped beyond the bound.
-    pub fn note_written(&mut self, regency: Regency, digest: Digest) {
+    /// the entry goes last. Nothing is ever dropped: `max` holds by the rule
+    /// that a fresh value is written only where nothing else was.
+    pub fn note_written(&mut self, regency: Regency, digest: Digest, max: usize) {
         self.written.retain(|(_, d)| *d != digest);
         self.written.push((regency, digest));
-        if self.written.len() > WRITESET_MAX {
-            self.written.remove(0);
-        }
-        assert!(self.written.len() <= WRITESET_MAX);
+        assert!(self.written.len() <= max, "write-set bound exceeded");
         debug_assert!(self.written.windows(2).all(|w| w[0].0 <= w[1].0));
+    }
+
+    /// We wrote another value here than `digest`: a leader's fresh `digest`
+    /// must not be written (only a SYNC plan's value may be).
+    pub fn wrote_other_than(&self, digest: &Digest) -> bool {
+        self.written.iter().any(|(_, d)| d != digest)
     }
 
     pub fn accept_count(&self, regency: Regency, digest: &Digest) -> usize {

@@ -7,7 +7,6 @@
 
 use crate::config::Config;
 use crate::crypto::{Crypto, Digest};
-use crate::limits::WRITESET_MAX;
 use crate::message::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,7 +51,7 @@ pub fn stop_data_valid(cfg: &Config, crypto: &dyn Crypto, sd: &StopData) -> bool
         rep.instance > low
             && rep.instance <= high
             && rep.accepted.as_ref().is_none_or(|(r, _)| before(r))
-            && rep.written.len() <= WRITESET_MAX
+            && rep.written.len() <= cfg.writeset_max()
             && rep.written.iter().all(|(r, _)| before(r))
             && rep
                 .written
@@ -69,8 +68,8 @@ pub fn stop_data_valid(cfg: &Config, crypto: &dyn Crypto, sd: &StopData) -> bool
 }
 
 /// What a new regency starts from: the highest stable checkpoint among the
-/// proofs and, for every instance above it up to the last Bound one, the
-/// value to re-propose (a no-op where the instance is Free).
+/// proofs and, for every instance above it up to the last one any proof
+/// reports, the value to re-propose (a no-op where the instance is Free).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub checkpoint: CheckpointCert,
@@ -149,12 +148,12 @@ pub enum Choice {
 /// the plan's value, see `Durable::synced_last`) only an equivocating leader
 /// at r itself could cause, and then the reports of (≥ r, v) keep (r, w) from
 /// having q reports at or below it.
-/// Why it is live: with complete write-sets, the reports of all correct
-/// replicas are always decisive (the highest value they accepted was written
-/// by f+1 of them), and faulty replicas' reports added to them cannot make
-/// them indecisive. Write-sets are bounded (`WRITESET_MAX`): an instance
-/// that stays undecided while correct replicas write more distinct values
-/// there can lose that property (a known gap, see ARCHITECTURE.md).
+/// Why it is live: write-sets are complete (`Config::writeset_max`), so the
+/// reports of all correct replicas are always decisive: the highest value
+/// they accepted, (ts, v), was written at ts by f+1 correct replicas, which
+/// still report it; no correct replica accepted another value at ts or
+/// later, so all of them are at or below it. Faulty reports added to them
+/// cannot make them indecisive.
 pub fn choose(f: usize, q: usize, reports: &[Option<&InstanceReport>]) -> Choice {
     let accepted: Vec<Option<(Regency, Digest)>> =
         reports.iter().map(|r| r.and_then(|r| r.accepted)).collect();
@@ -183,8 +182,12 @@ pub fn choose(f: usize, q: usize, reports: &[Option<&InstanceReport>]) -> Choice
 }
 
 /// The decision rule over verified STOPDATA: the highest stable checkpoint,
-/// then per instance above it up to the last Bound one, the bound digest or
-/// `None` (a no-op). `None` overall while some instance is `Unsure`.
+/// then per instance above it up to the last one any proof reports, the
+/// bound digest or `None` (a no-op). `None` overall while some instance is
+/// `Unsure`. Covering every reported instance, Free ones too, is what keeps
+/// write-sets small: a leader's fresh value only goes where no proof
+/// reports anything, and (ARCHITECTURE.md, "Leader change") once a value is
+/// accepted, every quorum holds a correct replica that reports its instance.
 #[allow(clippy::type_complexity)]
 pub fn plan_from(
     cfg: &Config,
@@ -215,7 +218,7 @@ pub fn plan_from(
             Choice::Unsure => return None,
         }
     }
-    let last = bound.keys().next_back().copied().unwrap_or(low);
+    let last = by_instance.keys().next_back().copied().unwrap_or(low);
     let entries = (low + 1..=last)
         .map(|i| (i, bound.get(&i).copied()))
         .collect();
@@ -278,6 +281,33 @@ mod tests {
         let liar = report(Some((2, W)), &[(2, W)]);
         assert_eq!(choose4(&[&acc, &wrote_w, &liar]), Choice::Unsure);
         assert_eq!(choose4(&[&acc, &acc, &wrote_w, &liar]), Choice::Bound(V));
+    }
+
+    #[test]
+    fn a_plan_covers_every_reported_instance_with_a_no_op_where_free() {
+        let cfg = Config::new(4, 0);
+        let genesis = CheckpointCert {
+            instance: 0,
+            digest: [0; 32],
+            sigs: vec![],
+        };
+        let sd = |from, reports: Vec<InstanceReport>| StopData {
+            regency: 3,
+            from,
+            checkpoint: genesis.clone(),
+            reports,
+            sig: crate::crypto::Signature([0; 64]),
+        };
+        // Instance 1 was accepted by all; instance 3 only written by one.
+        let at = |instance, rep: InstanceReport| InstanceReport { instance, ..rep };
+        let v1 = report(Some((1, V)), &[(1, V)]);
+        let proofs = vec![
+            sd(0, vec![v1.clone(), at(3, report(None, &[(2, W)]))]),
+            sd(1, vec![v1.clone()]),
+            sd(2, vec![v1]),
+        ];
+        let (_, entries) = plan_from(&cfg, &proofs).expect("decisive");
+        assert_eq!(entries, vec![(1, Some(V)), (2, None), (3, None)]);
     }
 
     #[test]

@@ -669,6 +669,7 @@ fn add_stats(acc: &mut Stats, s: &Stats) {
     acc.equivocations_seen += s.equivocations_seen;
     acc.regencies_installed += s.regencies_installed;
     acc.sync_waits += s.sync_waits;
+    acc.fresh_values_declined += s.fresh_values_declined;
     acc.state_transfers_started += s.state_transfers_started;
     acc.state_transfers_applied += s.state_transfers_applied;
     acc.poisoned_state_rejected += s.poisoned_state_rejected;
@@ -688,6 +689,7 @@ pub fn stats_map(s: &Stats) -> BTreeMap<&'static str, u64> {
     BTreeMap::from([
         ("regencies", s.regencies_installed),
         ("sync_waits", s.sync_waits),
+        ("fresh_declined", s.fresh_values_declined),
         ("state_transfers", s.state_transfers_applied),
         ("equivocations_seen", s.equivocations_seen),
         ("dropped_bad_auth", s.dropped_bad_auth),

@@ -38,7 +38,7 @@ pub enum ConfigError {
     )]
     WindowTooLarge { bytes: usize, max: usize },
     #[error(
-        "a SYNC's reports (2f+1 × 2 × checkpoint_interval × the report size at n) = {bytes} exceed {max} bytes; lower checkpoint_interval"
+        "a SYNC's reports (n × 2 × checkpoint_interval × the report size at n) = {bytes} exceed {max} bytes; lower checkpoint_interval"
     )]
     ReportsTooLarge { bytes: usize, max: usize },
     #[error("{what} = {value} is outside 1..={max}")]
@@ -110,13 +110,13 @@ impl Config {
                 max: LEADER_CHANGE_BATCH_BYTES_MAX,
             });
         }
-        // A SYNC carries 2f+1 STOPDATA, each with a report per window instance
-        // (its accepted value and complete write-set): with the batches, it
-        // must fit in one frame.
+        // A SYNC carries up to n STOPDATA (all the leader holds), each with a
+        // report per window instance (its accepted value and complete
+        // write-set): with the batches, it must fit in one frame.
         let report_bytes = 8 + 1 + 40 + 4 + 40 * self.writeset_max();
         let reports = (self.log_window() as usize)
             .saturating_mul(report_bytes)
-            .saturating_mul(self.quorum());
+            .saturating_mul(self.n);
         let max = FRAME_BYTES_MAX - LEADER_CHANGE_BATCH_BYTES_MAX - (1 << 20);
         if reports > max {
             return Err(ConfigError::ReportsTooLarge {
@@ -132,7 +132,8 @@ impl Config {
     }
 
     /// Distinct digests a replica can write at one instance: the no-op and
-    /// at most one first value per replica (see `limits::WRITESET_MAX`).
+    /// at most one first value per correct replica, and all n may be correct
+    /// (see `limits::WRITESET_MAX`).
     pub fn writeset_max(&self) -> usize {
         self.n + 1
     }
@@ -184,7 +185,7 @@ mod tests {
             c.validate(),
             Err(ConfigError::ReportsTooLarge { .. })
         ));
-        c.checkpoint_interval = 128;
+        c.checkpoint_interval = 64;
         assert_eq!(c.validate(), Ok(()));
     }
 }

@@ -341,6 +341,63 @@ fn garbage_is_dropped(io: &'static str) {
     );
 }
 
+/// A peer that floods a replica with junk frames as fast as it can write
+/// gets a bounded share of each loop turn: the leader keeps reading its other
+/// connections, and clients keep completing operations.
+#[test]
+fn a_flooding_connection_does_not_starve_the_others() {
+    flood_is_bounded("epoll");
+}
+
+#[test]
+fn a_flooding_connection_does_not_starve_the_others_under_io_uring() {
+    if bft_net::uring::IoBatch::new().is_err() && std::env::var_os("CI").is_none() {
+        eprintln!("SKIPPED: io_uring unavailable here");
+        return;
+    }
+    flood_is_bounded("uring");
+}
+
+fn flood_is_bounded(io: &'static str) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = TestCluster::start_io(&format!("flood-{io}"), "bft", 4, io);
+    let o = opts();
+    let mut gen = c.client(&o);
+    let mut w = workload_a();
+    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
+        .unwrap();
+    let mut junk = Vec::new();
+    while junk.len() < (1 << 20) {
+        let body: Vec<u8> = (0..200u32).map(|k| (k * 13) as u8).collect();
+        junk.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        junk.extend_from_slice(&body);
+    }
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let flooders: Vec<_> = [0, 1]
+        .into_iter()
+        .map(|r| {
+            let addr = c.cluster.addrs[r];
+            let (stop, junk) = (stop.clone(), junk.clone());
+            std::thread::spawn(move || {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                let mut sent = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if s.write_all(&junk).is_err() {
+                        break;
+                    }
+                    sent += junk.len();
+                }
+                sent
+            })
+        })
+        .collect();
+    let ops = run_for(&mut gen, &mut w, 3, &o).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent: usize = flooders.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(sent > 8 << 20, "the flooders wrote only {sent} bytes");
+    assert!(ops > 100, "{ops} operations in 3 s while flooded");
+}
+
 #[test]
 fn a_killed_replica_restarted_later_catches_up_by_state_transfer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -37,6 +37,10 @@ const RECONNECT_MAX: Duration = Duration::from_secs(1);
 pub const INBOUND_MAX: usize = 512; // below the usual 1024-descriptor soft limit
 /// Frames buffered in one turn before they are verified and handled.
 pub const TURN_FRAMES_MAX: usize = 4096;
+/// Reads one connection gets per loop turn (4 × `READ_CHUNK` = 256 KiB). A
+/// connection with more to read waits for the next turn, behind every other
+/// ready connection: one peer writing as fast as it can cannot starve the rest.
+pub const READS_PER_TURN_MAX: usize = 4;
 
 /// A sans-IO protocol engine the loop can pump: the BFT replica or the bare server.
 pub trait Engine {
@@ -117,6 +121,9 @@ pub struct NetStats {
     /// `--io uring`: io_uring submissions, and the reads and writes they carried.
     pub uring_submissions: u64,
     pub uring_ops: u64,
+    /// A connection still had data after its `READS_PER_TURN_MAX` reads and
+    /// was left for the next turn.
+    pub reads_deferred: u64,
 }
 
 struct PeerLink {
@@ -154,6 +161,8 @@ pub struct ReplicaNode<E: Engine> {
     /// Inbound connections epoll found readable this turn (uring only), and
     /// whether the event also said the peer closed or failed.
     readable: Vec<(usize, bool)>,
+    /// Inbound connections (epoll) left with data after their reads this turn.
+    unfinished: Vec<usize>,
     pub net: NetStats,
 }
 
@@ -205,6 +214,7 @@ impl<E: Engine> ReplicaNode<E> {
             verifier: None,
             uring: None,
             readable: Vec::new(),
+            unfinished: Vec::new(),
             net: NetStats::default(),
         })
     }
@@ -239,7 +249,15 @@ impl<E: Engine> ReplicaNode<E> {
         let mut events = Events::with_capacity(1024);
         while !stop.load(Ordering::Relaxed) {
             self.reconnect_due();
-            let timeout = self.poll_timeout();
+            // Connections left with data last turn raise no new edge: poll
+            // without waiting, and read them after this turn's events.
+            let unfinished = std::mem::take(&mut self.unfinished);
+            let waiting = !unfinished.is_empty() || !self.readable.is_empty();
+            let timeout = if waiting {
+                Duration::ZERO
+            } else {
+                self.poll_timeout()
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -261,6 +279,9 @@ impl<E: Engine> ReplicaNode<E> {
                     }
                     Token(t) => self.inbound_event(t - INBOUND_BASE),
                 }
+            }
+            for idx in unfinished {
+                self.inbound_event(idx);
             }
             if self.uring.is_some() {
                 self.read_batched();
@@ -337,15 +358,24 @@ impl<E: Engine> ReplicaNode<E> {
         Some(self.inbound.len() - 1)
     }
 
+    /// Reads connection `idx` until it is drained, closed or has had its
+    /// `READS_PER_TURN_MAX` reads (then it is read again next turn).
     fn inbound_event(&mut self, idx: usize) {
+        let mut reads = 0;
         let (fill, oversized) = loop {
             let Some(conn) = self.inbound.get_mut(idx).and_then(Option::as_mut) else {
                 return;
             };
             let fill = conn.reader.fill(&mut conn.stream).unwrap_or(Fill::Closed);
+            reads += 1;
             let oversized = !self.take_frames(idx);
             if fill != Fill::More || oversized {
                 break (fill, oversized);
+            }
+            if reads == READS_PER_TURN_MAX {
+                self.net.reads_deferred += 1;
+                self.unfinished.push(idx);
+                return;
             }
         };
         self.after_read(idx, fill, oversized);
@@ -396,7 +426,10 @@ impl<E: Engine> ReplicaNode<E> {
         let ending: Vec<usize> = events.iter().filter(|e| e.1).map(|e| e.0).collect();
         let mut ready: Vec<usize> = events.into_iter().map(|e| e.0).collect();
         ready.dedup();
-        while !ready.is_empty() {
+        for _ in 0..READS_PER_TURN_MAX {
+            if ready.is_empty() {
+                return;
+            }
             let Some(uring) = self.uring.as_mut() else {
                 return;
             };
@@ -440,6 +473,11 @@ impl<E: Engine> ReplicaNode<E> {
                 }
                 self.after_read(idx, fill, oversized);
             }
+        }
+        // Still more to read: next turn, behind the others.
+        self.net.reads_deferred += ready.len() as u64;
+        for idx in ready {
+            self.readable.push((idx, ending.contains(&idx)));
         }
     }
 

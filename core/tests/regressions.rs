@@ -422,6 +422,18 @@ fn stop_data(from: ReplicaId, regency: Regency, checkpoint: CheckpointCert) -> S
     sd
 }
 
+/// A SYNC for `regency` whose STOPDATA (from `from`) report nothing above `ckpt`.
+fn empty_sync(regency: Regency, ckpt: &CheckpointCert, from: &[ReplicaId]) -> Message {
+    Message::Sync(SyncProof {
+        regency,
+        proofs: from
+            .iter()
+            .map(|s| stop_data(*s, regency, ckpt.clone()))
+            .collect(),
+        batches: vec![],
+    })
+}
+
 fn sent_kinds(r: &mut Replica) -> Vec<&'static str> {
     let mut kinds = Vec::new();
     while let Some(out) = r.poll_output() {
@@ -612,15 +624,7 @@ fn only_an_authenticated_request_identifies_its_client() {
 fn a_propose_below_the_synced_plan_is_refused_even_where_the_plan_was_not_adopted() {
     let mut r = replica(config(4, 1));
     let ckpt = checkpoint_cert(8, [5; 32], &[0, 2, 3]);
-    let proofs: Vec<StopData> = [0, 2, 3]
-        .iter()
-        .map(|s| stop_data(*s, 2, ckpt.clone()))
-        .collect();
-    let sync = Message::Sync(SyncProof {
-        regency: 2,
-        proofs,
-        batches: vec![],
-    });
+    let sync = empty_sync(2, &ckpt, &[0, 2, 3]);
     r.handle_message(bft_core::Time(1), &frame(2, Peer::Replica(1), &sync, 4));
     assert_eq!(r.regency(), 2);
     sent_kinds(&mut r);
@@ -664,15 +668,7 @@ fn a_replica_writes_a_fresh_value_only_where_it_wrote_nothing_else() {
     // Regency 1, synchronised by STOPDATA that report nothing (replica 2's
     // own report is not among them): instance 1 is left to fresh proposals.
     let genesis = checkpoint_cert(0, [0; 32], &[]);
-    let proofs: Vec<StopData> = [0, 1, 3]
-        .iter()
-        .map(|s| stop_data(*s, 1, genesis.clone()))
-        .collect();
-    let sync = Message::Sync(SyncProof {
-        regency: 1,
-        proofs,
-        batches: vec![],
-    });
+    let sync = empty_sync(1, &genesis, &[0, 1, 3]);
     r.handle_message(bft_core::Time(2), &frame(1, Peer::Replica(2), &sync, 4));
     assert_eq!(r.regency(), 1);
     sent_kinds(&mut r);

@@ -217,8 +217,7 @@ fn a_cluster_runs_ycsb_a_and_survives_a_follower_then_the_leader_being_killed() 
 #[test]
 fn the_io_uring_back_end_serves_ycsb_a_through_kills_and_a_restart() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    if bft_net::uring::IoBatch::new().is_err() && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: io_uring unavailable here");
+    if uring_unavailable_outside_ci() {
         return;
     }
     let mut c = TestCluster::start_io("uring", "bft", 4, "uring");
@@ -281,11 +280,20 @@ fn garbage_and_oversized_frames_are_dropped_and_the_cluster_keeps_serving() {
 
 #[test]
 fn garbage_and_oversized_frames_are_dropped_under_io_uring_too() {
-    if bft_net::uring::IoBatch::new().is_err() && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: io_uring unavailable here");
+    if uring_unavailable_outside_ci() {
         return;
     }
     garbage_is_dropped("uring");
+}
+
+/// io_uring can be missing on a developer's machine (skipped, said so); CI
+/// must have it.
+fn uring_unavailable_outside_ci() -> bool {
+    let skip = bft_net::uring::IoBatch::new().is_err() && std::env::var_os("CI").is_none();
+    if skip {
+        eprintln!("SKIPPED: io_uring unavailable here");
+    }
+    skip
 }
 
 fn garbage_is_dropped(io: &'static str) {
@@ -351,8 +359,7 @@ fn a_flooding_connection_does_not_starve_the_others() {
 
 #[test]
 fn a_flooding_connection_does_not_starve_the_others_under_io_uring() {
-    if bft_net::uring::IoBatch::new().is_err() && std::env::var_os("CI").is_none() {
-        eprintln!("SKIPPED: io_uring unavailable here");
+    if uring_unavailable_outside_ci() {
         return;
     }
     flood_is_bounded("uring");

@@ -374,7 +374,10 @@ impl<E: Engine> ReplicaNode<E> {
             }
             if reads == READS_PER_TURN_MAX {
                 self.net.reads_deferred += 1;
-                self.unfinished.push(idx);
+                if !self.unfinished.contains(&idx) {
+                    self.unfinished.push(idx);
+                }
+                assert!(self.unfinished.len() <= INBOUND_MAX);
                 return;
             }
         };

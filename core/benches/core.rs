@@ -36,13 +36,14 @@ fn crypto(me: Peer, real: bool) -> Box<dyn Crypto + Send> {
 fn request(client: ClientId, seq: u64, real: bool) -> Request {
     let c = crypto(Peer::Client(client), real);
     let op = vec![b'x'; 100];
-    let bytes = Request::auth_bytes(client, seq, &op);
+    let bytes = Request::auth_bytes(client, seq, Replier::All, &op);
     let macs = (0..N as ReplicaId)
         .map(|r| c.mac(Peer::Replica(r), &bytes))
         .collect();
     Request {
         client,
         seq,
+        replier: Replier::All,
         op,
         auth: RequestAuth::Macs(macs),
     }

@@ -37,7 +37,7 @@ impl BareServer {
     }
 
     fn authentic(&self, req: &Request) -> bool {
-        let bytes = Request::auth_bytes(req.client, req.seq, &req.op);
+        let bytes = req.signed_bytes();
         match &req.auth {
             // The server is "replica 0" of a one-replica cluster.
             RequestAuth::Macs(m) => {

@@ -23,23 +23,65 @@ pub enum RequestAuth {
     Signature(Signature),
 }
 
+/// Which replicas return a request's full result; the others return only its
+/// digest (PBFT's reply optimisation, BFT-SMaRt's hashed replies). The client
+/// still needs f+1 matching replies, one of them full. The client chooses,
+/// and its authenticator covers the choice, so no replica can change it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replier {
+    All,
+    /// An id outside the cluster is the client's own loss: every replica then
+    /// sends a digest, and only a retransmission (answered in full) completes.
+    One(ReplicaId),
+}
+
+impl Replier {
+    const ALL_WIRE: u32 = u32::MAX;
+
+    pub fn sends_full(self, me: ReplicaId) -> bool {
+        match self {
+            Replier::All => true,
+            Replier::One(r) => r == me,
+        }
+    }
+    fn to_wire(self) -> u32 {
+        match self {
+            Replier::All => Self::ALL_WIRE,
+            Replier::One(r) => r,
+        }
+    }
+    fn from_wire(v: u32) -> Replier {
+        if v == Self::ALL_WIRE {
+            Replier::All
+        } else {
+            Replier::One(v)
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
     pub client: ClientId,
     pub seq: u64,
+    pub replier: Replier,
     pub op: Vec<u8>,
     pub auth: RequestAuth,
 }
 
 impl Request {
     /// The bytes a request's MACs or signature cover.
-    pub fn auth_bytes(client: ClientId, seq: u64, op: &[u8]) -> Vec<u8> {
+    pub fn auth_bytes(client: ClientId, seq: u64, replier: Replier, op: &[u8]) -> Vec<u8> {
         let mut w = Writer::new();
         w.raw(b"REQ");
         w.u64(client);
         w.u64(seq);
+        w.u32(replier.to_wire());
         w.bytes(op);
         w.finish()
+    }
+    /// The bytes this request's authenticator must cover.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        Request::auth_bytes(self.client, self.seq, self.replier, &self.op)
     }
     pub fn id(&self) -> (ClientId, u64) {
         (self.client, self.seq)
@@ -55,7 +97,7 @@ pub struct Batch {
 
 impl Batch {
     pub fn digest(&self) -> Digest {
-        let mut w = Writer::new();
+        let mut w = Writer::with_capacity(self.encoded_len());
         encode_batch(&mut w, self);
         hash(&w.buf)
     }
@@ -69,7 +111,7 @@ pub fn request_encoded_len(r: &Request) -> usize {
         RequestAuth::Macs(m) => 1 + 4 + m.len() * MAC_BYTES,
         RequestAuth::Signature(_) => 1 + SIGNATURE_BYTES,
     };
-    8 + 8 + 4 + r.op.len() + auth
+    8 + 8 + 4 + 4 + r.op.len() + auth
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,6 +119,15 @@ pub struct Reply {
     pub client: ClientId,
     pub seq: u64,
     pub result: Vec<u8>,
+}
+
+/// What a replica not chosen as the request's `Replier` returns: the hash of
+/// the result it computed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyDigest {
+    pub client: ClientId,
+    pub seq: u64,
+    pub digest: Digest,
 }
 
 /// 2f+1 signatures on CHECKPOINT(instance, state digest): a stable checkpoint.
@@ -160,6 +211,9 @@ pub struct StateReply {
 pub const TAG_REQUEST: u8 = 1;
 pub const TAG_CHECKPOINT: u8 = 9;
 const TAG_WRITE: u8 = 4;
+/// Tags of the answers to clients (see `wire::reply_client`).
+pub const TAG_REPLY: u8 = 2;
+pub const TAG_REPLY_DIGEST: u8 = 13;
 /// A request's authenticator kind: a signature (else a vector of MACs).
 pub const AUTH_SIGNATURE: u8 = 1;
 
@@ -167,6 +221,7 @@ pub const AUTH_SIGNATURE: u8 = 1;
 pub enum Message {
     Request(Request),
     Reply(Reply),
+    ReplyDigest(ReplyDigest),
     Propose {
         regency: Regency,
         instance: Instance,
@@ -212,6 +267,7 @@ impl Message {
         match self {
             Message::Request(_) => "REQUEST",
             Message::Reply(_) => "REPLY",
+            Message::ReplyDigest(_) => "REPLY-DIGEST",
             Message::Propose { .. } => "PROPOSE",
             Message::Write { .. } => "WRITE",
             Message::Accept { .. } => "ACCEPT",
@@ -231,6 +287,7 @@ impl Message {
 fn encode_request(w: &mut Writer, r: &Request) {
     w.u64(r.client);
     w.u64(r.seq);
+    w.u32(r.replier.to_wire());
     w.bytes(&r.op);
     match &r.auth {
         RequestAuth::Macs(macs) => {
@@ -250,6 +307,7 @@ fn encode_request(w: &mut Writer, r: &Request) {
 fn decode_request(r: &mut Reader) -> Result<Request, DecodeError> {
     let client = r.u64()?;
     let seq = r.u64()?;
+    let replier = Replier::from_wire(r.u32()?);
     let op = r.bytes("request op", OP_BYTES_MAX)?.to_vec();
     let auth = match r.u8()? {
         0 => {
@@ -262,6 +320,7 @@ fn decode_request(r: &mut Reader) -> Result<Request, DecodeError> {
     Ok(Request {
         client,
         seq,
+        replier,
         op,
         auth,
     })
@@ -417,6 +476,20 @@ fn decode_sync(r: &mut Reader) -> Result<SyncProof, DecodeError> {
     })
 }
 
+/// About the encoded size of `m`: exact for the messages whose size grows
+/// with their payload (requests, replies, proposals), a small guess for the
+/// fixed-size rest; encoders reserve it to avoid growing a buffer by copies.
+pub fn encoded_len_hint(m: &Message) -> usize {
+    let payload = match m {
+        Message::Request(r) => request_encoded_len(r),
+        Message::Reply(r) => 8 + 8 + 4 + r.result.len(),
+        Message::Propose { batch, .. } => 8 + 8 + batch.encoded_len(),
+        Message::Raft(b) => 4 + b.len(),
+        _ => 96,
+    };
+    1 + payload
+}
+
 pub fn encode_message(w: &mut Writer, m: &Message) {
     match m {
         Message::Request(req) => {
@@ -424,10 +497,16 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
             encode_request(w, req);
         }
         Message::Reply(rep) => {
-            w.u8(2);
+            w.u8(TAG_REPLY);
             w.u64(rep.client);
             w.u64(rep.seq);
             w.bytes(&rep.result);
+        }
+        Message::ReplyDigest(rep) => {
+            w.u8(TAG_REPLY_DIGEST);
+            w.u64(rep.client);
+            w.u64(rep.seq);
+            w.raw(&rep.digest);
         }
         Message::Propose {
             regency,
@@ -516,10 +595,15 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
 pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
     let m = match r.u8()? {
         TAG_REQUEST => Message::Request(decode_request(r)?),
-        2 => Message::Reply(Reply {
+        TAG_REPLY => Message::Reply(Reply {
             client: r.u64()?,
             seq: r.u64()?,
             result: r.bytes("reply", RESULT_BYTES_MAX)?.to_vec(),
+        }),
+        TAG_REPLY_DIGEST => Message::ReplyDigest(ReplyDigest {
+            client: r.u64()?,
+            seq: r.u64()?,
+            digest: r.array()?,
         }),
         3 => Message::Propose {
             regency: r.u64()?,

@@ -12,7 +12,7 @@
 use crate::codec::Reader;
 use crate::crypto::{hash_parts, Digest, Peer, Signature};
 use crate::limits::{OP_BYTES_MAX, PREVERIFIED_MAX};
-use crate::message::{CheckpointCert, Message, Request, RequestAuth};
+use crate::message::{CheckpointCert, Message, RequestAuth};
 use crate::message::{AUTH_SIGNATURE, TAG_CHECKPOINT, TAG_REQUEST};
 use crate::wire::{message_tag, peek, CLIENT_HEADER_BYTES};
 use std::collections::BTreeSet;
@@ -62,7 +62,7 @@ pub fn signature_items(frame: &[u8], n: usize, out: &mut Vec<SigItem>) {
             if let RequestAuth::Signature(sig) = req.auth {
                 out.push(SigItem {
                     signer: Peer::Client(req.client),
-                    msg: Request::auth_bytes(req.client, req.seq, &req.op),
+                    msg: req.signed_bytes(),
                     sig,
                 });
             }
@@ -93,6 +93,7 @@ fn request_is_signed(frame: &[u8]) -> bool {
     let auth = r
         .u64()
         .and_then(|_| r.u64())
+        .and_then(|_| r.u32()) // the replier
         .and_then(|_| r.bytes("op", OP_BYTES_MAX))
         .and_then(|_| r.u8());
     auth == Ok(AUTH_SIGNATURE)
@@ -151,6 +152,7 @@ impl PreVerified {
 mod tests {
     use super::*;
     use crate::crypto::{Crypto, SimCrypto};
+    use crate::message::{Replier, Request};
     use crate::wire::encode_frame;
 
     #[test]
@@ -162,10 +164,11 @@ mod tests {
             instance: 5,
             digest: [7; 32],
         };
-        let bytes = Request::auth_bytes(9, 1, b"op");
+        let bytes = Request::auth_bytes(9, 1, Replier::All, b"op");
         let req = Message::Request(Request {
             client: 9,
             seq: 1,
+            replier: Replier::All,
             op: b"op".to_vec(),
             auth: RequestAuth::Signature(client.sign(&bytes)),
         });
@@ -178,6 +181,7 @@ mod tests {
         let mac_req = Message::Request(Request {
             client: 9,
             seq: 2,
+            replier: Replier::All,
             op: b"op".to_vec(),
             auth: RequestAuth::Macs(vec![[0; 32]; 4]),
         });

@@ -10,7 +10,8 @@
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{Crypto, Peer, MAC_BYTES};
 use crate::limits::FRAME_BYTES_MAX;
-use crate::message::{decode_message, encode_message, Message};
+use crate::message::{decode_message, encode_message, encoded_len_hint, ClientId, Message};
+use crate::message::{TAG_REPLY, TAG_REPLY_DIGEST};
 use thiserror::Error;
 
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -29,7 +30,12 @@ pub enum FrameError {
 
 /// Header and message, without the MAC: encoded once per broadcast.
 pub fn encode_body(from: Peer, msg: &Message) -> Vec<u8> {
-    let mut w = Writer::new();
+    encode_body_reserving(from, msg, 0)
+}
+
+/// The body in a buffer with room for `extra` more bytes (a MAC).
+fn encode_body_reserving(from: Peer, msg: &Message, extra: usize) -> Vec<u8> {
+    let mut w = Writer::with_capacity(CLIENT_HEADER_BYTES + encoded_len_hint(msg) + extra);
     match from {
         Peer::Replica(r) => {
             w.u8(0);
@@ -54,8 +60,14 @@ pub fn seal(body: &[u8], to: Peer, crypto: &dyn Crypto) -> Vec<u8> {
     frame
 }
 
+/// One frame for one receiver: encoded in place, MAC appended, no copy.
 pub fn encode_frame(from: Peer, to: Peer, msg: &Message, crypto: &dyn Crypto) -> Vec<u8> {
-    seal(&encode_body(from, msg), to, crypto)
+    let mut frame = encode_body_reserving(from, msg, MAC_BYTES);
+    if let Peer::Replica(_) = from {
+        let tag = crypto.mac(to, &frame);
+        frame.extend_from_slice(&tag);
+    }
+    frame
 }
 
 fn split_sender(frame: &[u8], n: usize) -> Result<(Peer, Reader<'_>, usize), FrameError> {
@@ -119,6 +131,22 @@ pub fn message_tag(frame: &[u8]) -> Option<u8> {
 }
 
 /// Header lengths: kind byte and sender id.
+/// The client a replica's REPLY or REPLY-DIGEST frame answers, read without
+/// decoding or authenticating anything: lets a host that multiplexes many
+/// clients hand the frame to the right one (which then opens it).
+pub fn reply_client(frame: &[u8]) -> Option<ClientId> {
+    if frame.first() != Some(&0) {
+        return None;
+    }
+    let tag = *frame.get(REPLICA_HEADER_BYTES)?;
+    if tag != TAG_REPLY && tag != TAG_REPLY_DIGEST {
+        return None;
+    }
+    let start = REPLICA_HEADER_BYTES + 1;
+    let id = frame.get(start..start + 8)?;
+    Some(u64::from_le_bytes(id.try_into().ok()?))
+}
+
 pub const REPLICA_HEADER_BYTES: usize = 1 + 4;
 pub const CLIENT_HEADER_BYTES: usize = 1 + 8;
 

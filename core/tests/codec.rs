@@ -7,7 +7,7 @@ mod support;
 
 use bft_core::codec::{Reader, Writer};
 use bft_core::crypto::Peer;
-use bft_core::message::{decode_message, encode_message};
+use bft_core::message::{decode_message, encode_message, encoded_len_hint};
 use bft_core::rng::Rng;
 use bft_core::wire;
 use support::gen::random_message;
@@ -23,6 +23,9 @@ fn every_message_kind_round_trips_canonically() {
         let mut w = Writer::new();
         encode_message(&mut w, &m);
         let bytes = w.finish();
+        if matches!(m.kind(), "REQUEST" | "REPLY" | "PROPOSE") {
+            assert_eq!(bytes.len(), encoded_len_hint(&m), "exact for {}", m.kind());
+        }
         let mut r = Reader::new(&bytes);
         let back = decode_message(&mut r).unwrap();
         r.finish().unwrap();
@@ -57,6 +60,7 @@ fn random_and_corrupted_frames_never_panic() {
             f
         };
         let _ = wire::peek(&frame, 4);
+        let _ = wire::reply_client(&frame);
         if wire::open(&frame, 4, &me).is_ok() {
             opened += 1;
         }
@@ -65,6 +69,34 @@ fn random_and_corrupted_frames_never_panic() {
         opened < 50,
         "corruption is almost always detected ({opened})"
     );
+}
+
+#[test]
+fn a_reply_frame_names_its_client_without_being_decoded() {
+    use bft_core::message::{Message, Reply, ReplyDigest};
+    let full = Message::Reply(Reply {
+        client: 7,
+        seq: 1,
+        result: vec![1; 10],
+    });
+    let digest = Message::ReplyDigest(ReplyDigest {
+        client: 1 << 40,
+        seq: 1,
+        digest: [3; 32],
+    });
+    let to = |c| Peer::Client(c);
+    assert_eq!(wire::reply_client(&frame(1, to(7), &full, 4)), Some(7));
+    assert_eq!(
+        wire::reply_client(&frame(2, to(1 << 40), &digest, 4)),
+        Some(1 << 40)
+    );
+    // Control: other messages, client frames and truncated replies name no one.
+    let stop = Message::Stop { regency: 7 };
+    assert_eq!(wire::reply_client(&frame(1, to(7), &stop, 4)), None);
+    let req = client_frame(&request(7, 1, b"op", 4));
+    assert_eq!(wire::reply_client(&req), None);
+    let f = frame(1, to(7), &full, 4);
+    assert_eq!(wire::reply_client(&f[..10]), None);
 }
 
 #[test]

@@ -193,15 +193,164 @@ fn leader_change_timers_back_off() {
     assert_eq!(r.regency(), 0, "alone, it never installs a new regency");
 }
 
+/// The answers to clients from index `from` on: (sender, message).
+fn answers_since(c: &Cluster, from: usize) -> Vec<(ReplicaId, Message)> {
+    c.to_clients[from..]
+        .iter()
+        .map(|(_, f)| match wire::peek(f, 4).unwrap() {
+            (Peer::Replica(r), m) => (r, m),
+            (p, m) => panic!("{p:?} sent {m:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_chosen_replica_returns_the_full_result_the_others_its_digest() {
+    let mut c = Cluster::new(4);
+    let req = request_for(100, 1, b"op", 4, Replier::One(2));
+    c.submit(&req);
+    let answers = answers_since(&c, 0);
+    let full: Vec<_> = answers
+        .iter()
+        .filter_map(|(r, m)| match m {
+            Message::Reply(rep) => Some((*r, rep.result.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(full.len(), 1, "{answers:?}");
+    assert_eq!(full[0].0, 2);
+    let digests: Vec<_> = answers
+        .iter()
+        .filter_map(|(r, m)| match m {
+            Message::ReplyDigest(d) => Some((*r, d.digest)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digests.len(), 3);
+    let expected = bft_core::crypto::hash(&full[0].1);
+    assert!(digests.iter().all(|(r, d)| *r != 2 && *d == expected));
+
+    // A retransmission is answered in full, even by a replica not chosen.
+    let before = c.to_clients.len();
+    c.inject(1, &client_frame(&req));
+    match &answers_since(&c, before)[..] {
+        [(1, Message::Reply(rep))] => assert_eq!(rep.result, full[0].1),
+        other => panic!("{other:?}"),
+    }
+
+    // Control: a request that chose no one gets four full results.
+    let before = c.to_clients.len();
+    c.submit(&request(101, 1, b"op", 4));
+    let all = answers_since(&c, before);
+    assert_eq!(all.len(), 4);
+    assert!(all.iter().all(|(_, m)| matches!(m, Message::Reply(_))));
+}
+
+/// Routes a client's frames to the replicas in `up` and settles; returns
+/// the index of the first answer this produced.
+fn route(c: &mut Cluster, client: &mut bft_core::client::Client, up: &[ReplicaId]) -> usize {
+    let before = c.to_clients.len();
+    for (to, f) in client_frames(client) {
+        if up.contains(&to) {
+            c.inject(to, &f);
+        }
+    }
+    c.settle();
+    before
+}
+
+fn completion(client: &mut bft_core::client::Client) -> Option<Vec<u8>> {
+    std::iter::from_fn(|| client.poll_output()).find_map(|o| match o {
+        bft_core::client::ClientOutput::Complete { result, .. } => Some(result),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_client_completes_on_a_full_result_that_f_digests_vouch_for() {
+    let mut c = Cluster::new(4);
+    let mut cl = client(100, 4); // chooses replica 100 mod 4 = 0
+    cl.submit(Time(0), b"op".to_vec());
+    let from = route(&mut c, &mut cl, &[0, 1, 2, 3]);
+    let frames: Vec<(ReplicaId, Vec<u8>)> = c.to_clients[from..]
+        .iter()
+        .map(|(_, f)| match wire::peek(f, 4).unwrap().0 {
+            Peer::Replica(r) => (r, f.clone()),
+            p => panic!("{p:?}"),
+        })
+        .collect();
+    assert_eq!(frames.len(), 4);
+    // Three matching digests are more than f, but carry no result.
+    for (_, f) in frames.iter().filter(|(r, _)| *r != 0) {
+        cl.handle_message(Time(1), f);
+    }
+    assert_eq!(completion(&mut cl), None);
+    assert!(!cl.is_idle());
+    let (_, full) = frames.iter().find(|(r, _)| *r == 0).unwrap();
+    let Message::Reply(expected) = wire::peek(full, 4).unwrap().1 else {
+        panic!("replica 0 was chosen");
+    };
+    cl.handle_message(Time(2), full);
+    assert_eq!(completion(&mut cl), Some(expected.result));
+    assert!(cl.is_idle());
+}
+
+#[test]
+fn a_forged_full_result_is_not_accepted_and_later_requests_choose_another_replica() {
+    let mut c = Cluster::new(4);
+    let mut cl = client(100, 4); // chooses replica 0, which lies to this client
+    cl.submit(Time(0), b"op".to_vec());
+    let from = route(&mut c, &mut cl, &[0, 1, 2, 3]);
+    let forged = Message::Reply(Reply {
+        client: 100,
+        seq: 1,
+        result: b"forged".to_vec(),
+    });
+    cl.handle_message(Time(1), &frame(0, Peer::Client(100), &forged, 4));
+    let mut vouched = Vec::new();
+    for (r, m) in answers_since(&c, from) {
+        if let Message::ReplyDigest(d) = &m {
+            vouched.push(d.digest);
+        }
+        if r != 0 {
+            cl.handle_message(Time(1), &frame(r, Peer::Client(100), &m, 4));
+        }
+    }
+    assert_eq!(vouched.len(), 3);
+    assert_eq!(
+        completion(&mut cl),
+        None,
+        "f+1 digests match no full result"
+    );
+
+    // The retransmission is answered in full by the correct replicas.
+    cl.handle_timeout(Time(0) + Span::from_millis(200));
+    let from = route(&mut c, &mut cl, &[1, 2, 3]);
+    for (_, f) in &c.to_clients[from..] {
+        cl.handle_message(Time(2), f);
+    }
+    let result = completion(&mut cl).expect("completes on the full answers");
+    assert_eq!(bft_core::crypto::hash(&result), vouched[0]);
+
+    // The next request chooses replica 1.
+    cl.submit(Time(3), b"op2".to_vec());
+    let frames = client_frames(&mut cl);
+    let (_, Message::Request(req)) = wire::peek(&frames[0].1, 4).unwrap() else {
+        panic!("not a request");
+    };
+    assert_eq!(req.replier, Replier::One(1));
+}
+
 #[test]
 fn a_signed_request_is_accepted_and_a_forged_one_is_not() {
     use bft_core::crypto::Crypto;
     let mut c = Cluster::new(4);
-    let bytes = Request::auth_bytes(100, 1, b"op");
+    let bytes = Request::auth_bytes(100, 1, Replier::All, b"op");
     let sig = crypto(Peer::Client(100), 4).sign(&bytes);
     let mut req = Request {
         client: 100,
         seq: 1,
+        replier: Replier::All,
         op: b"op".to_vec(),
         auth: RequestAuth::Signature(sig),
     };

@@ -576,6 +576,7 @@ fn client_results_are_kept_within_a_deterministic_budget() {
     assert_eq!(a.last_seq(0), Some(1), "but exactly-once records stay");
     let mut w = Writer::new();
     a.encode(&mut w);
+    assert_eq!(w.buf.len(), a.encoded_len(), "snapshots are sized exactly");
     assert!(w.buf.len() < CLIENT_RESULTS_BYTES_MAX + 64 * 1024);
     let back = ClientTable::decode(&mut Reader::new(&w.buf)).unwrap();
     assert_eq!(back, a);

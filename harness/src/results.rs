@@ -24,6 +24,7 @@ pub const PARAM_COLUMNS: &[&str] = &[
     "clients",
     "target_ops_s",
     "auth",
+    "replies",
     "batch",
     "pipeline",
     "execution",

@@ -3,7 +3,7 @@
 //! 256 through `verify_pool::verify_all`, on one thread and with workers.
 
 use bft_core::crypto::{signing_key_from_seed, Peer};
-use bft_core::message::{Message, Request, RequestAuth};
+use bft_core::message::{Message, Replier, Request, RequestAuth};
 use bft_core::preverify::PreVerified;
 use bft_core::wire::encode_frame;
 use bft_net::verify_pool::{verify_all, BatchVerifier, KeyTable};
@@ -18,7 +18,7 @@ const KEYS: u64 = 256;
 
 fn signed(i: u64) -> (ed25519_dalek::VerifyingKey, Vec<u8>, [u8; 64]) {
     let key = signing_key_from_seed(3, Peer::Client(i % KEYS));
-    let msg = Request::auth_bytes(i % KEYS, i, &[b'x'; 100]);
+    let msg = Request::auth_bytes(i % KEYS, i, Replier::All, &[b'x'; 100]);
     let sig = key.sign(&msg).to_bytes();
     (key.verifying_key(), msg, sig)
 }
@@ -77,6 +77,7 @@ fn precheck(c: &mut Criterion) {
             let req = Message::Request(Request {
                 client: i % KEYS,
                 seq: i,
+                replier: Replier::All,
                 op: vec![b'x'; 100],
                 auth: RequestAuth::Signature(bft_core::crypto::Signature(sig)),
             });

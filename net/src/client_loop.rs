@@ -6,7 +6,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::frame::{Fill, FrameReader, FrameWriter};
 use bft_core::client::{Client, ClientAuth, ClientOutput};
 use bft_core::crypto::Peer;
-use bft_core::message::{ClientId, Message};
+use bft_core::message::ClientId;
 use bft_core::time::{Span, Time};
 use bft_core::wire;
 use bft_workloads::Workload;
@@ -56,6 +56,9 @@ pub struct LoadOptions {
     pub stall_timeout: Duration,
     /// Open loop at this many operations per second (run phase); None: closed loop.
     pub target: Option<f64>,
+    /// BFT: every replica returns the full result (else one does, the others
+    /// its digest).
+    pub full_replies: bool,
 }
 
 impl Default for LoadOptions {
@@ -65,6 +68,7 @@ impl Default for LoadOptions {
             retransmit: Duration::from_millis(500),
             stall_timeout: Duration::from_secs(10),
             target: None,
+            full_replies: false,
         }
     }
 }
@@ -260,7 +264,6 @@ pub struct LoadGenerator {
     conns: Vec<Conn>,
     clients: Vec<Logical>,
     first_id: ClientId,
-    n: usize,
     epoch: Instant,
 }
 
@@ -315,6 +318,7 @@ impl LoadGenerator {
             let client = Client::new(*id, cluster.n(), Box::new(crypto), opts.auth, retransmit);
             // Only BFT replicas all reply; a Raft leader or the bare server replies alone.
             let client = match cluster.file.protocol.as_str() {
+                "bft" if opts.full_replies => client.with_full_replies(),
                 "bft" => client,
                 _ => client.trusting_one_reply(),
             };
@@ -328,7 +332,6 @@ impl LoadGenerator {
             conns,
             first_id: secrets.first().map_or(0, |(id, _)| *id),
             clients,
-            n: cluster.n(),
             epoch: Instant::now(),
         })
     }
@@ -581,10 +584,10 @@ impl LoadGenerator {
         let now = self.now();
         let mut out = Vec::new();
         for f in frames {
-            let Ok((_, Message::Reply(rep))) = wire::peek(&f, self.n) else {
+            let Some(client) = wire::reply_client(&f) else {
                 continue;
             };
-            let Some(i) = rep.client.checked_sub(self.first_id).map(|i| i as usize) else {
+            let Some(i) = client.checked_sub(self.first_id).map(|i| i as usize) else {
                 continue;
             };
             if i >= self.clients.len() {

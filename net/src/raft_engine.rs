@@ -197,7 +197,7 @@ impl RaftEngine {
     }
 
     fn authentic(&self, req: &Request) -> bool {
-        let bytes = Request::auth_bytes(req.client, req.seq, &req.op);
+        let bytes = req.signed_bytes();
         match &req.auth {
             RequestAuth::Macs(m) => {
                 m.len() == self.n

@@ -244,7 +244,7 @@ fn zebra_sig(sig: &Signature) -> ed25519_zebra::Signature {
 mod tests {
     use super::*;
     use bft_core::crypto::{signing_key_from_seed, Crypto, KeyedCrypto};
-    use bft_core::message::{Message, Request, RequestAuth};
+    use bft_core::message::{Message, Replier, Request, RequestAuth};
     use bft_core::wire::encode_frame;
     use curve25519_dalek::{constants::ED25519_BASEPOINT_POINT as B, EdwardsPoint, Scalar};
     use ed25519_dalek::Signer as _;
@@ -266,13 +266,16 @@ mod tests {
     fn signed_frame(c: ClientId, seq: u64, tamper: bool) -> Vec<u8> {
         let key = signing_key_from_seed(5, Peer::Client(c));
         let op = format!("op-{c}-{seq}").into_bytes();
-        let mut sig = key.sign(&Request::auth_bytes(c, seq, &op)).to_bytes();
+        let mut sig = key
+            .sign(&Request::auth_bytes(c, seq, Replier::All, &op))
+            .to_bytes();
         if tamper {
             sig[40] ^= 1;
         }
         let req = Message::Request(Request {
             client: c,
             seq,
+            replier: Replier::All,
             op,
             auth: RequestAuth::Signature(bft_core::crypto::Signature(sig)),
         });

@@ -63,13 +63,15 @@ fn key_hash(key: &str) -> Lanes {
     lanes_of(hash_parts(&[b"kv-key", key.as_bytes()]))
 }
 
-/// One field. Key and name are length-prefixed, so no two triples share an input.
+/// One field. `hash_parts` length-prefixes key, name and value, so no two
+/// triples share an input (and nothing is copied to build it).
 fn field_hash(key: &str, name: &str, value: &[u8]) -> Lanes {
-    let mut w = Writer::new();
-    w.bytes(key.as_bytes());
-    w.bytes(name.as_bytes());
-    w.bytes(value);
-    lanes_of(hash_parts(&[b"kv-field", &w.buf]))
+    lanes_of(hash_parts(&[
+        b"kv-field",
+        key.as_bytes(),
+        name.as_bytes(),
+        value,
+    ]))
 }
 
 fn record_hash(key: &str, r: &Record) -> Lanes {
@@ -325,7 +327,8 @@ impl App for KvApp {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        let mut w = Writer::new();
+        // `bytes` is the records' encoded size, so this never reallocates.
+        let mut w = Writer::with_capacity(4 + self.bytes);
         w.len(self.records.len());
         for (k, r) in &self.records {
             encode_record(&mut w, k, r);

@@ -314,7 +314,9 @@ impl Replica {
             } => self.on_checkpoint(s, instance, digest, sig),
             Message::StateRequest { nonce, from } => self.on_state_request(s, nonce, from),
             Message::StateReply(reply) => self.on_state_reply(s, reply),
-            Message::Reply(_) | Message::Raft(_) => self.stats.dropped_invalid += 1,
+            Message::Reply(_) | Message::ReplyDigest(_) | Message::Raft(_) => {
+                self.stats.dropped_invalid += 1
+            }
         }
     }
 
@@ -480,8 +482,10 @@ pub fn state_digest(app_digest: &Digest, clients: &ClientTable) -> Digest {
 
 /// Snapshot = App snapshot ‖ client table.
 pub fn encode_snapshot(app: &dyn App, clients: &ClientTable) -> Vec<u8> {
-    let mut w = crate::codec::Writer::new();
-    w.bytes(&app.snapshot());
+    let app = app.snapshot();
+    // Sized up front: growing a megabyte buffer by doubling copies it again.
+    let mut w = crate::codec::Writer::with_capacity(4 + app.len() + clients.encoded_len());
+    w.bytes(&app);
     clients.encode(&mut w);
     w.finish()
 }

@@ -1,7 +1,7 @@
 //! Normal case: requests, batching, PROPOSE → WRITE → ACCEPT, in-order execution.
 
 use super::{Output, Replica};
-use crate::crypto::{Digest, Peer};
+use crate::crypto::{hash, Digest, Peer};
 use crate::limits::*;
 use crate::message::*;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ impl Replica {
 
     /// The one validity rule for a request, the same on every replica.
     pub(super) fn request_is_authentic(&self, req: &Request) -> bool {
-        let bytes = Request::auth_bytes(req.client, req.seq, &req.op);
+        let bytes = req.signed_bytes();
         match &req.auth {
             RequestAuth::Macs(macs) => {
                 macs.len() == self.cfg.n
@@ -447,17 +447,7 @@ impl Replica {
         for (req, result) in run.into_iter().zip(results) {
             self.stats.requests_executed += 1;
             let result = if reply {
-                // The result moves into the reply and back out, not copied.
-                let msg = Message::Reply(Reply {
-                    client: req.client,
-                    seq: req.seq,
-                    result,
-                });
-                self.send(Peer::Client(req.client), &msg);
-                match msg {
-                    Message::Reply(r) => r.result,
-                    _ => unreachable!("built as a Reply above"),
-                }
+                self.reply(req, result)
             } else {
                 result
             };
@@ -465,6 +455,31 @@ impl Replica {
             executed.push(req.id());
         }
         executed
+    }
+
+    /// Answers an executed request: the full result if the client chose this
+    /// replica (or all), else its digest. Returns the result for the cache.
+    fn reply(&mut self, req: &Request, result: Vec<u8>) -> Vec<u8> {
+        if !req.replier.sends_full(self.cfg.me) {
+            let msg = Message::ReplyDigest(ReplyDigest {
+                client: req.client,
+                seq: req.seq,
+                digest: hash(&result),
+            });
+            self.send(Peer::Client(req.client), &msg);
+            return result;
+        }
+        // The result moves into the reply and back out, not copied.
+        let msg = Message::Reply(Reply {
+            client: req.client,
+            seq: req.seq,
+            result,
+        });
+        self.send(Peer::Client(req.client), &msg);
+        match msg {
+            Message::Reply(r) => r.result,
+            _ => unreachable!("built as a Reply above"),
+        }
     }
 
     /// First expiry: forward pending requests to the leader. Later: ask for a leader change.

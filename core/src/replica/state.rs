@@ -185,6 +185,12 @@ impl ClientTable {
         }
     }
 
+    /// The exact size of `encode`'s output.
+    pub fn encoded_len(&self) -> usize {
+        // Per entry: client, seq, stamp, a flag, and a length-prefixed result if held.
+        8 + 4 + 25 * self.last.len() + 4 * self.by_stamp.len() + self.result_bytes
+    }
+
     pub fn encode(&self, w: &mut Writer) {
         w.u64(self.next_stamp);
         w.len(self.last.len());
@@ -239,7 +245,7 @@ impl ClientTable {
     }
 
     pub fn digest(&self) -> Digest {
-        let mut w = Writer::new();
+        let mut w = Writer::with_capacity(self.encoded_len());
         self.encode(&mut w);
         hash(&w.buf)
     }

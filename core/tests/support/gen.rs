@@ -1,6 +1,6 @@
 //! Random well-formed messages for property tests (seeded).
 
-use super::{crypto, request};
+use super::{crypto, request_for};
 use bft_core::crypto::{Crypto, Peer, Signature};
 use bft_core::message::*;
 use bft_core::rng::Rng;
@@ -23,7 +23,8 @@ pub fn near(rng: &mut Rng, around: u64) -> u64 {
 pub fn random_batch(rng: &mut Rng) -> Arc<Batch> {
     let requests = (0..rng.below(3))
         .map(|_| {
-            let mut r = request(rng.below(4), rng.below(8), b"op", 4);
+            let replier = random_replier(rng);
+            let mut r = request_for(rng.below(4), rng.below(8), b"op", 4, replier);
             if rng.chance(0.5) {
                 r.auth = RequestAuth::Signature(Signature([rng.below(256) as u8; 64]));
             }
@@ -31,6 +32,14 @@ pub fn random_batch(rng: &mut Rng) -> Arc<Batch> {
         })
         .collect();
     Arc::new(Batch { requests })
+}
+
+pub fn random_replier(rng: &mut Rng) -> Replier {
+    match rng.below(3) {
+        0 => Replier::All,
+        1 => Replier::One(rng.below(4) as ReplicaId),
+        _ => Replier::One(rng.next_u64() as u32 >> 1), // outside the cluster
+    }
 }
 
 pub fn random_sigs(rng: &mut Rng, bytes: &[u8]) -> Vec<(ReplicaId, Signature)> {
@@ -50,7 +59,7 @@ pub fn random_sigs(rng: &mut Rng, bytes: &[u8]) -> Vec<(ReplicaId, Signature)> {
 pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
     let by3 = crypto(Peer::Replica(3), 4);
     let (r, i, d) = (near(rng, 0), near(rng, instance), random_digest(rng));
-    match rng.below(11) {
+    match rng.below(12) {
         0 => Message::Propose {
             regency: r,
             instance: i,
@@ -132,6 +141,14 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
             seq: i,
             result: vec![1],
         }),
-        _ => Message::Request(request(rng.below(4), near(rng, 1), b"z", 4)),
+        10 => Message::ReplyDigest(ReplyDigest {
+            client: 1,
+            seq: i,
+            digest: d,
+        }),
+        _ => {
+            let replier = random_replier(rng);
+            Message::Request(request_for(rng.below(4), near(rng, 1), b"z", 4, replier))
+        }
     }
 }

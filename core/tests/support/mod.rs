@@ -54,11 +54,17 @@ pub fn frame(from: ReplicaId, to: Peer, msg: &Message, n: usize) -> Vec<u8> {
 }
 
 pub fn request(client: ClientId, seq: u64, op: &[u8], n: usize) -> Request {
+    request_for(client, seq, op, n, Replier::All)
+}
+
+/// A request whose full result only `replier` returns.
+pub fn request_for(client: ClientId, seq: u64, op: &[u8], n: usize, replier: Replier) -> Request {
     let c = crypto(Peer::Client(client), n);
-    let bytes = Request::auth_bytes(client, seq, op);
+    let bytes = Request::auth_bytes(client, seq, replier, op);
     Request {
         client,
         seq,
+        replier,
         op: op.to_vec(),
         auth: RequestAuth::Macs(
             (0..n as ReplicaId)

@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// Sign every request with ed25519 instead of MAC authenticators.
     #[arg(long)]
     pub signed: bool,
+    /// BFT: every replica returns the full result (default: one replica per
+    /// client does, the others a digest of it).
+    #[arg(long)]
+    pub full_replies: bool,
     #[command(flatten)]
     pub protocol: ProtocolArgs,
     /// Where each replica's App runs: `embedded`, or `remote` (one `bftbench kv-server`
@@ -123,6 +127,7 @@ fn run_one(
         clients: a.clients,
         target: a.target,
         signed: a.signed,
+        full_replies: a.full_replies,
         protocol_args: a.protocol.clone(),
         remote_execution: a.execution == "remote",
         duration,
@@ -177,7 +182,17 @@ fn print_table(out: &mut impl Write, a: &BenchArgs, rows: &[Row]) -> std::io::Re
     Ok(())
 }
 
-const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,batch,pipeline,io,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
+const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,replies,batch,pipeline,io,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
+
+/// How the row's clients got their results: from BFT replicas, `digests`
+/// (one full result, the others its hash) or `full` (all full); Raft's
+/// leader and the bare server always send the one full result.
+fn replies_column(protocol: &str, full_replies: bool) -> &'static str {
+    match protocol {
+        "bft" if !full_replies => "digests",
+        _ => "full",
+    }
+}
 
 /// Refuses an existing file with other columns (before anything runs), so
 /// rows of different shapes never mix.
@@ -214,12 +229,13 @@ fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
         let h = &r.report.all;
         writeln!(
             f,
-            "{},{},{},{},{},{},{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{:.2}",
+            "{},{},{},{},{},{},{},{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{:.2}",
             r.protocol,
             r.n,
             a.workload,
             a.clients,
             if a.signed { "ed25519" } else { "mac" },
+            replies_column(&r.protocol, a.full_replies),
             a.protocol.batch,
             a.protocol.pipeline,
             a.protocol.io,

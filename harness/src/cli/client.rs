@@ -37,6 +37,10 @@ pub struct ClientArgs {
     /// Sign requests with ed25519 instead of MAC authenticators.
     #[arg(long)]
     pub signed: bool,
+    /// BFT: every replica returns the full result (default: one replica per
+    /// client does, the others a digest of it).
+    #[arg(long)]
+    pub full_replies: bool,
     /// Open loop at this many operations per second (latency also from the intended start).
     #[arg(long)]
     pub target: Option<f64>,
@@ -93,7 +97,7 @@ pub fn run(a: ClientArgs) -> anyhow::Result<i32> {
         .collect();
     let props = super::workload::load_properties(&a.workload, &a.props)?;
     let mut workload = Workload::new(&props, a.seed)?;
-    let opts = super::shared::load_options(a.signed, a.target);
+    let opts = super::shared::load_options(a.signed, a.target, a.full_replies);
     let connect_wait = parse_duration(&a.connect_wait).context("--connect-wait")?;
     let mut gen = LoadGenerator::connect(&cluster, &secrets, &opts, connect_wait)
         .with_context(|| format!("connecting to the cluster in {}", a.cluster.display()))?;

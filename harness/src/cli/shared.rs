@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::Duration;
 
 /// Load options from the flags `bench` and `client` share.
-pub fn load_options(signed: bool, target: Option<f64>) -> LoadOptions {
+pub fn load_options(signed: bool, target: Option<f64>, full_replies: bool) -> LoadOptions {
     LoadOptions {
         auth: if signed {
             ClientAuth::Signature
@@ -15,6 +15,7 @@ pub fn load_options(signed: bool, target: Option<f64>) -> LoadOptions {
             ClientAuth::Macs
         },
         target,
+        full_replies,
         ..LoadOptions::default()
     }
 }

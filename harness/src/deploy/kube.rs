@@ -102,6 +102,9 @@ impl Kube {
         if spec.signed {
             client_flags.push("--signed".into());
         }
+        if spec.full_replies {
+            client_flags.push("--full-replies".into());
+        }
         K8sSpec {
             name,
             namespace: self.namespace.clone(),

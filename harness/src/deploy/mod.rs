@@ -39,6 +39,8 @@ pub struct RunSpec {
     /// Open loop at this rate; None: closed loop.
     pub target: Option<f64>,
     pub signed: bool,
+    /// BFT: every replica returns full results (no reply digests).
+    pub full_replies: bool,
     pub protocol_args: ProtocolArgs,
     /// Separated execution: one KV server process per replica.
     pub remote_execution: bool,
@@ -91,7 +93,7 @@ pub fn measure(
         .enumerate()
         .map(|(i, k)| (FIRST_CLIENT + i as u64, k))
         .collect();
-    let opts = load_options(spec.signed, spec.target);
+    let opts = load_options(spec.signed, spec.target, spec.full_replies);
     let stop = AtomicBool::new(false);
     let mut gen = match LoadGenerator::connect(cluster, &secrets, &opts, CONNECT_WAIT) {
         Ok(gen) => gen,

@@ -398,6 +398,9 @@ fn client_args(spec: &RunSpec, dir: &str) -> Vec<String> {
     if spec.signed {
         a.push("--signed".into());
     }
+    if spec.full_replies {
+        a.push("--full-replies".into());
+    }
     a
 }
 

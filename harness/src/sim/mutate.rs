@@ -117,6 +117,7 @@ fn change_payload(msg: &mut Message, rng: &mut Rng) {
                 *b ^= 1;
             }
         }
+        Message::ReplyDigest(r) => r.digest[0] ^= 1,
         _ => {}
     }
 }

@@ -263,11 +263,15 @@ fn read_header(path: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// All rows of a results file, as column → value maps.
+/// Columns added after files were written, with the value every older row
+/// had: before `replies` existed, every BFT replica sent its full result.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("replies", "full")];
+
 pub fn read_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
     let mut r = csv::Reader::from_path(path)
         .with_context(|| format!("cannot read results file {}", path.display()))?;
     let header: Vec<String> = r.headers()?.iter().map(str::to_string).collect();
-    let mut rows = Vec::new();
+    let mut rows: Vec<BTreeMap<String, String>> = Vec::new();
     for (i, rec) in r.records().enumerate() {
         let rec = rec.with_context(|| format!("{}: row {}", path.display(), i + 2))?;
         rows.push(
@@ -277,6 +281,12 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
                 .zip(rec.iter().map(str::to_string))
                 .collect(),
         );
+    }
+    for row in &mut rows {
+        for (column, was) in ADDED_COLUMNS {
+            row.entry(column.to_string())
+                .or_insert_with(|| was.to_string());
+        }
     }
     Ok(rows)
 }
@@ -441,6 +451,18 @@ mod tests {
         std::fs::write(&path, "protocol,throughput_ops_s\nbft,5\n").expect("write");
         let err = append(&path, &row(Ok(metrics()))).expect_err("mismatch");
         assert!(err.to_string().contains("columns differ"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rows_written_before_a_column_existed_read_with_its_old_value() {
+        let dir = std::env::temp_dir().join(format!("bftbench-results-o-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("older.csv");
+        std::fs::write(&path, "protocol,replies\nbft,digests\n").expect("write");
+        assert_eq!(read_rows(&path).expect("rows")[0]["replies"], "digests");
+        std::fs::write(&path, "protocol,throughput_ops_s\nbft,5\n").expect("write");
+        assert_eq!(read_rows(&path).expect("rows")[0]["replies"], "full");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

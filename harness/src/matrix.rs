@@ -33,6 +33,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("target_ops_s", ""),
     ("auth", "mac"),
     ("replies", "digests"),
+    ("raft_storage", "memory"),
     ("batch", "1024"),
     ("pipeline", "4"),
     ("execution", "embedded"),
@@ -119,6 +120,7 @@ fn check_value(key: &str, v: &str) -> anyhow::Result<String> {
         "protocol" => one_of(&["bare", "raft", "bft"], ""),
         "auth" => one_of(&["mac", "ed25519"], ""),
         "replies" => one_of(&["digests", "full"], ""),
+        "raft_storage" => one_of(&["memory", "disk"], ""),
         "execution" => one_of(&["embedded", "remote"], ""),
         "io" => one_of(&["epoll", "uring"], ""),
         "faults" => one_of(&["none"], " (fault schedules are still to come)"),
@@ -312,6 +314,7 @@ pub fn run_spec(c: &Params, dir: &Path, keep: bool) -> anyhow::Result<RunSpec> {
             _ => Some(num("verify_threads")? as usize),
         },
         no_batch_verify: false,
+        raft_disk: get("raft_storage") == "disk",
         io: match get("io") {
             "" => "epoll".into(),
             io => io.into(),

@@ -25,6 +25,7 @@ pub const PARAM_COLUMNS: &[&str] = &[
     "target_ops_s",
     "auth",
     "replies",
+    "raft_storage",
     "batch",
     "pipeline",
     "execution",
@@ -264,8 +265,9 @@ fn read_header(path: &Path) -> anyhow::Result<Vec<String>> {
 
 /// All rows of a results file, as column → value maps.
 /// Columns added after files were written, with the value every older row
-/// had: before `replies` existed, every BFT replica sent its full result.
-const ADDED_COLUMNS: &[(&str, &str)] = &[("replies", "full")];
+/// had: before `replies` existed, every BFT replica sent its full result;
+/// before `raft_storage`, Raft kept its log in memory.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("replies", "full"), ("raft_storage", "memory")];
 
 pub fn read_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
     let mut r = csv::Reader::from_path(path)

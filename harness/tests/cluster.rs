@@ -23,6 +23,8 @@ struct TestCluster {
     procs: Vec<Option<Child>>,
     /// `--io` back end of every replica.
     io: &'static str,
+    /// More flags for every replica.
+    extra: &'static [&'static str],
 }
 
 impl Drop for TestCluster {
@@ -54,6 +56,16 @@ impl TestCluster {
     }
 
     fn start_io(name: &str, protocol: &str, n: usize, io: &'static str) -> TestCluster {
+        TestCluster::start_flags(name, protocol, n, io, &[])
+    }
+
+    fn start_flags(
+        name: &str,
+        protocol: &str,
+        n: usize,
+        io: &'static str,
+        extra: &'static [&'static str],
+    ) -> TestCluster {
         let dir = std::env::temp_dir().join(format!("bftbench-it-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let o = KeygenOptions {
@@ -70,6 +82,7 @@ impl TestCluster {
             cluster,
             procs: (0..n).map(|_| None).collect(),
             io,
+            extra,
         };
         for id in 0..n {
             c.spawn(id);
@@ -90,6 +103,7 @@ impl TestCluster {
                 .args(["--id", &id.to_string(), "--exit-on-stdin-eof"])
                 .args(["--request-timeout-ms", "150", "--checkpoint-interval", "32"])
                 .args(["--io", self.io])
+                .args(self.extra)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -592,6 +606,42 @@ fn raft_with_three_replicas_survives_its_leader_being_killed() {
         .filter(|id| *id != leader)
         .find(|id| c.log(*id).contains("became leader"));
     assert!(new_leader.is_some(), "another replica was elected");
+}
+
+/// A power loss takes every replica at once: with `--raft-disk` each one
+/// replays its write-ahead log, so every acknowledged operation survives.
+/// (Control, run by hand: without `--raft-disk` the restarted cluster starts
+/// from an empty log and the first assertion fails: 61,825 entries applied
+/// against 84,584 acknowledged in one run.)
+#[test]
+fn raft_on_disk_keeps_every_acknowledged_operation_through_a_whole_cluster_crash() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start_flags("raft-disk", "raft", 3, "epoll", &["--raft-disk"]);
+    let o = LoadOptions {
+        stall_timeout: Duration::from_secs(8),
+        ..opts()
+    };
+    let (mut gen, mut w) = loaded(&c, &o); // 200 records
+    let before = 200 + run_for(&mut gen, &mut w, 1, &o).unwrap();
+    for id in 0..3 {
+        c.kill(id); // SIGKILL, all at once
+    }
+    for id in 0..3 {
+        c.spawn(id);
+    }
+    let after = run_for(&mut gen, &mut w, 4, &o).unwrap();
+    assert!(after > 100, "the restarted cluster serves ({after})");
+    drop(gen);
+    std::thread::sleep(Duration::from_millis(500));
+    let finals = c.stop_all();
+    for (applied, _, _) in &finals {
+        assert!(
+            *applied >= before + after,
+            "{before} + {after} acknowledged operations, all applied: {finals:?}"
+        );
+    }
+    let digests: std::collections::BTreeSet<_> = finals.iter().map(|f| f.1.clone()).collect();
+    assert_eq!(digests.len(), 1, "one state: {finals:?}");
 }
 
 #[test]

@@ -12,11 +12,15 @@
 //!   other must refuse, each resetting the other's timer). raft-rs draws them
 //!   from an unseeded RNG; each draw is replaced by one from a seeded `Rng`,
 //!   so simulated runs replay.
-//! - Storage is raft-rs's `MemStorage`: like the BFT replica on the network,
-//!   nothing is persisted across a restart. The simulator keeps a crashed
+//! - Storage is raft-rs's `MemStorage`, by default in memory only, like the
+//!   BFT replica. [`RaftEngine::durable`] adds a write-ahead log on disk
+//!   ([`RaftWal`]): every `Ready`'s entries and hard state are appended and
+//!   fsynced before its persisted messages leave, as etcd does, and a
+//!   restarted replica replays it. The simulator instead keeps a crashed
 //!   replica's storage and restarts it with [`RaftEngine::restart`], as if
 //!   every `Ready` had been made durable before its messages left.
 
+use crate::raft_wal::{RaftWal, WalError};
 use crate::replica_loop::Engine;
 use bft_core::app::App;
 use bft_core::crypto::{Crypto, Peer};
@@ -29,6 +33,7 @@ use raft::prelude::{Config, Entry, EntryType, Message as RaftMessage};
 pub use raft::storage::MemStorage;
 use raft::{RawNode, StateRole};
 use std::collections::VecDeque;
+use std::path::Path;
 
 /// One raft tick.
 pub const TICK: Span = Span::from_millis(100);
@@ -54,6 +59,8 @@ pub struct RaftEngine {
     announce: bool,
     /// Applied entries, kept only for the simulator's checkers.
     applied_log: Option<Vec<AppliedEntry>>,
+    /// The log on disk, if the replica persists.
+    wal: Option<RaftWal>,
 }
 
 /// One applied log entry: what the simulator's agreement and exactly-once
@@ -68,8 +75,12 @@ pub struct AppliedEntry {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("raft: {0}")]
-pub struct RaftError(#[from] raft::Error);
+pub enum RaftError {
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
 
 impl RaftEngine {
     /// `seed` draws the election timeouts.
@@ -83,6 +94,24 @@ impl RaftEngine {
         let voters: Vec<u64> = (1..=n as u64).collect();
         let storage = MemStorage::new_with_conf_state((voters, vec![]));
         RaftEngine::restart(me, n, crypto, app, storage, seed)
+    }
+
+    /// A replica that persists to the write-ahead log at `wal`, replaying
+    /// what an earlier run of it wrote there.
+    pub fn durable(
+        me: ReplicaId,
+        n: usize,
+        crypto: Box<dyn Crypto + Send>,
+        app: Box<dyn App>,
+        seed: u64,
+        wal: &Path,
+    ) -> Result<RaftEngine, RaftError> {
+        let voters: Vec<u64> = (1..=n as u64).collect();
+        let storage = MemStorage::new_with_conf_state((voters, vec![]));
+        let wal = RaftWal::open(wal, &storage)?;
+        let mut engine = RaftEngine::restart(me, n, crypto, app, storage, seed)?;
+        engine.wal = Some(wal);
+        Ok(engine)
     }
 
     /// A replica over an existing log and hard state. The App starts empty:
@@ -124,6 +153,7 @@ impl RaftEngine {
             authenticated_client: None,
             applied_log: None,
             announce: true,
+            wal: None,
         };
         engine.redraw_election_timeout();
         Ok(engine)
@@ -293,6 +323,17 @@ impl RaftEngine {
         }
     }
 
+    /// Applies `write` to the write-ahead log, if there is one. A replica
+    /// that cannot persist stops (fail-stop, as etcd): answering on without
+    /// its promises on disk could let a restart vote twice in one term.
+    fn persist(&mut self, write: impl FnOnce(&mut RaftWal) -> Result<(), WalError>) {
+        if let Some(wal) = self.wal.as_mut() {
+            if let Err(e) = write(wal) {
+                panic!("{e}: the replica stops, it cannot keep what it promised");
+            }
+        }
+    }
+
     /// The request in entry `e`, if it is one and new for its client.
     fn fresh_request(
         &self,
@@ -337,15 +378,22 @@ impl RaftEngine {
         self.apply(committed);
         let store = self.node.raft.raft_log.store.clone();
         if !ready.entries().is_empty() {
+            self.persist(|w| w.append_entries(ready.entries()));
             let _ = store.wl().append(ready.entries());
         }
         if let Some(hs) = ready.hs() {
+            self.persist(|w| w.set_hard_state(hs));
             store.wl().set_hardstate(hs.clone());
         }
+        // Votes and acknowledgements leave only once what they promise is on disk.
+        self.persist(RaftWal::sync);
         self.send_raft(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             store.wl().mut_hard_state().set_commit(commit);
+            // Written, synced with the next Ready: a lost commit index is relearnt.
+            let hs = store.rl().hard_state().clone();
+            self.persist(|w| w.set_hard_state(&hs));
         }
         self.send_raft(light.take_messages());
         let committed = light.take_committed_entries();

@@ -182,7 +182,7 @@ fn print_table(out: &mut impl Write, a: &BenchArgs, rows: &[Row]) -> std::io::Re
     Ok(())
 }
 
-const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,replies,batch,pipeline,io,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
+const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,replies,raft_storage,batch,pipeline,io,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
 
 /// How the row's clients got their results: from BFT replicas, `digests`
 /// (one full result, the others its hash) or `full` (all full); Raft's
@@ -229,13 +229,18 @@ fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
         let h = &r.report.all;
         writeln!(
             f,
-            "{},{},{},{},{},{},{},{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{:.2}",
+            "{},{},{},{},{},{},{},{},{},{},{},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{:.2}",
             r.protocol,
             r.n,
             a.workload,
             a.clients,
             if a.signed { "ed25519" } else { "mac" },
             replies_column(&r.protocol, a.full_replies),
+            match (r.protocol.as_str(), a.protocol.raft_disk) {
+                ("raft", true) => "disk",
+                ("raft", false) => "memory",
+                _ => "",
+            },
             a.protocol.batch,
             a.protocol.pipeline,
             a.protocol.io,

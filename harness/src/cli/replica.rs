@@ -45,6 +45,12 @@ pub struct ProtocolArgs {
     /// (a turn's reads, and then its writes, as one io_uring submission each).
     #[arg(long, default_value = "epoll", value_parser = ["epoll", "uring"])]
     pub io: String,
+    /// Raft only: persist the log and hard state in a write-ahead log,
+    /// `raft-<id>.wal` beside the cluster file, fsynced before votes and
+    /// acknowledgements leave (as etcd); a restarted replica replays it.
+    /// Default: in memory, like the BFT replica.
+    #[arg(long)]
+    pub raft_disk: bool,
 }
 
 impl ProtocolArgs {
@@ -67,6 +73,9 @@ impl ProtocolArgs {
         }
         if self.io != "epoll" {
             flags.extend(["--io".into(), self.io.clone()]);
+        }
+        if self.raft_disk {
+            flags.push("--raft-disk".into());
         }
         flags
     }
@@ -197,13 +206,17 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     if cluster.file.protocol == "raft" {
         let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
         let seed = std::process::id() as u64; // draws election timeouts
-        let engine = RaftEngine::new(
-            a.id,
-            cluster.n(),
-            Box::new(crypto),
-            app_for(&a.execution)?,
-            seed,
-        )?;
+        let (n, app) = (cluster.n(), app_for(&a.execution)?);
+        let engine = if a.protocol.raft_disk {
+            let wal = a
+                .cluster
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(format!("raft-{}.wal", a.id));
+            RaftEngine::durable(a.id, n, Box::new(crypto), app, seed, &wal)?
+        } else {
+            RaftEngine::new(a.id, n, Box::new(crypto), app, seed)?
+        };
         let what = format!("raft replica {}", a.id);
         let mut node = bind(&cluster, a.id, engine, (verifier, &a.protocol.io), &what)?;
         node.run(&stop)?;

@@ -52,6 +52,17 @@ pub struct RunSpec {
     pub keep: bool,
 }
 
+/// Refuses Raft on disk where the cluster folder is mounted read-only (the
+/// write-ahead log lives beside the cluster file).
+pub fn refuse_raft_disk(spec: &RunSpec, backend: &str) -> anyhow::Result<()> {
+    if spec.protocol == "raft" && spec.protocol_args.raft_disk {
+        bail!(
+            "raft_storage = disk runs on the local and ssh back ends only: {backend} mounts the cluster folder read-only"
+        );
+    }
+    Ok(())
+}
+
 /// What a run measured.
 #[derive(Debug)]
 pub struct RunOutcome {

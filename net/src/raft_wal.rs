@@ -1,0 +1,332 @@
+//! The Raft baseline's write-ahead log: what raft-rs's `Ready` asks to make
+//! durable (new entries, the hard state) appended to one file and fsynced
+//! before the `Ready`'s persisted messages leave, as etcd does. Restarting
+//! replays the file into a `MemStorage`.
+//!
+//! ```text
+//! record: [payload length u32][kind u8][payload][first 8 bytes of SHA-256(kind ‖ payload)]
+//! ```
+//!
+//! A crash can leave the last record half written; it was never fsynced, so
+//! no message depended on it. Replay stops at the first record that is
+//! incomplete or fails its checksum and cuts the file there.
+
+use bft_core::crypto::hash_parts;
+use protobuf::Message as _;
+use raft::prelude::{Entry, HardState};
+use raft::storage::MemStorage;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// One record's payload at most (raft-rs messages are capped at 1 MiB, a
+/// `Ready`'s entries come from a few of them).
+pub const RECORD_BYTES_MAX: usize = 64 << 20;
+const CHECK_BYTES: usize = 8;
+const HEADER_BYTES: usize = 4 + 1;
+
+const KIND_ENTRIES: u8 = 1;
+const KIND_HARD_STATE: u8 = 2;
+
+pub struct RaftWal {
+    file: File,
+    path: PathBuf,
+    /// Records appended since the last sync.
+    unsynced: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("raft log {path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("raft log {path}: a record does not decode: {what}")]
+    Corrupt { path: PathBuf, what: String },
+}
+
+fn check(kind: u8, payload: &[u8]) -> [u8; CHECK_BYTES] {
+    let h = hash_parts(&[b"raft-wal", &[kind], payload]);
+    let mut c = [0u8; CHECK_BYTES];
+    c.copy_from_slice(&h[..CHECK_BYTES]);
+    c
+}
+
+impl RaftWal {
+    /// Opens (or creates) the log at `path` and replays it into `storage`,
+    /// which must be fresh. Returns the log, ready to append.
+    pub fn open(path: &Path, storage: &MemStorage) -> Result<RaftWal, WalError> {
+        let io_err = |source| WalError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_err)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_err)?;
+        let good = replay(&bytes, storage).map_err(|what| WalError::Corrupt {
+            path: path.to_path_buf(),
+            what,
+        })?;
+        if good < bytes.len() {
+            // A torn tail: never synced, so nothing relied on it.
+            file.set_len(good as u64).map_err(io_err)?;
+            file.sync_data().map_err(io_err)?;
+        }
+        file.seek(SeekFrom::Start(good as u64)).map_err(io_err)?;
+        Ok(RaftWal {
+            file,
+            path: path.to_path_buf(),
+            unsynced: 0,
+        })
+    }
+
+    pub fn append_entries(&mut self, entries: &[Entry]) -> Result<(), WalError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut payload = Vec::new();
+        for e in entries {
+            let b = e
+                .write_to_bytes()
+                .map_err(|e| self.corrupt(e.to_string()))?;
+            payload.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            payload.extend_from_slice(&b);
+        }
+        self.append(KIND_ENTRIES, &payload)
+    }
+
+    pub fn set_hard_state(&mut self, hs: &HardState) -> Result<(), WalError> {
+        let b = hs
+            .write_to_bytes()
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        self.append(KIND_HARD_STATE, &b)
+    }
+
+    /// Makes every record appended so far durable (one fdatasync).
+    pub fn sync(&mut self) -> Result<(), WalError> {
+        if self.unsynced == 0 {
+            return Ok(());
+        }
+        self.file.sync_data().map_err(|e| self.io(e))?;
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    fn append(&mut self, kind: u8, payload: &[u8]) -> Result<(), WalError> {
+        assert!(
+            payload.len() <= RECORD_BYTES_MAX,
+            "a Ready's records stay under RECORD_BYTES_MAX"
+        );
+        let mut rec = Vec::with_capacity(HEADER_BYTES + payload.len() + CHECK_BYTES);
+        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        rec.push(kind);
+        rec.extend_from_slice(payload);
+        rec.extend_from_slice(&check(kind, payload));
+        self.file.write_all(&rec).map_err(|e| self.io(e))?;
+        self.unsynced += 1;
+        Ok(())
+    }
+
+    fn io(&self, source: io::Error) -> WalError {
+        WalError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn corrupt(&self, what: String) -> WalError {
+        WalError::Corrupt {
+            path: self.path.clone(),
+            what,
+        }
+    }
+}
+
+/// Applies every complete record to `storage`; returns the bytes they span.
+/// A record that is complete and checks out but does not decode is an error
+/// (not a torn write): the file is not ours or not this version's.
+fn replay(bytes: &[u8], storage: &MemStorage) -> Result<usize, String> {
+    let mut at = 0;
+    while let Some((kind, payload, next)) = record_at(bytes, at) {
+        match kind {
+            KIND_ENTRIES => {
+                let entries = decode_entries(payload)?;
+                continues(storage, &entries)?;
+                storage.wl().append(&entries).map_err(|e| e.to_string())?;
+            }
+            KIND_HARD_STATE => {
+                let hs = HardState::parse_from_bytes(payload).map_err(|e| e.to_string())?;
+                storage.wl().set_hardstate(hs);
+            }
+            k => return Err(format!("unknown record kind {k}")),
+        }
+        at = next;
+    }
+    Ok(at)
+}
+
+/// MemStorage panics on entries that leave a gap or reach below its first
+/// index; a log of ours never has them, another file might.
+fn continues(storage: &MemStorage, entries: &[Entry]) -> Result<(), String> {
+    let Some(first) = entries.first() else {
+        return Ok(());
+    };
+    use raft::Storage as _;
+    let lo = storage.first_index().map_err(|e| e.to_string())?;
+    let hi = storage.last_index().map_err(|e| e.to_string())? + 1;
+    let contiguous = entries.windows(2).all(|w| w[1].index == w[0].index + 1);
+    if first.index < lo || first.index > hi || !contiguous {
+        return Err(format!(
+            "entries from index {} do not continue a log of {lo}..{hi}",
+            first.index
+        ));
+    }
+    Ok(())
+}
+
+/// The record at `at`, if it is complete and its checksum holds.
+fn record_at(bytes: &[u8], at: usize) -> Option<(u8, &[u8], usize)> {
+    let header = bytes.get(at..at + HEADER_BYTES)?;
+    let len = u32::from_le_bytes(header[..4].try_into().ok()?) as usize;
+    if len > RECORD_BYTES_MAX {
+        return None;
+    }
+    let kind = header[4];
+    let start = at + HEADER_BYTES;
+    let payload = bytes.get(start..start + len)?;
+    let stored = bytes.get(start + len..start + len + CHECK_BYTES)?;
+    (stored == check(kind, payload)).then_some((kind, payload, start + len + CHECK_BYTES))
+}
+
+fn decode_entries(mut payload: &[u8]) -> Result<Vec<Entry>, String> {
+    let mut entries = Vec::new();
+    while !payload.is_empty() {
+        let (len, rest) = payload
+            .split_first_chunk::<4>()
+            .ok_or("entry length cut short")?;
+        let len = u32::from_le_bytes(*len) as usize;
+        let body = rest.get(..len).ok_or("entry cut short")?;
+        entries.push(Entry::parse_from_bytes(body).map_err(|e| e.to_string())?);
+        payload = &rest[len..];
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::Storage as _;
+
+    fn entry(index: u64, term: u64, data: &[u8]) -> Entry {
+        Entry {
+            index,
+            term,
+            data: data.to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    fn fresh() -> MemStorage {
+        MemStorage::new_with_conf_state((vec![1, 2, 3], vec![]))
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("bftbench-wal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join(name);
+        let _ = std::fs::remove_file(&p);
+        p
+    }
+
+    fn terms(s: &MemStorage) -> Vec<(u64, u64)> {
+        let (first, last) = (
+            s.first_index().expect("first"),
+            s.last_index().expect("last"),
+        );
+        if last < first {
+            return Vec::new();
+        }
+        s.entries(first, last + 1, None, raft::GetEntriesContext::empty(false))
+            .expect("entries")
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect()
+    }
+
+    fn written(path: &Path) {
+        let mut wal = RaftWal::open(path, &fresh()).expect("open");
+        wal.append_entries(&[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")])
+            .expect("append");
+        let hs = HardState {
+            term: 2,
+            vote: 3,
+            commit: 1,
+            ..Default::default()
+        };
+        wal.set_hard_state(&hs).expect("hs");
+        // A new leader overwrites the uncommitted suffix from index 2.
+        wal.append_entries(&[entry(2, 2, b"x")]).expect("append");
+        wal.sync().expect("sync");
+    }
+
+    #[test]
+    fn a_replayed_log_has_the_entries_and_hard_state_written() {
+        let path = temp("replay.wal");
+        written(&path);
+        let s = fresh();
+        RaftWal::open(&path, &s).expect("reopen");
+        assert_eq!(terms(&s), vec![(1, 1), (2, 2)], "the suffix was replaced");
+        let hs = s.initial_state().expect("state").hard_state;
+        assert_eq!((hs.term, hs.vote, hs.commit), (2, 3, 1));
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_torn_or_corrupted_tail_is_cut_and_the_rest_kept() {
+        let path = temp("torn.wal");
+        written(&path);
+        let full = std::fs::read(&path).expect("read");
+        // Control: the whole file replays to the last record.
+        let s = fresh();
+        RaftWal::open(&path, &s).expect("open");
+        assert_eq!(terms(&s), vec![(1, 1), (2, 2)]);
+        // The last record half written: replay stops before it and cuts it.
+        std::fs::write(&path, &full[..full.len() - 3]).expect("write");
+        let s = fresh();
+        let mut wal = RaftWal::open(&path, &s).expect("open");
+        assert_eq!(terms(&s), vec![(1, 1), (2, 1), (3, 1)]);
+        // Appending after the cut gives a log that replays whole.
+        wal.append_entries(&[entry(4, 1, b"d")]).expect("append");
+        wal.sync().expect("sync");
+        let s = fresh();
+        RaftWal::open(&path, &s).expect("open");
+        assert_eq!(terms(&s), vec![(1, 1), (2, 1), (3, 1), (4, 1)]);
+        // A flipped byte in the first record: nothing after it is trusted.
+        let mut bad = full.clone();
+        bad[HEADER_BYTES + 2] ^= 1;
+        std::fs::write(&path, &bad).expect("write");
+        let s = fresh();
+        RaftWal::open(&path, &s).expect("open");
+        assert_eq!(terms(&s), vec![]);
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), 0);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_raft_log_is_refused_not_replayed() {
+        let path = temp("foreign.wal");
+        let payload = b"not an entry list";
+        let mut rec = (payload.len() as u32).to_le_bytes().to_vec();
+        rec.push(9);
+        rec.extend_from_slice(payload);
+        rec.extend_from_slice(&check(9, payload));
+        std::fs::write(&path, &rec).expect("write");
+        let err = RaftWal::open(&path, &fresh()).err().expect("refused");
+        assert!(err.to_string().contains("unknown record kind 9"), "{err}");
+        let _ = std::fs::remove_file(&path);
+    }
+}

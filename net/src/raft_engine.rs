@@ -14,9 +14,10 @@
 //!   so simulated runs replay.
 //! - Storage is raft-rs's `MemStorage`, by default in memory only, like the
 //!   BFT replica. [`RaftEngine::durable`] adds a write-ahead log on disk
-//!   ([`RaftWal`]): every `Ready`'s entries and hard state are appended and
-//!   fsynced before its persisted messages leave, as etcd does, and a
-//!   restarted replica replays it. The simulator instead keeps a crashed
+//!   ([`RaftWal`]): every `Ready`'s entries and hard state are appended, and
+//!   one fdatasync per event-loop turn (group commit, as etcd batches) makes
+//!   them durable before any message of that turn leaves: every output goes
+//!   through `poll_send`, which syncs first. A restarted replica replays it. The simulator instead keeps a crashed
 //!   replica's storage and restarts it with [`RaftEngine::restart`], as if
 //!   every `Ready` had been made durable before its messages left.
 
@@ -385,13 +386,13 @@ impl RaftEngine {
             self.persist(|w| w.set_hard_state(hs));
             store.wl().set_hardstate(hs.clone());
         }
-        // Votes and acknowledgements leave only once what they promise is on disk.
-        self.persist(RaftWal::sync);
+        // Votes and acknowledgements leave only once what they promise is
+        // on disk: `poll_send` syncs before handing out any frame.
         self.send_raft(ready.take_persisted_messages());
         let mut light = self.node.advance(ready);
         if let Some(commit) = light.commit_index() {
             store.wl().mut_hard_state().set_commit(commit);
-            // Written, synced with the next Ready: a lost commit index is relearnt.
+            // A commit index lost in a crash is relearnt from the leader.
             let hs = store.rl().hard_state().clone();
             self.persist(|w| w.set_hard_state(&hs));
         }
@@ -442,6 +443,8 @@ impl Engine for RaftEngine {
     }
 
     fn poll_send(&mut self) -> Option<(Peer, Vec<u8>)> {
+        // Group commit: one sync covers every Ready of the turn so far.
+        self.persist(RaftWal::sync);
         self.outputs.pop_front()
     }
 

@@ -1,7 +1,8 @@
 //! The Raft baseline's write-ahead log: what raft-rs's `Ready` asks to make
-//! durable (new entries, the hard state) appended to one file and fsynced
-//! before the `Ready`'s persisted messages leave, as etcd does. Restarting
-//! replays the file into a `MemStorage`.
+//! durable (new entries, the hard state) appended to one file and synced
+//! before any message that depends on it leaves, as etcd does (the engine
+//! syncs once per event-loop turn). Restarting replays the file into a
+//! `MemStorage`.
 //!
 //! ```text
 //! record: [payload length u32][kind u8][payload][first 8 bytes of SHA-256(kind ‖ payload)]

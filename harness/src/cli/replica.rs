@@ -46,8 +46,9 @@ pub struct ProtocolArgs {
     #[arg(long, default_value = "epoll", value_parser = ["epoll", "uring"])]
     pub io: String,
     /// Raft only: persist the log and hard state in a write-ahead log,
-    /// `raft-<id>.wal` beside the cluster file, fsynced before votes and
-    /// acknowledgements leave (as etcd); a restarted replica replays it.
+    /// `raft-<id>.wal` beside the cluster file, fdatasynced once per loop turn
+    /// before the turn's votes, acknowledgements and replies leave (as etcd);
+    /// a restarted replica replays it.
     /// Default: in memory, like the BFT replica.
     #[arg(long)]
     pub raft_disk: bool,

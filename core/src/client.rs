@@ -40,10 +40,10 @@ struct Outstanding {
     replier: Replier,
     body: Vec<u8>,
     sent_at: Time,
-    /// The digest each replica answered with (one entry per replica).
-    digests: BTreeMap<ReplicaId, Digest>,
-    /// Full results received, by digest (at most one per replica).
-    results: BTreeMap<Digest, Vec<u8>>,
+    /// Each replica's latest answer: the result's digest, and the result
+    /// itself if it sent it in full. A later answer replaces an earlier one,
+    /// so a Byzantine replica counts once and this holds at most n entries.
+    answers: BTreeMap<ReplicaId, (Digest, Option<Vec<u8>>)>,
 }
 
 pub struct Client {
@@ -61,6 +61,29 @@ pub struct Client {
     deadline: Option<Time>,
     outputs: VecDeque<ClientOutput>,
     pub dropped_frames: u64,
+}
+
+enum Answer {
+    Full(Vec<u8>),
+    Digest(Digest),
+}
+
+/// The full result f+1 replicas vouch for, once `from`'s answer gives it
+/// f+1 votes and some replica has sent it in full.
+fn vouched_result(
+    answers: &BTreeMap<ReplicaId, (Digest, Option<Vec<u8>>)>,
+    from: ReplicaId,
+    f: usize,
+) -> Option<Vec<u8>> {
+    let digest = answers.get(&from)?.0;
+    let votes = answers.values().filter(|(d, _)| *d == digest).count();
+    if votes <= f {
+        return None;
+    }
+    answers
+        .values()
+        .find_map(|(d, r)| r.as_ref().filter(|_| *d == digest))
+        .cloned()
 }
 
 impl Client {
@@ -147,8 +170,7 @@ impl Client {
             replier,
             body,
             sent_at: now,
-            digests: BTreeMap::new(),
-            results: BTreeMap::new(),
+            answers: BTreeMap::new(),
         });
         self.retries = 0;
         self.transmit(now);
@@ -167,39 +189,37 @@ impl Client {
     }
 
     pub fn handle_message(&mut self, now: Time, frame: &[u8]) {
-        let (from, client, seq, digest, result) =
-            match wire::open(frame, self.n, self.crypto.as_ref()) {
-                Ok((Peer::Replica(from), Message::Reply(r))) => {
-                    (from, r.client, r.seq, hash(&r.result), Some(r.result))
-                }
-                Ok((Peer::Replica(from), Message::ReplyDigest(r))) => {
-                    (from, r.client, r.seq, r.digest, None)
-                }
-                _ => {
-                    self.dropped_frames += 1;
-                    return;
-                }
-            };
+        let (from, client, seq, answer) = match wire::open(frame, self.n, self.crypto.as_ref()) {
+            Ok((Peer::Replica(from), Message::Reply(r))) => {
+                (from, r.client, r.seq, Answer::Full(r.result))
+            }
+            Ok((Peer::Replica(from), Message::ReplyDigest(r))) => {
+                (from, r.client, r.seq, Answer::Digest(r.digest))
+            }
+            _ => {
+                self.dropped_frames += 1;
+                return;
+            }
+        };
         let Some(o) = &mut self.outstanding else {
             return;
         };
         if client != self.id || seq != o.seq {
             return;
         }
-        // A replica's latest answer replaces its earlier one, so a Byzantine
-        // replica counts once and the maps hold at most n entries each.
-        o.digests.insert(from, digest);
-        if let Some(result) = result {
-            o.results.entry(digest).or_insert(result);
-        }
-        let matching = o.digests.values().filter(|d| **d == digest).count();
-        if matching <= self.f {
-            return;
-        }
-        // f+1 replicas vouch for `digest`; complete once its full result is here.
-        let Some(result) = o.results.remove(&digest) else {
-            return;
+        let result = match answer {
+            // Trusting one reply (Raft, bare): no digest to compare, none computed.
+            Answer::Full(result) if self.f == 0 => Some(result),
+            Answer::Full(result) => {
+                o.answers.insert(from, (hash(&result), Some(result)));
+                vouched_result(&o.answers, from, self.f)
+            }
+            Answer::Digest(d) => {
+                o.answers.insert(from, (d, None));
+                vouched_result(&o.answers, from, self.f)
+            }
         };
+        let Some(result) = result else { return };
         let latency = now - o.sent_at;
         self.outputs.push_back(ClientOutput::Complete {
             seq: o.seq,
@@ -240,5 +260,59 @@ impl Client {
 
     pub fn poll_timeout(&self) -> Option<Time> {
         self.deadline
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::SimCrypto;
+
+    const MASTER: [u8; 32] = [9; 32];
+
+    fn reply_from(r: ReplicaId, result: &[u8]) -> Vec<u8> {
+        let msg = Message::Reply(Reply {
+            client: 7,
+            seq: 1,
+            result: result.to_vec(),
+        });
+        let crypto = SimCrypto::new(Peer::Replica(r), MASTER, 4);
+        wire::encode_frame(Peer::Replica(r), Peer::Client(7), &msg, &crypto)
+    }
+
+    fn client() -> Client {
+        let crypto = Box::new(SimCrypto::new(Peer::Client(7), MASTER, 4));
+        let mut c = Client::new(7, 4, crypto, ClientAuth::Macs, Span::from_millis(100));
+        c.submit(Time(0), b"op".to_vec());
+        while c.poll_output().is_some() {}
+        c
+    }
+
+    #[test]
+    fn a_replica_flooding_different_results_holds_one_answer_and_gets_none_accepted() {
+        let mut c = client();
+        for i in 0..100u32 {
+            c.handle_message(Time(1), &reply_from(3, &i.to_le_bytes()));
+        }
+        let held = c.outstanding.as_ref().map(|o| o.answers.len());
+        assert_eq!(held, Some(1), "one answer per replica, the latest");
+        assert!(c.poll_output().is_none());
+        // Control: f+1 = 2 replicas agreeing complete it.
+        c.handle_message(Time(2), &reply_from(1, b"ok"));
+        c.handle_message(Time(2), &reply_from(2, b"ok"));
+        match c.poll_output() {
+            Some(ClientOutput::Complete { result, .. }) => assert_eq!(result, b"ok"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_client_trusting_one_reply_takes_the_first_authentic_one() {
+        let mut c = client().trusting_one_reply();
+        c.handle_message(Time(1), &reply_from(2, b"ok"));
+        assert!(matches!(
+            c.poll_output(),
+            Some(ClientOutput::Complete { .. })
+        ));
     }
 }

@@ -235,12 +235,18 @@ mod tests {
         MemStorage::new_with_conf_state((vec![1, 2, 3], vec![]))
     }
 
+    /// A fresh file in a folder of its own, removed with `done`.
     fn temp(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("bftbench-wal-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("bftbench-wal-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
-        let p = dir.join(name);
-        let _ = std::fs::remove_file(&p);
-        p
+        dir.join(name)
+    }
+
+    fn done(path: &Path) {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 
     fn terms(s: &MemStorage) -> Vec<(u64, u64)> {
@@ -283,7 +289,7 @@ mod tests {
         assert_eq!(terms(&s), vec![(1, 1), (2, 2)], "the suffix was replaced");
         let hs = s.initial_state().expect("state").hard_state;
         assert_eq!((hs.term, hs.vote, hs.commit), (2, 3, 1));
-        let _ = std::fs::remove_file(&path);
+        done(&path);
     }
 
     #[test]
@@ -314,7 +320,7 @@ mod tests {
         RaftWal::open(&path, &s).expect("open");
         assert_eq!(terms(&s), vec![]);
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), 0);
-        let _ = std::fs::remove_file(&path);
+        done(&path);
     }
 
     #[test]
@@ -328,6 +334,6 @@ mod tests {
         std::fs::write(&path, &rec).expect("write");
         let err = RaftWal::open(&path, &fresh()).err().expect("refused");
         assert!(err.to_string().contains("unknown record kind 9"), "{err}");
-        let _ = std::fs::remove_file(&path);
+        done(&path);
     }
 }

@@ -155,6 +155,15 @@ fn done_runs(path: &Path) -> anyhow::Result<BTreeSet<(String, u32)>> {
         .collect())
 }
 
+/// Whether a run's folder holds a process log (`*.log`) worth keeping.
+fn holds_logs(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().extension().is_some_and(|x| x == "log"))
+    })
+}
+
 fn now_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -268,6 +277,10 @@ impl Runner {
             .and_then(|s| backends.get(backend)?.run(&s))
             .map(|o| Metrics::from_outcome(&o))
             .map_err(|e| format!("{e:#}"));
+        if outcome.is_err() && !keep && !holds_logs(&dir) {
+            // Failed before any process wrote a log: only keys, nothing to diagnose.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         let row = ResultRow {
             run_id: run_id.clone(),
             timestamp: now_s(),

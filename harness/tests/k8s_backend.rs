@@ -159,5 +159,11 @@ fn a_cell_is_applied_followed_read_from_the_job_logs_and_deleted() {
         calls.contains("--all-containers"),
         "pod logs saved: {calls}"
     );
+    let kept = std::env::temp_dir().join(format!("bftbench-matrix-{}", rows[0]["run_id"]));
+    assert!(
+        kept.join("pods.log").exists(),
+        "--keep keeps the run's folder"
+    );
+    let _ = std::fs::remove_dir_all(&kept);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -271,8 +271,11 @@ pub fn run(a: CompareArgs) -> anyhow::Result<i32> {
 mod tests {
     use super::*;
 
+    /// A results file in a folder of its own (tests run in parallel), removed by `gone`.
     fn file(name: &str, scale: f64) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("bftbench-compare-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("bftbench-compare-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join(name);
         let mut text = String::from("protocol,batch,status,throughput_ops_s,p99_us\n");
@@ -285,6 +288,14 @@ mod tests {
         }
         std::fs::write(&path, text).expect("write");
         path
+    }
+
+    fn gone(files: &[&PathBuf]) {
+        for f in files {
+            if let Some(dir) = f.parent() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
     }
 
     fn args(base: PathBuf, new: PathBuf, metric: &str) -> CompareArgs {
@@ -302,7 +313,8 @@ mod tests {
     #[test]
     fn a_file_against_itself_is_unchanged() {
         let f = file("same.csv", 1.0);
-        let rows = compare(&args(f.clone(), f, "throughput_ops_s")).expect("compare");
+        let rows = compare(&args(f.clone(), f.clone(), "throughput_ops_s")).expect("compare");
+        gone(&[&f]);
         assert_eq!(rows.len(), 2);
         for r in &rows {
             assert_eq!(format!("{:.2}", r.ratio), "1.00");
@@ -325,8 +337,9 @@ mod tests {
         // Latency: higher is worse, so the slow file's larger p99 is the regression.
         let rows = compare(&args(base.clone(), slow.clone(), "p99_us")).expect("ok");
         assert!(rows.iter().all(|r| r.flag == "regression"), "p99");
-        let rows = compare(&args(slow, base, "throughput_ops_s")).expect("ok");
+        let rows = compare(&args(slow.clone(), base.clone(), "throughput_ops_s")).expect("ok");
         assert!(rows.iter().all(|r| r.flag == "improvement"));
+        gone(&[&base, &slow]);
     }
 
     #[test]
@@ -336,9 +349,10 @@ mod tests {
             .err()
             .expect("error");
         assert!(err.to_string().contains("no column `nosuch`"), "{err}");
-        let mut a = args(f.clone(), f, "throughput_ops_s");
+        let mut a = args(f.clone(), f.clone(), "throughput_ops_s");
         a.base = PathBuf::from("/nonexistent.csv");
         let err = format!("{:#}", compare(&a).err().expect("error"));
         assert!(err.contains("/nonexistent.csv"), "{err}");
+        gone(&[&f]);
     }
 }

@@ -194,21 +194,55 @@ fn replies_column(protocol: &str, full_replies: bool) -> &'static str {
     }
 }
 
+/// The header this version wrote before `replies` and `raft_storage` existed.
+const CSV_HEADER_BEFORE_REPLIES: &str = "protocol,replicas,workload,clients,auth,batch,pipeline,io,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
+
 /// Refuses an existing file with other columns (before anything runs), so
-/// rows of different shapes never mix.
+/// rows of different shapes never mix. A file of the previous version is
+/// brought up to date first: its rows get the values they measured (full
+/// replies; Raft in memory), so `cargo run --release -- bench` keeps
+/// appending to `results/bench.csv` across the upgrade.
 fn check_csv(path: &Path) -> anyhow::Result<()> {
     if !path.exists() {
         return Ok(());
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("--csv {}", path.display()))?;
-    if text.lines().next().is_some_and(|h| h != CSV_HEADER) {
-        bail!(
+    match text.lines().next() {
+        None => Ok(()),
+        Some(CSV_HEADER) => Ok(()),
+        Some(CSV_HEADER_BEFORE_REPLIES) => {
+            std::fs::write(path, upgraded(&text))
+                .with_context(|| format!("--csv {}: rewriting", path.display()))?;
+            eprintln!(
+                "{}: added the columns replies and raft_storage to its earlier rows (full, memory)",
+                path.display()
+            );
+            Ok(())
+        }
+        Some(_) => bail!(
             "--csv {}: the file has other columns (not a `bftbench bench` CSV of this version); give another file",
             path.display()
-        );
+        ),
     }
-    Ok(())
+}
+
+/// The previous version's rows with `replies` and `raft_storage` after `auth`.
+fn upgraded(text: &str) -> String {
+    let mut out = format!("{CSV_HEADER}\n");
+    for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+        let mut cells: Vec<&str> = line.split(',').collect();
+        let storage = if cells.first() == Some(&"raft") {
+            "memory"
+        } else {
+            ""
+        };
+        let at = 5.min(cells.len());
+        cells.splice(at..at, ["full", storage]);
+        out += &cells.join(",");
+        out.push('\n');
+    }
+    out
 }
 
 fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
@@ -260,4 +294,43 @@ fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_of_the_previous_version_is_upgraded_and_another_refused() {
+        let dir = std::env::temp_dir().join(format!("bftbench-bench-csv-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("bench.csv");
+        let rows = "raft,3,a,64,mac,1024,4,epoll,,4.000,1,2.0,3,4,5,6,7,8,9,0,1.00\n\
+                    bft,4,a,64,mac,1024,4,epoll,,4.000,1,2.0,3,4,5,6,7,8,9,0,1.00\n";
+        std::fs::write(&path, format!("{CSV_HEADER_BEFORE_REPLIES}\n{rows}")).expect("write");
+        check_csv(&path).expect("upgraded");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], CSV_HEADER);
+        assert!(
+            lines[1].starts_with("raft,3,a,64,mac,full,memory,1024,"),
+            "{text}"
+        );
+        assert!(lines[2].starts_with("bft,4,a,64,mac,full,,1024,"), "{text}");
+        let width = CSV_HEADER.split(',').count();
+        assert!(
+            lines.iter().all(|l| l.split(',').count() == width),
+            "{text}"
+        );
+        check_csv(&path).expect("now current");
+        // Control: a file with other columns is refused, untouched.
+        std::fs::write(&path, "protocol,ops\nbft,5\n").expect("write");
+        assert!(check_csv(&path).is_err());
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "protocol,ops\nbft,5\n"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -69,9 +69,10 @@ enum Answer {
 }
 
 /// The full result f+1 replicas vouch for, once `from`'s answer gives it
-/// f+1 votes and some replica has sent it in full.
-fn vouched_result(
-    answers: &BTreeMap<ReplicaId, (Digest, Option<Vec<u8>>)>,
+/// f+1 votes and some replica has sent it in full; moved out (the request
+/// completes), not copied.
+fn take_vouched_result(
+    answers: &mut BTreeMap<ReplicaId, (Digest, Option<Vec<u8>>)>,
     from: ReplicaId,
     f: usize,
 ) -> Option<Vec<u8>> {
@@ -80,10 +81,11 @@ fn vouched_result(
     if votes <= f {
         return None;
     }
-    answers
-        .values()
-        .find_map(|(d, r)| r.as_ref().filter(|_| *d == digest))
-        .cloned()
+    let holder = answers
+        .iter()
+        .find(|(_, (d, r))| *d == digest && r.is_some())
+        .map(|(id, _)| *id)?;
+    answers.remove(&holder).and_then(|(_, r)| r)
 }
 
 impl Client {
@@ -212,11 +214,11 @@ impl Client {
             Answer::Full(result) if self.f == 0 => Some(result),
             Answer::Full(result) => {
                 o.answers.insert(from, (hash(&result), Some(result)));
-                vouched_result(&o.answers, from, self.f)
+                take_vouched_result(&mut o.answers, from, self.f)
             }
             Answer::Digest(d) => {
                 o.answers.insert(from, (d, None));
-                vouched_result(&o.answers, from, self.f)
+                take_vouched_result(&mut o.answers, from, self.f)
             }
         };
         let Some(result) = result else { return };

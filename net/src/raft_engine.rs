@@ -83,6 +83,12 @@ pub enum RaftError {
     Wal(#[from] WalError),
 }
 
+/// A log with no entries whose configuration has every replica voting.
+fn empty_storage(n: usize) -> MemStorage {
+    let voters: Vec<u64> = (1..=n as u64).collect();
+    MemStorage::new_with_conf_state((voters, vec![]))
+}
+
 impl RaftEngine {
     /// `seed` draws the election timeouts.
     pub fn new(
@@ -92,9 +98,7 @@ impl RaftEngine {
         app: Box<dyn App>,
         seed: u64,
     ) -> Result<RaftEngine, RaftError> {
-        let voters: Vec<u64> = (1..=n as u64).collect();
-        let storage = MemStorage::new_with_conf_state((voters, vec![]));
-        RaftEngine::restart(me, n, crypto, app, storage, seed)
+        RaftEngine::restart(me, n, crypto, app, empty_storage(n), seed)
     }
 
     /// A replica that persists to the write-ahead log at `wal`, replaying
@@ -107,8 +111,7 @@ impl RaftEngine {
         seed: u64,
         wal: &Path,
     ) -> Result<RaftEngine, RaftError> {
-        let voters: Vec<u64> = (1..=n as u64).collect();
-        let storage = MemStorage::new_with_conf_state((voters, vec![]));
+        let storage = empty_storage(n);
         let wal = RaftWal::open(wal, &storage)?;
         let mut engine = RaftEngine::restart(me, n, crypto, app, storage, seed)?;
         engine.wal = Some(wal);

@@ -26,14 +26,20 @@ pub const RECORD_BYTES_MAX: usize = 64 << 20;
 const CHECK_BYTES: usize = 8;
 const HEADER_BYTES: usize = 4 + 1;
 
+/// Records are gathered and written with one syscall at the sync; a turn
+/// that gathers more than this writes them out early (still unsynced).
+pub const PENDING_BYTES_MAX: usize = 1 << 20;
+
 const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
 
 pub struct RaftWal {
     file: File,
     path: PathBuf,
-    /// Records appended since the last sync.
-    unsynced: usize,
+    /// Records not yet handed to the kernel.
+    pending: Vec<u8>,
+    /// Whether records were written since the last sync.
+    unsynced: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +87,8 @@ impl RaftWal {
         Ok(RaftWal {
             file,
             path: path.to_path_buf(),
-            unsynced: 0,
+            pending: Vec::new(),
+            unsynced: false,
         })
     }
 
@@ -107,13 +114,24 @@ impl RaftWal {
         self.append(KIND_HARD_STATE, &b)
     }
 
-    /// Makes every record appended so far durable (one fdatasync).
+    /// Makes every record appended so far durable: one write, one fdatasync.
     pub fn sync(&mut self) -> Result<(), WalError> {
-        if self.unsynced == 0 {
+        self.write_pending()?;
+        if !self.unsynced {
             return Ok(());
         }
         self.file.sync_data().map_err(|e| self.io(e))?;
-        self.unsynced = 0;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn write_pending(&mut self) -> Result<(), WalError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.pending).map_err(|e| self.io(e))?;
+        self.pending.clear();
+        self.unsynced = true;
         Ok(())
     }
 
@@ -122,13 +140,14 @@ impl RaftWal {
             payload.len() <= RECORD_BYTES_MAX,
             "a Ready's records stay under RECORD_BYTES_MAX"
         );
-        let mut rec = Vec::with_capacity(HEADER_BYTES + payload.len() + CHECK_BYTES);
+        let rec = &mut self.pending;
         rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         rec.push(kind);
         rec.extend_from_slice(payload);
         rec.extend_from_slice(&check(kind, payload));
-        self.file.write_all(&rec).map_err(|e| self.io(e))?;
-        self.unsynced += 1;
+        if self.pending.len() > PENDING_BYTES_MAX {
+            self.write_pending()?;
+        }
         Ok(())
     }
 
@@ -320,6 +339,28 @@ mod tests {
         RaftWal::open(&path, &s).expect("open");
         assert_eq!(terms(&s), vec![]);
         assert_eq!(std::fs::metadata(&path).expect("meta").len(), 0);
+        done(&path);
+    }
+
+    #[test]
+    fn records_wait_for_the_sync_unless_a_turn_gathers_more_than_the_bound() {
+        let path = temp("pending.wal");
+        let mut wal = RaftWal::open(&path, &fresh()).expect("open");
+        wal.append_entries(&[entry(1, 1, b"a")]).expect("append");
+        let len = || std::fs::metadata(&path).expect("meta").len();
+        assert_eq!(len(), 0, "one write at the sync, not one per record");
+        let big = vec![7u8; PENDING_BYTES_MAX];
+        wal.append_entries(&[entry(2, 1, &big)]).expect("append");
+        assert!(
+            len() > PENDING_BYTES_MAX as u64,
+            "written early, past the bound"
+        );
+        assert!(wal.pending.is_empty());
+        wal.append_entries(&[entry(3, 1, b"c")]).expect("append");
+        wal.sync().expect("sync");
+        let s = fresh();
+        RaftWal::open(&path, &s).expect("reopen");
+        assert_eq!(terms(&s), vec![(1, 1), (2, 1), (3, 1)]);
         done(&path);
     }
 

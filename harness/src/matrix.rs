@@ -315,6 +315,7 @@ pub fn run_spec(c: &Params, dir: &Path, keep: bool) -> anyhow::Result<RunSpec> {
         },
         no_batch_verify: false,
         raft_disk: get("raft_storage") == "disk",
+        raft_snapshot_every: bft_net::raft_engine::SNAPSHOT_EVERY,
         io: match get("io") {
             "" => "epoll".into(),
             io => io.into(),

@@ -339,6 +339,36 @@ fn raft_fixed_seeds_under_network_faults_and_crashes() {
     assert_eq!(a.report(), b.report());
 }
 
+/// Raft snapshots its App every `checkpoint_interval` entries and compacts
+/// its log; a follower behind the compacted part (restarted, or cut off)
+/// installs the leader's snapshot. Replicas' state digests are compared at
+/// every snapshot index, and at the end. (Negative control, run by hand:
+/// installing a snapshot without restoring the App fails 269 of 300 seeds
+/// with "state digest" violations.)
+#[test]
+fn raft_compacts_its_log_and_catches_followers_up_by_snapshot() {
+    for interval in [1, 4] {
+        let o = SimOptions {
+            checkpoint_interval: Some(interval),
+            ..raft(3, 1)
+        };
+        let runs = all_pass(&o, 1..=60);
+        let installed: u64 = runs.iter().map(|r| r.stats.state_transfers_applied).sum();
+        assert!(
+            installed > 0,
+            "followers installed snapshots at interval {interval}"
+        );
+    }
+    // Seed 28 once stalled: a snapshot message was lost, raft-rs held that
+    // follower until told how the send went (so sent it nothing more), and
+    // with the third replica crashed nothing could commit.
+    let o = SimOptions {
+        checkpoint_interval: Some(1),
+        ..raft(3, 1)
+    };
+    all_pass(&o, [28]);
+}
+
 /// With fixed per-replica election timeouts (10 + id ticks, as the Raft
 /// baseline had), these seeds fail liveness: the leader crashed, and the
 /// follower with the shorter timeout but the shorter log kept calling

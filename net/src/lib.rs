@@ -4,6 +4,7 @@ pub mod client_loop;
 pub mod cluster;
 pub mod frame;
 pub mod raft_engine;
+pub mod raft_store;
 pub mod raft_wal;
 pub mod remote_app;
 pub mod replica_loop;

@@ -12,8 +12,14 @@
 //!   other must refuse, each resetting the other's timer). raft-rs draws them
 //!   from an unseeded RNG; each draw is replaced by one from a seeded `Rng`,
 //!   so simulated runs replay.
-//! - Storage is raft-rs's `MemStorage`, by default in memory only, like the
-//!   BFT replica. [`RaftEngine::durable`] adds a write-ahead log on disk
+//! - Storage is raft-rs's `MemStorage` ([`RaftStore`]), by default in memory
+//!   only, like the BFT replica. Every `snapshot_every` entries (the same
+//!   indices at every replica) the engine snapshots the App and the client
+//!   table and compacts the log behind the previous snapshot, so the log
+//!   holds at most two intervals; a follower missing compacted entries gets
+//!   the snapshot. Uncommitted entries are bounded by
+//!   [`UNCOMMITTED_BYTES_MAX`] (a leader cut off from its quorum refuses
+//!   proposals past it). [`RaftEngine::durable`] adds a write-ahead log on disk
 //!   ([`RaftWal`]): every `Ready`'s entries and hard state are appended, and
 //!   one fdatasync per event-loop turn (group commit, as etcd batches) makes
 //!   them durable before any message of that turn leaves: every output goes
@@ -21,6 +27,7 @@
 //!   replica's storage and restarts it with [`RaftEngine::restart`], as if
 //!   every `Ready` had been made durable before its messages left.
 
+use crate::raft_store::RaftStore;
 use crate::raft_wal::{RaftWal, WalError};
 use crate::replica_loop::Engine;
 use bft_core::app::App;
@@ -30,8 +37,7 @@ use bft_core::replica::{ClientTable, Stats};
 use bft_core::time::{Span, Time};
 use bft_core::wire;
 use protobuf::Message as _;
-use raft::prelude::{Config, Entry, EntryType, Message as RaftMessage};
-pub use raft::storage::MemStorage;
+use raft::prelude::{Config, Entry, EntryType, Message as RaftMessage, MessageType, Snapshot};
 use raft::{RawNode, StateRole};
 use std::collections::VecDeque;
 use std::path::Path;
@@ -42,11 +48,23 @@ pub const TICK: Span = Span::from_millis(100);
 /// Election timeouts are drawn from `ELECTION_TICKS` (etcd: [election, 2 × election)).
 const ELECTION_TICKS: std::ops::Range<usize> = 10..20;
 
+/// Log entries between two snapshots (etcd's early default snapshot count).
+/// With the log compacted behind the previous snapshot, a replica holds at
+/// most twice as many.
+pub const SNAPSHOT_EVERY: u64 = 10_000;
+
+/// Largest snapshot interval: the log may hold twice as many entries.
+pub const SNAPSHOT_EVERY_MAX: u64 = 1_000_000;
+
+/// Bytes of entries a leader holds uncommitted; past it proposals are
+/// dropped (clients retry) instead of growing the log without a quorum.
+pub const UNCOMMITTED_BYTES_MAX: u64 = 32 << 20;
+
 pub struct RaftEngine {
     me: ReplicaId,
     rng: bft_core::rng::Rng,
     n: usize,
-    node: RawNode<MemStorage>,
+    node: RawNode<RaftStore>,
     crypto: Box<dyn Crypto + Send>,
     app: Box<dyn App>,
     clients: ClientTable,
@@ -58,8 +76,13 @@ pub struct RaftEngine {
     authenticated_client: Option<bft_core::message::ClientId>,
     /// Print leadership changes on stderr (the networked replica's log).
     announce: bool,
-    /// Applied entries, kept only for the simulator's checkers.
+    /// Applied entries and snapshots taken (index, state digest), kept
+    /// only for the simulator's checkers.
     applied_log: Option<Vec<AppliedEntry>>,
+    snapshots_taken: Vec<(u64, bft_core::crypto::Digest)>,
+    snapshot_every: u64,
+    /// Followers sent a snapshot in this `Ready`, reported to raft-rs after it.
+    snapshots_sent: Vec<u64>,
     /// The log on disk, if the replica persists.
     wal: Option<RaftWal>,
 }
@@ -81,12 +104,8 @@ pub enum RaftError {
     Raft(#[from] raft::Error),
     #[error(transparent)]
     Wal(#[from] WalError),
-}
-
-/// A log with no entries whose configuration has every replica voting.
-fn empty_storage(n: usize) -> MemStorage {
-    let voters: Vec<u64> = (1..=n as u64).collect();
-    MemStorage::new_with_conf_state((voters, vec![]))
+    #[error("raft: the snapshot at index {index} does not restore: {what}")]
+    Snapshot { index: u64, what: String },
 }
 
 impl RaftEngine {
@@ -98,7 +117,7 @@ impl RaftEngine {
         app: Box<dyn App>,
         seed: u64,
     ) -> Result<RaftEngine, RaftError> {
-        RaftEngine::restart(me, n, crypto, app, empty_storage(n), seed)
+        RaftEngine::restart(me, n, crypto, app, RaftStore::new(n), seed)
     }
 
     /// A replica that persists to the write-ahead log at `wal`, replaying
@@ -111,23 +130,34 @@ impl RaftEngine {
         seed: u64,
         wal: &Path,
     ) -> Result<RaftEngine, RaftError> {
-        let storage = empty_storage(n);
+        let storage = RaftStore::new(n);
         let wal = RaftWal::open(wal, &storage)?;
         let mut engine = RaftEngine::restart(me, n, crypto, app, storage, seed)?;
         engine.wal = Some(wal);
         Ok(engine)
     }
 
-    /// A replica over an existing log and hard state. The App starts empty:
-    /// raft-rs hands every committed entry to it again, from the first.
+    /// A replica over an existing log and hard state. The App and client
+    /// table start from the latest snapshot (or empty): raft-rs hands every
+    /// committed entry after it to the App again.
     pub fn restart(
         me: ReplicaId,
         n: usize,
         crypto: Box<dyn Crypto + Send>,
-        app: Box<dyn App>,
-        storage: MemStorage,
+        mut app: Box<dyn App>,
+        storage: RaftStore,
         seed: u64,
     ) -> Result<RaftEngine, RaftError> {
+        let snap = storage.snapshot();
+        let applied = snap.get_metadata().index;
+        let clients = if applied > 0 {
+            restore(app.as_mut(), &snap).map_err(|what| RaftError::Snapshot {
+                index: applied,
+                what,
+            })?
+        } else {
+            ClientTable::default()
+        };
         let id = me as u64 + 1; // raft ids start at 1
         let cfg = Config {
             id,
@@ -137,6 +167,8 @@ impl RaftEngine {
             max_election_tick: ELECTION_TICKS.end,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            max_uncommitted_size: UNCOMMITTED_BYTES_MAX,
+            applied,
             ..Default::default()
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
@@ -148,7 +180,7 @@ impl RaftEngine {
             node,
             crypto,
             app,
-            clients: ClientTable::default(),
+            clients,
             tick: TICK,
             next_tick: Time::ZERO + TICK,
             outputs: VecDeque::new(),
@@ -156,6 +188,9 @@ impl RaftEngine {
             was_leader: false,
             authenticated_client: None,
             applied_log: None,
+            snapshots_taken: Vec::new(),
+            snapshot_every: SNAPSHOT_EVERY,
+            snapshots_sent: Vec::new(),
             announce: true,
             wal: None,
         };
@@ -185,6 +220,17 @@ impl RaftEngine {
         self
     }
 
+    /// Snapshots every `entries` log entries instead of [`SNAPSHOT_EVERY`]
+    /// (the simulator's short runs snapshot often).
+    pub fn snapshot_every(mut self, entries: u64) -> RaftEngine {
+        assert!(
+            (1..=SNAPSHOT_EVERY_MAX).contains(&entries),
+            "a snapshot interval of 1 to SNAPSHOT_EVERY_MAX entries"
+        );
+        self.snapshot_every = entries;
+        self
+    }
+
     /// Keeps every applied entry for [`take_applied`](Self::take_applied), and
     /// prints nothing (the simulator).
     pub fn recording_applied(mut self) -> RaftEngine {
@@ -200,8 +246,14 @@ impl RaftEngine {
             .unwrap_or_default()
     }
 
-    /// The log and hard state (shared: a clone sees later writes).
-    pub fn storage(&self) -> MemStorage {
+    /// The snapshots taken since the last call: (index, state digest), for
+    /// the simulator's checker (replicas must agree at equal indices).
+    pub fn take_snapshots(&mut self) -> Vec<(u64, bft_core::crypto::Digest)> {
+        std::mem::take(&mut self.snapshots_taken)
+    }
+
+    /// The log, hard state and latest snapshot (shared: a clone sees later writes).
+    pub fn storage(&self) -> RaftStore {
         self.node.raft.raft_log.store.clone()
     }
 
@@ -285,13 +337,17 @@ impl RaftEngine {
             let Some(to) = (m.to as usize).checked_sub(1).filter(|t| *t < self.n) else {
                 continue;
             };
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                self.snapshots_sent.push(m.to);
+            }
             if let Ok(bytes) = m.write_to_bytes() {
                 self.send(Peer::Replica(to as ReplicaId), &Message::Raft(bytes));
             }
         }
     }
 
-    /// Applies committed entries: new requests, in order, through one `execute_batch`.
+    /// Applies committed entries: new requests, in order, through one
+    /// `execute_batch` per stretch between snapshot indices.
     fn apply(&mut self, entries: Vec<Entry>) {
         let mut latest = std::collections::BTreeMap::new();
         let mut run: Vec<Request> = Vec::new();
@@ -306,7 +362,15 @@ impl RaftEngine {
                 });
             }
             run.extend(fresh);
+            if e.index % self.snapshot_every == 0 {
+                self.execute(std::mem::take(&mut run));
+                self.take_snapshot(e.index, e.term);
+            }
         }
+        self.execute(run);
+    }
+
+    fn execute(&mut self, run: Vec<Request>) {
         if run.is_empty() {
             return;
         }
@@ -325,6 +389,47 @@ impl RaftEngine {
                 self.send(Peer::Client(req.client), &Message::Reply(reply));
             }
         }
+    }
+
+    /// Snapshots the App and client table as of entry `index`, compacts the
+    /// log behind the previous snapshot and, on disk, rewrites the log.
+    fn take_snapshot(&mut self, index: u64, term: u64) {
+        let store = self.node.raft.raft_log.store.clone();
+        let mut snap = Snapshot {
+            data: bft_core::replica::encode_snapshot(self.app.as_ref(), &self.clients).into(),
+            ..Default::default()
+        };
+        let meta = snap.mut_metadata();
+        meta.index = index;
+        meta.term = term;
+        meta.set_conf_state(store.conf_state());
+        store.compact_behind(snap);
+        self.persist(|w| w.rewrite(&store));
+        if self.applied_log.is_some() {
+            self.snapshots_taken.push((index, self.state_digest()));
+        }
+        use raft::Storage as _;
+        let first = store.first_index().unwrap_or(1);
+        assert!(
+            index + 1 - first.min(index + 1) <= 2 * self.snapshot_every,
+            "the log holds entries from {first}: more than two snapshot intervals behind {index}"
+        );
+    }
+
+    /// Installs a snapshot the leader sent: the App, the client table and
+    /// the log restart from it. Raft trusts its authenticated peers (crash
+    /// faults only) and the message was checked to decode before it was
+    /// stepped, so a snapshot that does not restore is a bug: fail-stop.
+    fn install(&mut self, snap: Snapshot) {
+        let index = snap.get_metadata().index;
+        self.clients = restore(self.app.as_mut(), &snap)
+            .unwrap_or_else(|e| panic!("raft: the leader's snapshot at {index}: {e}"));
+        let store = self.node.raft.raft_log.store.clone();
+        if let Err(e) = store.install(snap) {
+            panic!("raft: installing the snapshot at {index}: {e}");
+        }
+        self.persist(|w| w.rewrite(&store));
+        self.stats.state_transfers_applied += 1;
     }
 
     /// Applies `write` to the write-ahead log, if there is one. A replica
@@ -378,9 +483,12 @@ impl RaftEngine {
         }
         let mut ready = self.node.ready();
         self.send_raft(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            self.install(ready.snapshot().clone());
+        }
         let committed = ready.take_committed_entries();
         self.apply(committed);
-        let store = self.node.raft.raft_log.store.clone();
+        let store = self.node.raft.raft_log.store.log().clone();
         if !ready.entries().is_empty() {
             self.persist(|w| w.append_entries(ready.entries()));
             let _ = store.wl().append(ready.entries());
@@ -403,6 +511,13 @@ impl RaftEngine {
         let committed = light.take_committed_entries();
         self.apply(committed);
         self.node.advance_apply();
+        // raft-rs holds a follower sent a snapshot until told how it went;
+        // the transport cannot know (the frame may be lost with its
+        // connection). Reporting it sent makes the leader probe after it: a
+        // follower that never got it rejects the probe and is sent it again.
+        for to in std::mem::take(&mut self.snapshots_sent) {
+            self.node.report_snapshot(to, raft::SnapshotStatus::Finish);
+        }
     }
 }
 
@@ -417,6 +532,7 @@ impl Engine for RaftEngine {
             Ok((Peer::Client(_), Message::Request(req))) => self.on_request(req),
             Ok((Peer::Replica(_), Message::Raft(bytes))) => {
                 match RaftMessage::parse_from_bytes(&bytes) {
+                    Ok(m) if !snapshot_decodes(&m) => self.stats.dropped_undecodable += 1,
                     Ok(m) => {
                         let _ = self.node.step(m);
                         self.redraw_election_timeout();
@@ -458,4 +574,18 @@ impl Engine for RaftEngine {
     fn authenticated_client(&self) -> Option<bft_core::message::ClientId> {
         self.authenticated_client
     }
+}
+
+/// A snapshot message's state decodes (other messages carry none).
+fn snapshot_decodes(m: &RaftMessage) -> bool {
+    m.get_msg_type() != MessageType::MsgSnapshot
+        || bft_core::replica::split_snapshot(&m.get_snapshot().data).is_some()
+}
+
+/// Restores the App from a snapshot's state; returns its client table.
+fn restore(app: &mut dyn App, snap: &Snapshot) -> Result<ClientTable, String> {
+    let (state, clients) = bft_core::replica::split_snapshot(&snap.data)
+        .ok_or_else(|| "its state does not decode".to_string())?;
+    app.restore(state).map_err(|e| e.to_string())?;
+    Ok(clients)
 }

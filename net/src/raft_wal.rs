@@ -1,28 +1,38 @@
 //! The Raft baseline's write-ahead log: what raft-rs's `Ready` asks to make
-//! durable (new entries, the hard state) appended to one file and synced
-//! before any message that depends on it leaves, as etcd does (the engine
-//! syncs once per event-loop turn). Restarting replays the file into a
-//! `MemStorage`.
+//! durable (new entries, the hard state, a snapshot from the leader)
+//! appended to one file and synced before any message that depends on it
+//! leaves, as etcd does (the engine syncs once per event-loop turn).
+//! Restarting replays the file into a [`RaftStore`].
 //!
 //! ```text
 //! record: [payload length u32][kind u8][payload][first 8 bytes of SHA-256(kind ‖ payload)]
 //! ```
 //!
+//! When the engine takes a snapshot the file is rewritten, so it stays
+//! within one snapshot and the entries after it: the snapshot, the hard
+//! state and those entries go to a new file, which is synced and then
+//! renamed over the old one (a crash leaves one or the other, whole).
+//!
 //! A crash can leave the last record half written; it was never fsynced, so
 //! no message depended on it. Replay stops at the first record that is
 //! incomplete or fails its checksum and cuts the file there.
 
+use crate::raft_store::RaftStore;
 use bft_core::crypto::hash_parts;
 use protobuf::Message as _;
-use raft::prelude::{Entry, HardState};
-use raft::storage::MemStorage;
+use raft::prelude::{Entry, HardState, Snapshot};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// One record's payload at most (raft-rs messages are capped at 1 MiB, a
-/// `Ready`'s entries come from a few of them).
+/// `Ready`'s entries come from a few of them; a snapshot holds at most
+/// `SNAPSHOT_BYTES_MAX`).
 pub const RECORD_BYTES_MAX: usize = 64 << 20;
+const _: () = assert!(bft_core::limits::SNAPSHOT_BYTES_MAX + 4096 < RECORD_BYTES_MAX);
+
+/// Entries per record when a rewrite copies the log (records stay small).
+const REWRITE_ENTRIES_PER_RECORD: usize = 1024;
 const CHECK_BYTES: usize = 8;
 const HEADER_BYTES: usize = 4 + 1;
 
@@ -32,6 +42,7 @@ pub const PENDING_BYTES_MAX: usize = 1 << 20;
 
 const KIND_ENTRIES: u8 = 1;
 const KIND_HARD_STATE: u8 = 2;
+const KIND_SNAPSHOT: u8 = 3;
 
 pub struct RaftWal {
     file: File,
@@ -60,7 +71,7 @@ fn check(kind: u8, payload: &[u8]) -> [u8; CHECK_BYTES] {
 impl RaftWal {
     /// Opens (or creates) the log at `path` and replays it into `storage`,
     /// which must be fresh. Returns the log, ready to append.
-    pub fn open(path: &Path, storage: &MemStorage) -> Result<RaftWal, WalError> {
+    pub fn open(path: &Path, storage: &RaftStore) -> Result<RaftWal, WalError> {
         let io_err = |source| WalError::Io {
             path: path.to_path_buf(),
             source,
@@ -72,6 +83,8 @@ impl RaftWal {
             .truncate(false)
             .open(path)
             .map_err(io_err)?;
+        // A rewrite cut short by a crash, never renamed: the log is whole without it.
+        let _ = std::fs::remove_file(path.with_extension("wal.new"));
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io_err)?;
         let good = replay(&bytes, storage).map_err(|what| WalError::Corrupt {
@@ -96,14 +109,7 @@ impl RaftWal {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut payload = Vec::new();
-        for e in entries {
-            let b = e
-                .write_to_bytes()
-                .map_err(|e| self.corrupt(e.to_string()))?;
-            payload.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            payload.extend_from_slice(&b);
-        }
+        let payload = entries_payload(entries).map_err(|e| self.corrupt(e))?;
         self.append(KIND_ENTRIES, &payload)
     }
 
@@ -112,6 +118,60 @@ impl RaftWal {
             .write_to_bytes()
             .map_err(|e| self.corrupt(e.to_string()))?;
         self.append(KIND_HARD_STATE, &b)
+    }
+
+    /// Replaces the file with one holding `store`'s snapshot, hard state and
+    /// every entry after the snapshot, durably: written and synced under a
+    /// temporary name, renamed over the log, and the folder synced. Records
+    /// appended but not yet synced are in `store` already and are dropped.
+    pub fn rewrite(&mut self, store: &RaftStore) -> Result<(), WalError> {
+        let image = self.image(store)?;
+        let tmp = self.path.with_extension("wal.new");
+        let io_err = |source| WalError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err)?;
+        file.write_all(&image).map_err(io_err)?;
+        file.sync_data().map_err(io_err)?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
+        if let Some(dir) = self.path.parent() {
+            // The rename itself must survive a crash.
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| self.io(e))?;
+        }
+        self.file = file;
+        self.pending.clear();
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// The records of a log holding exactly `store`'s state.
+    fn image(&self, store: &RaftStore) -> Result<Vec<u8>, WalError> {
+        let snap = store.snapshot();
+        let mut image = Vec::with_capacity(snap.data.len() + 4096);
+        let b = snap
+            .write_to_bytes()
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        push_record(&mut image, KIND_SNAPSHOT, &b);
+        let b = store
+            .hard_state()
+            .write_to_bytes()
+            .map_err(|e| self.corrupt(e.to_string()))?;
+        push_record(&mut image, KIND_HARD_STATE, &b);
+        let entries = store.entries_from(snap.get_metadata().index + 1);
+        for chunk in entries.chunks(REWRITE_ENTRIES_PER_RECORD) {
+            let payload = entries_payload(chunk).map_err(|e| self.corrupt(e))?;
+            push_record(&mut image, KIND_ENTRIES, &payload);
+        }
+        Ok(image)
     }
 
     /// Makes every record appended so far durable: one write, one fdatasync.
@@ -136,15 +196,7 @@ impl RaftWal {
     }
 
     fn append(&mut self, kind: u8, payload: &[u8]) -> Result<(), WalError> {
-        assert!(
-            payload.len() <= RECORD_BYTES_MAX,
-            "a Ready's records stay under RECORD_BYTES_MAX"
-        );
-        let rec = &mut self.pending;
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.push(kind);
-        rec.extend_from_slice(payload);
-        rec.extend_from_slice(&check(kind, payload));
+        push_record(&mut self.pending, kind, payload);
         if self.pending.len() > PENDING_BYTES_MAX {
             self.write_pending()?;
         }
@@ -166,21 +218,51 @@ impl RaftWal {
     }
 }
 
+fn push_record(buf: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    assert!(
+        payload.len() <= RECORD_BYTES_MAX,
+        "a Ready's records and a snapshot stay under RECORD_BYTES_MAX"
+    );
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.push(kind);
+    buf.extend_from_slice(payload);
+    buf.extend_from_slice(&check(kind, payload));
+}
+
+/// Entries as one record's payload: each length-prefixed.
+fn entries_payload(entries: &[Entry]) -> Result<Vec<u8>, String> {
+    let mut payload = Vec::new();
+    for e in entries {
+        let b = e.write_to_bytes().map_err(|e| e.to_string())?;
+        payload.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&b);
+    }
+    Ok(payload)
+}
+
 /// Applies every complete record to `storage`; returns the bytes they span.
 /// A record that is complete and checks out but does not decode is an error
 /// (not a torn write): the file is not ours or not this version's.
-fn replay(bytes: &[u8], storage: &MemStorage) -> Result<usize, String> {
+fn replay(bytes: &[u8], storage: &RaftStore) -> Result<usize, String> {
     let mut at = 0;
     while let Some((kind, payload, next)) = record_at(bytes, at) {
         match kind {
             KIND_ENTRIES => {
                 let entries = decode_entries(payload)?;
                 continues(storage, &entries)?;
-                storage.wl().append(&entries).map_err(|e| e.to_string())?;
+                let log = storage.log();
+                log.wl().append(&entries).map_err(|e| e.to_string())?;
             }
             KIND_HARD_STATE => {
                 let hs = HardState::parse_from_bytes(payload).map_err(|e| e.to_string())?;
-                storage.wl().set_hardstate(hs);
+                storage.log().wl().set_hardstate(hs);
+            }
+            KIND_SNAPSHOT => {
+                let snap = Snapshot::parse_from_bytes(payload).map_err(|e| e.to_string())?;
+                if bft_core::replica::split_snapshot(&snap.data).is_none() {
+                    return Err("a snapshot whose state does not decode".into());
+                }
+                storage.install(snap).map_err(|e| e.to_string())?;
             }
             k => return Err(format!("unknown record kind {k}")),
         }
@@ -191,7 +273,7 @@ fn replay(bytes: &[u8], storage: &MemStorage) -> Result<usize, String> {
 
 /// MemStorage panics on entries that leave a gap or reach below its first
 /// index; a log of ours never has them, another file might.
-fn continues(storage: &MemStorage, entries: &[Entry]) -> Result<(), String> {
+fn continues(storage: &RaftStore, entries: &[Entry]) -> Result<(), String> {
     let Some(first) = entries.first() else {
         return Ok(());
     };
@@ -250,8 +332,8 @@ mod tests {
         }
     }
 
-    fn fresh() -> MemStorage {
-        MemStorage::new_with_conf_state((vec![1, 2, 3], vec![]))
+    fn fresh() -> RaftStore {
+        RaftStore::new(3)
     }
 
     /// A fresh file in a folder of its own, removed with `done`.
@@ -268,7 +350,7 @@ mod tests {
         }
     }
 
-    fn terms(s: &MemStorage) -> Vec<(u64, u64)> {
+    fn terms(s: &RaftStore) -> Vec<(u64, u64)> {
         let (first, last) = (
             s.first_index().expect("first"),
             s.last_index().expect("last"),
@@ -361,6 +443,58 @@ mod tests {
         let s = fresh();
         RaftWal::open(&path, &s).expect("reopen");
         assert_eq!(terms(&s), vec![(1, 1), (2, 1), (3, 1)]);
+        done(&path);
+    }
+
+    /// A snapshot of an empty App and client table.
+    fn snapshot_at(index: u64, term: u64) -> Snapshot {
+        let app = bft_core::app::ChainApp::default();
+        let clients = bft_core::replica::ClientTable::default();
+        let mut snap = Snapshot {
+            data: bft_core::replica::encode_snapshot(&app, &clients).into(),
+            ..Default::default()
+        };
+        snap.mut_metadata().index = index;
+        snap.mut_metadata().term = term;
+        snap
+    }
+
+    #[test]
+    fn a_rewrite_keeps_the_snapshot_and_the_entries_after_it() {
+        let path = temp("rewrite.wal");
+        let store = fresh();
+        let mut wal = RaftWal::open(&path, &store).expect("open");
+        let entries: Vec<Entry> = (1..=6).map(|i| entry(i, 1, b"e")).collect();
+        wal.append_entries(&entries).expect("append");
+        store.log().wl().append(&entries).expect("store");
+        let hs = HardState {
+            term: 1,
+            commit: 5,
+            ..Default::default()
+        };
+        store.log().wl().set_hardstate(hs.clone());
+        wal.set_hard_state(&hs).expect("hs");
+        wal.sync().expect("sync");
+        // Snapshot at 4; the log in memory keeps everything (no earlier snapshot).
+        store.compact_behind(snapshot_at(4, 1));
+        wal.rewrite(&store).expect("rewrite");
+        wal.append_entries(&[entry(7, 2, b"g")]).expect("append");
+        wal.sync().expect("sync");
+        // A leftover half-made rewrite is ignored and removed.
+        std::fs::write(path.with_extension("wal.new"), b"junk").expect("junk");
+        let s = fresh();
+        RaftWal::open(&path, &s).expect("reopen");
+        assert!(!path.with_extension("wal.new").exists());
+        assert_eq!(s.snapshot().get_metadata().index, 4);
+        assert_eq!(
+            terms(&s),
+            vec![(5, 1), (6, 1), (7, 2)],
+            "entries after the snapshot"
+        );
+        assert_eq!(s.commit(), 5);
+        assert_eq!(s.term(4).expect("snapshot term"), 1);
+        // Control: entries the snapshot covers are gone from the file.
+        assert!(s.term(3).is_err());
         done(&path);
     }
 

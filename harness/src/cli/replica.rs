@@ -52,6 +52,12 @@ pub struct ProtocolArgs {
     /// Default: in memory, like the BFT replica.
     #[arg(long)]
     pub raft_disk: bool,
+    /// Raft only: snapshot the App every this many log entries and compact
+    /// the log behind the previous snapshot (on disk too); a follower behind
+    /// the compacted part is sent the snapshot.
+    #[arg(long, default_value_t = bft_net::raft_engine::SNAPSHOT_EVERY,
+          value_parser = clap::value_parser!(u64).range(1..=bft_net::raft_engine::SNAPSHOT_EVERY_MAX))]
+    pub raft_snapshot_every: u64,
 }
 
 impl ProtocolArgs {
@@ -77,6 +83,12 @@ impl ProtocolArgs {
         }
         if self.raft_disk {
             flags.push("--raft-disk".into());
+        }
+        if self.raft_snapshot_every != bft_net::raft_engine::SNAPSHOT_EVERY {
+            flags.extend([
+                "--raft-snapshot-every".into(),
+                self.raft_snapshot_every.to_string(),
+            ]);
         }
         flags
     }
@@ -218,14 +230,16 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         } else {
             RaftEngine::new(a.id, n, Box::new(crypto), app, seed)?
         };
+        let engine = engine.snapshot_every(a.protocol.raft_snapshot_every);
         let what = format!("raft replica {}", a.id);
         let mut node = bind(&cluster, a.id, engine, (verifier, &a.protocol.io), &what)?;
         node.run(&stop)?;
         let e = node.engine();
         eprintln!(
-            "final: exec={} state={} transfers=0",
+            "final: exec={} state={} transfers={}",
             e.applied(),
-            hex(&e.state_digest())
+            hex(&e.state_digest()),
+            e.stats().state_transfers_applied
         );
         eprintln!(
             "raft replica {} stopped: executed {} requests; net {:?}; batch verification {}",

@@ -6,7 +6,8 @@ use bft_core::crypto::{Crypto, Digest, Peer};
 use bft_core::message::{ClientId, Instance};
 use bft_core::replica::{Durable, Output, Replica, Stats};
 use bft_core::time::Time;
-use bft_net::raft_engine::{AppliedEntry, MemStorage, RaftEngine};
+use bft_net::raft_engine::{AppliedEntry, RaftEngine};
+use bft_net::raft_store::RaftStore;
 use bft_net::replica_loop::Engine;
 use std::collections::VecDeque;
 
@@ -15,6 +16,8 @@ pub enum SimReplica {
     Raft {
         engine: Box<RaftEngine>,
         applied: VecDeque<AppliedEntry>,
+        /// Snapshots taken: (index, state digest).
+        snapshots: VecDeque<(u64, Digest)>,
         /// Entries up to here were applied before a crash: their replay is
         /// checked again but is not new progress.
         replay_through: u64,
@@ -24,7 +27,7 @@ pub enum SimReplica {
 /// What survives a crash: the BFT replica's durable state, or Raft's log and hard state.
 pub enum Persisted {
     Bft(Box<Durable>),
-    Raft(MemStorage),
+    Raft(RaftStore),
 }
 
 /// What a replica produced, for the world to route or check.
@@ -53,6 +56,7 @@ impl SimReplica {
         SimReplica::Raft {
             engine: Box::new(engine.recording_applied()),
             applied: VecDeque::new(),
+            snapshots: VecDeque::new(),
             replay_through,
         }
     }
@@ -97,10 +101,15 @@ impl SimReplica {
             SimReplica::Raft {
                 engine,
                 applied,
+                snapshots,
                 replay_through,
             } => {
                 if let Some((to, frame)) = engine.poll_send() {
                     return Some(Event::Send { to, frame });
+                }
+                snapshots.extend(engine.take_snapshots());
+                if let Some((instance, digest)) = snapshots.pop_front() {
+                    return Some(Event::Checkpoint { instance, digest });
                 }
                 applied.extend(engine.take_applied());
                 applied.pop_front().map(|e| Event::Deliver {

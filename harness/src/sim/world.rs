@@ -248,14 +248,17 @@ impl World {
         if self.opts.raft {
             let (engine, replay_through) = match durable {
                 Some(Persisted::Raft(storage)) => {
-                    let committed = storage.rl().hard_state().commit;
+                    let committed = storage.commit();
                     let e = RaftEngine::restart(id, n, crypto, app, storage, seed);
                     (e, committed)
                 }
                 _ => (RaftEngine::new(id, n, crypto, app, seed), 0),
             };
             let engine = engine.expect("the simulator builds valid Raft nodes");
-            return SimReplica::raft(engine.ticking(RAFT_TICK, self.now), replay_through);
+            let engine = engine
+                .ticking(RAFT_TICK, self.now)
+                .snapshot_every(self.sc.checkpoint_interval);
+            return SimReplica::raft(engine, replay_through);
         }
         let cfg = self.config_for(id);
         let replica = match durable {

@@ -4,6 +4,11 @@
 //! lanes, of a SHA-256 per key and one per (key, field, value). An update
 //! re-hashes only the fields it writes (YCSB updates one field of ten), and the
 //! sum does not depend on insertion order, only on content.
+//!
+//! A record is kept as its fields encode in a read result and a snapshot, so
+//! a read of every field (YCSB's default) and a checkpoint's snapshot copy
+//! each record whole instead of walking its fields, and an update that keeps
+//! a field's length (YCSB's) overwrites the value in place.
 
 use crate::op::*;
 use bft_core::app::{App, RestoreError};
@@ -19,7 +24,92 @@ pub const STORE_BYTES_MAX: usize = 32 << 20;
 pub const SCAN_RESULT_BYTES_MAX: usize = 192 << 10;
 const _: () = assert!(SCAN_RESULT_BYTES_MAX + 16 <= bft_core::limits::RESULT_BYTES_MAX);
 
-pub type Record = BTreeMap<String, Vec<u8>>;
+/// One record: its fields in name order, each `[name length u32][name]
+/// [value length u32][value]`, as a read result and a snapshot encode them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    count: usize,
+    encoded: Vec<u8>,
+}
+
+/// Reads a little-endian u32 length at `at`, if the bytes are there.
+fn len_at(b: &[u8], at: usize) -> Option<usize> {
+    let l: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    Some(u32::from_le_bytes(l) as usize)
+}
+
+impl Record {
+    /// A record of `fields` (unique names, kept in order).
+    pub fn from_fields<'a>(fields: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Record {
+        let mut w = Writer::new();
+        let mut count = 0;
+        for (n, v) in fields {
+            w.bytes(n);
+            w.bytes(v);
+            count += 1;
+        }
+        Record {
+            count,
+            encoded: w.finish(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// (name, value, where the value starts) of each field, in name order.
+    fn entries(&self) -> impl Iterator<Item = (&[u8], &[u8], usize)> {
+        let b = &self.encoded;
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let nl = len_at(b, at)?;
+            let name = b.get(at + 4..at + 4 + nl)?;
+            let v_at = at + 8 + nl;
+            let vl = len_at(b, v_at - 4)?;
+            let value = b.get(v_at..v_at + vl)?;
+            at = v_at + vl;
+            Some((name, value, v_at))
+        })
+    }
+
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.entries().map(|(n, v, _)| (n, v))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.fields()
+            .find(|(n, _)| *n == name.as_bytes())
+            .map(|(_, v)| v)
+    }
+
+    /// Sets a field: in place if it exists with a value of the same length,
+    /// otherwise by re-encoding the record with the field placed in order.
+    fn set(&mut self, name: &str, value: &[u8]) {
+        let found = self
+            .entries()
+            .find(|(n, _, _)| *n == name.as_bytes())
+            .map(|(_, v, at)| (at, v.len()));
+        if let Some((at, len)) = found.filter(|(_, len)| *len == value.len()) {
+            self.encoded[at..at + len].copy_from_slice(value);
+            return;
+        }
+        let mut all: BTreeMap<&[u8], &[u8]> = self.fields().collect();
+        all.insert(name.as_bytes(), value);
+        *self = Record::from_fields(all);
+    }
+}
+
+impl std::ops::Index<&str> for Record {
+    type Output = [u8];
+    fn index(&self, name: &str) -> &[u8] {
+        self.get(name).expect("no such field")
+    }
+}
 
 /// Result status, first byte of every result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +129,7 @@ pub struct KvApp {
 
 /// A record's encoded size (with its length prefixes), as in a snapshot.
 fn record_bytes(key: &str, r: &Record) -> usize {
-    8 + key.len() + r.iter().map(|(n, v)| 8 + n.len() + v.len()).sum::<usize>()
+    8 + key.len() + r.encoded.len()
 }
 
 /// A field's encoded size (with its length prefixes), as in a snapshot.
@@ -65,18 +155,13 @@ fn key_hash(key: &str) -> Lanes {
 
 /// One field. `hash_parts` length-prefixes key, name and value, so no two
 /// triples share an input (and nothing is copied to build it).
-fn field_hash(key: &str, name: &str, value: &[u8]) -> Lanes {
-    lanes_of(hash_parts(&[
-        b"kv-field",
-        key.as_bytes(),
-        name.as_bytes(),
-        value,
-    ]))
+fn field_hash(key: &str, name: &[u8], value: &[u8]) -> Lanes {
+    lanes_of(hash_parts(&[b"kv-field", key.as_bytes(), name, value]))
 }
 
 fn record_hash(key: &str, r: &Record) -> Lanes {
     let mut sum = key_hash(key);
-    for (n, v) in r {
+    for (n, v) in r.fields() {
         add_lanes(&mut sum, field_hash(key, n, v), true);
     }
     sum
@@ -94,11 +179,8 @@ fn add_lanes(sum: &mut Lanes, x: Lanes, add: bool) {
 
 fn encode_record(w: &mut Writer, key: &str, r: &Record) {
     w.bytes(key.as_bytes());
-    w.len(r.len());
-    for (n, v) in r {
-        w.bytes(n.as_bytes());
-        w.bytes(v);
-    }
+    w.len(r.count);
+    w.raw(&r.encoded);
 }
 
 fn result(status: Status, body: impl FnOnce(&mut Writer)) -> Vec<u8> {
@@ -164,7 +246,7 @@ impl KvApp {
         match self.records.get(key) {
             None => result(Status::NotFound, |_| {}),
             Some(r) => {
-                let bytes = 16 + r.iter().map(|(n, v)| field_bytes(n, v)).sum::<usize>();
+                let bytes = 16 + r.encoded.len();
                 result_sized(Status::Ok, bytes, |w| encode_fields(w, r, fields))
             }
         }
@@ -200,10 +282,10 @@ impl KvApp {
         };
         for (n, v) in values {
             if let Some(old) = r.get(&n) {
-                add_lanes(&mut self.lanes, field_hash(key, &n, old), false);
+                add_lanes(&mut self.lanes, field_hash(key, n.as_bytes(), old), false);
             }
-            add_lanes(&mut self.lanes, field_hash(key, &n, &v), true);
-            r.insert(n, v);
+            add_lanes(&mut self.lanes, field_hash(key, n.as_bytes(), &v), true);
+            r.set(&n, &v);
         }
         self.bytes = bytes;
         result(Status::Ok, |_| {})
@@ -239,7 +321,12 @@ impl KvApp {
             Op::Read { key, fields } => self.read(&key, &fields),
             Op::Update { key, values } => self.update(&key, values),
             Op::Insert { key, values } => {
-                match self.put(&key, Some(values.into_iter().collect())) {
+                // A later duplicate name wins, as in a map.
+                let fields: BTreeMap<&[u8], &[u8]> = values
+                    .iter()
+                    .map(|(n, v)| (n.as_bytes(), v.as_slice()))
+                    .collect();
+                match self.put(&key, Some(Record::from_fields(fields))) {
                     Ok(()) => result(Status::Ok, |_| {}),
                     Err(e) => error(e),
                 }
@@ -297,14 +384,11 @@ fn digest_of(count: usize, lanes: &[u64; 4]) -> Digest {
 fn encode_fields(w: &mut Writer, r: &Record, fields: &Option<Vec<String>>) {
     match fields {
         None => {
-            w.len(r.len());
-            for (n, v) in r {
-                w.bytes(n.as_bytes());
-                w.bytes(v);
-            }
+            w.len(r.count);
+            w.raw(&r.encoded);
         }
         Some(names) => {
-            let hits: Vec<_> = names.iter().filter_map(|n| r.get_key_value(n)).collect();
+            let hits: Vec<_> = names.iter().filter_map(|n| Some((n, r.get(n)?))).collect();
             w.len(hits.len());
             for (n, v) in hits {
                 w.bytes(n.as_bytes());
@@ -348,16 +432,18 @@ impl App for KvApp {
                 return Err(RestoreError("KV snapshot: keys out of order".into()));
             }
             let nf = r.len("fields", FIELDS_MAX, 8).map_err(bad)?;
-            let mut rec = Record::new();
+            let mut rec = BTreeMap::new();
             for _ in 0..nf {
-                let name = read_string(&mut r, FIELD_NAME_BYTES_MAX).map_err(bad)?;
+                let name = r.bytes("field name", FIELD_NAME_BYTES_MAX).map_err(bad)?;
+                std::str::from_utf8(name)
+                    .map_err(|_| RestoreError("KV snapshot: a field name is not UTF-8".into()))?;
                 let v = r
                     .bytes("value", bft_core::limits::OP_BYTES_MAX)
                     .map_err(bad)?;
-                rec.insert(name, v.to_vec());
+                rec.insert(name, v);
             }
             fresh
-                .put(&key, Some(rec))
+                .put(&key, Some(Record::from_fields(rec)))
                 .map_err(|e| RestoreError(format!("KV snapshot: {e}")))?;
             prev = Some(key);
         }

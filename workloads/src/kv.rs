@@ -82,18 +82,20 @@ impl Record {
     }
 
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.fields()
-            .find(|(n, _)| *n == name.as_bytes())
-            .map(|(_, v)| v)
+        let (at, len) = self.find(name)?;
+        self.encoded.get(at..at + len)
     }
 
-    /// Sets a field: in place if it exists with a value of the same length,
-    /// otherwise by re-encoding the record with the field placed in order.
-    fn set(&mut self, name: &str, value: &[u8]) {
-        let found = self
-            .entries()
+    /// Where the field's value starts, and its length.
+    fn find(&self, name: &str) -> Option<(usize, usize)> {
+        self.entries()
             .find(|(n, _, _)| *n == name.as_bytes())
-            .map(|(_, v, at)| (at, v.len()));
+            .map(|(_, v, at)| (at, v.len()))
+    }
+
+    /// Sets a field found at `found` (by `find`): in place if the value keeps
+    /// its length, otherwise by re-encoding the record with the field in order.
+    fn set_at(&mut self, found: Option<(usize, usize)>, name: &str, value: &[u8]) {
         if let Some((at, len)) = found.filter(|(_, len)| *len == value.len()) {
             self.encoded[at..at + len].copy_from_slice(value);
             return;
@@ -256,17 +258,21 @@ impl KvApp {
     /// name wins), re-hashing only the written fields. Limits are checked
     /// first, so a refused update changes nothing.
     fn update(&mut self, key: &str, values: Vec<(String, Vec<u8>)>) -> Vec<u8> {
-        let Some(r) = self.records.get(key) else {
+        let Some(r) = self.records.get_mut(key) else {
             return result(Status::NotFound, |_| {});
         };
-        let (mut bytes, mut fields) = (self.bytes, r.len());
+        // Where each written field is now; only a name's last value counts
+        // towards the limits (YCSB writes one field: nothing to dedupe).
+        let found: Vec<Option<(usize, usize)>> = values.iter().map(|(n, _)| r.find(n)).collect();
+        let several = values.len() > 1;
         let mut seen = BTreeSet::new();
-        for (n, v) in values.iter().rev() {
-            if !seen.insert(n.as_str()) {
+        let (mut bytes, mut fields) = (self.bytes, r.len());
+        for ((n, v), at) in values.iter().zip(&found).rev() {
+            if several && !seen.insert(n.as_str()) {
                 continue;
             }
-            match r.get(n) {
-                Some(old) => bytes -= field_bytes(n, old),
+            match at {
+                Some((_, len)) => bytes -= 8 + n.len() + len,
                 None => fields += 1,
             }
             bytes += field_bytes(n, v);
@@ -277,15 +283,15 @@ impl KvApp {
         if fields > FIELDS_MAX {
             return error("too many fields in the record");
         }
-        let Some(r) = self.records.get_mut(key) else {
-            return result(Status::NotFound, |_| {});
-        };
-        for (n, v) in values {
-            if let Some(old) = r.get(&n) {
+        for ((n, v), at) in values.into_iter().zip(found) {
+            // An earlier write of several may have moved the field: look again.
+            let at = if several { r.find(&n) } else { at };
+            if let Some((start, len)) = at {
+                let old = &r.encoded[start..start + len];
                 add_lanes(&mut self.lanes, field_hash(key, n.as_bytes(), old), false);
             }
             add_lanes(&mut self.lanes, field_hash(key, n.as_bytes(), &v), true);
-            r.set(&n, &v);
+            r.set_at(at, &n, &v);
         }
         self.bytes = bytes;
         result(Status::Ok, |_| {})

@@ -323,6 +323,19 @@ fn reads_return_fields_in_name_order_after_in_place_and_resizing_updates() {
     );
     assert_eq!(some, encoded(&[("f2", b"z"), ("f0", b"longer")]));
     assert_eq!(app.digest(), app.full_digest());
+    // Several values in one update: the later of a name's two wins.
+    let op = Op::Update {
+        key: "k".into(),
+        values: vec![
+            ("f1".into(), b"x".to_vec()),
+            ("f3".into(), b"q".to_vec()),
+            ("f1".into(), b"yy".to_vec()),
+        ],
+    };
+    app.execute(&op.encode());
+    let all = encoded(&[("f0", b"longer"), ("f1", b"yy"), ("f2", b"z"), ("f3", b"q")]);
+    assert_eq!(read(&mut app, None), all);
+    assert_eq!(app.digest(), app.full_digest());
     let mut copy = KvApp::new();
     copy.restore(&app.snapshot()).unwrap();
     assert_eq!(read(&mut copy, None), all);

@@ -62,15 +62,14 @@ impl RaftStore {
             .unwrap_or_default()
     }
 
-    /// Entries from `from` to the last one.
-    pub fn entries_from(&self, from: u64) -> Vec<Entry> {
-        let last = self.log.last_index().unwrap_or(0);
+    /// Entries from `from` to the last one (an error if some were compacted).
+    pub fn entries_from(&self, from: u64) -> raft::Result<Vec<Entry>> {
+        let last = self.log.last_index()?;
         if from > last {
-            return Vec::new();
+            return Ok(Vec::new());
         }
         self.log
             .entries(from, last + 1, None, GetEntriesContext::empty(false))
-            .unwrap_or_default()
     }
 
     /// Keeps `snap`, taken by this replica at an applied index, as the one to

@@ -261,21 +261,23 @@ impl KvApp {
         let Some(r) = self.records.get_mut(key) else {
             return result(Status::NotFound, |_| {});
         };
-        // Where each written field is now; only a name's last value counts
-        // towards the limits (YCSB writes one field: nothing to dedupe).
-        let found: Vec<Option<(usize, usize)>> = values.iter().map(|(n, _)| r.find(n)).collect();
+        // Only a name's last value counts towards the limits (YCSB writes one
+        // field: nothing to dedupe, and its place is found once, no allocation).
         let several = values.len() > 1;
         let mut seen = BTreeSet::new();
+        let mut found_last = None;
         let (mut bytes, mut fields) = (self.bytes, r.len());
-        for ((n, v), at) in values.iter().zip(&found).rev() {
+        for (n, v) in values.iter().rev() {
             if several && !seen.insert(n.as_str()) {
                 continue;
             }
+            let at = r.find(n);
             match at {
                 Some((_, len)) => bytes -= 8 + n.len() + len,
                 None => fields += 1,
             }
             bytes += field_bytes(n, v);
+            found_last = at;
         }
         if bytes > STORE_BYTES_MAX {
             return error("store full: STORE_BYTES_MAX reached");
@@ -283,9 +285,9 @@ impl KvApp {
         if fields > FIELDS_MAX {
             return error("too many fields in the record");
         }
-        for ((n, v), at) in values.into_iter().zip(found) {
+        for (n, v) in values {
             // An earlier write of several may have moved the field: look again.
-            let at = if several { r.find(&n) } else { at };
+            let at = if several { r.find(&n) } else { found_last };
             if let Some((start, len)) = at {
                 let old = &r.encoded[start..start + len];
                 add_lanes(&mut self.lanes, field_hash(key, n.as_bytes(), old), false);

@@ -50,9 +50,7 @@ fn request(client: ClientId, seq: u64, real: bool) -> Request {
 }
 
 fn codec(c: &mut Criterion) {
-    let batch = Arc::new(Batch {
-        requests: (0..100).map(|i| request(i, 1, false)).collect(),
-    });
+    let batch = Arc::new(Batch::new((0..100).map(|i| request(i, 1, false)).collect()));
     let msg = Message::Propose {
         regency: 0,
         instance: 1,

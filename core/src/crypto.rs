@@ -26,7 +26,8 @@ use sha2::{Digest as _, Sha256};
 use std::sync::Arc;
 
 /// SHA-256 output: batch digests, state digests.
-pub type Digest = [u8; 32];
+pub type Digest = [u8; DIGEST_BYTES];
+pub const DIGEST_BYTES: usize = 32;
 /// HMAC-SHA256 tag.
 pub type Mac = [u8; 32];
 pub const MAC_BYTES: usize = 32;

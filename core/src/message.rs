@@ -6,7 +6,7 @@
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::crypto::{hash, Digest, Mac, Signature, MAC_BYTES, SIGNATURE_BYTES};
 use crate::limits::*;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub type ReplicaId = u32;
 pub type ClientId = u64;
@@ -90,19 +90,63 @@ impl Request {
 
 /// An ordered list of requests: the value of one consensus instance. An empty
 /// batch is the no-op a new leader uses to fill a gap.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+///
+/// Its digest (SHA-256 of its encoding) is computed at most once: from the
+/// received bytes when it is decoded, or on first use when it is built. The
+/// requests are immutable once the batch exists, so the cache cannot go stale.
+#[derive(Default)]
 pub struct Batch {
-    pub requests: Vec<Request>,
+    requests: Vec<Request>,
+    digest: OnceLock<Digest>,
 }
 
 impl Batch {
+    pub fn new(requests: Vec<Request>) -> Batch {
+        Batch {
+            requests,
+            digest: OnceLock::new(),
+        }
+    }
+    pub fn requests(&self) -> &[Request] {
+        &self.requests
+    }
+    pub fn into_requests(self) -> Vec<Request> {
+        self.requests
+    }
     pub fn digest(&self) -> Digest {
-        let mut w = Writer::with_capacity(self.encoded_len());
-        encode_batch(&mut w, self);
-        hash(&w.buf)
+        *self.digest.get_or_init(|| {
+            let mut w = Writer::with_capacity(self.encoded_len());
+            encode_batch(&mut w, self);
+            hash(&w.buf)
+        })
     }
     pub fn encoded_len(&self) -> usize {
         4 + self.requests.iter().map(request_encoded_len).sum::<usize>()
+    }
+}
+
+impl Clone for Batch {
+    fn clone(&self) -> Batch {
+        Batch {
+            requests: self.requests.clone(),
+            digest: self.digest.clone(),
+        }
+    }
+}
+
+/// Batches are equal when their requests are (the digest is derived from them).
+impl PartialEq for Batch {
+    fn eq(&self, other: &Batch) -> bool {
+        self.requests == other.requests
+    }
+}
+impl Eq for Batch {}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("requests", &self.requests)
+            .finish()
     }
 }
 
@@ -209,6 +253,7 @@ pub struct StateReply {
 
 /// Wire tags of the messages that carry signatures worth batch-verifying.
 pub const TAG_REQUEST: u8 = 1;
+pub const TAG_PROPOSE: u8 = 3;
 pub const TAG_CHECKPOINT: u8 = 9;
 const TAG_WRITE: u8 = 4;
 /// Tags of the answers to clients (see `wire::reply_client`).
@@ -333,7 +378,11 @@ pub fn encode_batch(w: &mut Writer, b: &Batch) {
     }
 }
 
+/// Decodes a batch and takes its digest from the bytes it was decoded from:
+/// the encoding is canonical (fixed-width integers, checked tags), so those
+/// bytes are exactly what `encode_batch` would write, without re-encoding them.
 fn decode_batch(r: &mut Reader) -> Result<Arc<Batch>, DecodeError> {
+    let input = r.rest();
     let start = r.remaining();
     let n = r.len("batch", BATCH_REQUESTS_MAX, 21)?;
     let requests = (0..n)
@@ -347,7 +396,11 @@ fn decode_batch(r: &mut Reader) -> Result<Arc<Batch>, DecodeError> {
             max: BATCH_BYTES_MAX,
         });
     }
-    Ok(Arc::new(Batch { requests }))
+    let batch = Batch::new(requests);
+    let digest = hash(&input[..used]);
+    debug_assert_eq!(batch.encoded_len(), used, "the batch encoding is canonical");
+    let _ = batch.digest.set(digest);
+    Ok(Arc::new(batch))
 }
 
 fn encode_sigs(w: &mut Writer, sigs: &[(ReplicaId, Signature)]) {
@@ -513,7 +566,7 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
             instance,
             batch,
         } => {
-            w.u8(3);
+            w.u8(TAG_PROPOSE);
             w.u64(*regency);
             w.u64(*instance);
             encode_batch(w, batch);
@@ -605,7 +658,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
             seq: r.u64()?,
             digest: r.array()?,
         }),
-        3 => Message::Propose {
+        TAG_PROPOSE => Message::Propose {
             regency: r.u64()?,
             instance: r.u64()?,
             batch: decode_batch(r)?,

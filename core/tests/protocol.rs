@@ -152,9 +152,7 @@ fn the_log_is_truncated_at_checkpoints_and_bounded_by_watermarks() {
     let beyond = Message::Propose {
         regency: 0,
         instance: 28 + 9,
-        batch: Arc::new(Batch {
-            requests: vec![request(7, 1, b"x", 4)],
-        }),
+        batch: Arc::new(Batch::new(vec![request(7, 1, b"x", 4)])),
     };
     let before = c.get(1).stats().dropped_out_of_bounds;
     c.inject(1, &frame(0, Peer::Replica(1), &beyond, 4));

@@ -38,9 +38,7 @@ fn a_re_proposed_decided_batch_executes_nothing_twice() {
     let replay = Message::Propose {
         regency: 0,
         instance: 2,
-        batch: Arc::new(Batch {
-            requests: vec![req.clone()],
-        }),
+        batch: Arc::new(Batch::new(vec![req.clone()])),
     };
     for r in 1..4 {
         c.inject(r, &frame(0, Peer::Replica(r), &replay, 4));
@@ -126,9 +124,7 @@ fn mixed_instance_certificates_and_votes_are_rejected() {
     // for its instance do (the positive control).
     for (instances, accepts) in [([2u64, 3], false), ([1, 1], true)] {
         let mut r = replica(config(4, 1));
-        let batch = Arc::new(Batch {
-            requests: vec![request(100, 1, b"op", 4)],
-        });
+        let batch = Arc::new(Batch::new(vec![request(100, 1, b"op", 4)]));
         let digest = batch.digest();
         let propose = Message::Propose {
             regency: 0,
@@ -232,11 +228,7 @@ fn state_reply(
 fn state_transfer_takes_only_what_f_plus_1_replies_agree_on() {
     let (mut r, nonce) = lagging_replica_with_transfer();
     let genesis = r.durable().stable.cert.clone();
-    let batch = |op: &[u8]| {
-        Arc::new(Batch {
-            requests: vec![request(5, 1, op, 4)],
-        })
-    };
+    let batch = |op: &[u8]| Arc::new(Batch::new(vec![request(5, 1, op, 4)]));
     let send = |r: &mut Replica, from: ReplicaId, b: Arc<Batch>| {
         let m = state_reply(nonce, genesis.clone(), vec![], vec![(1, b)]);
         r.handle_message(bft_core::Time(10), &frame(from, Peer::Replica(0), &m, 4));
@@ -475,9 +467,7 @@ fn a_regency_learned_from_state_replies_is_not_entered_without_its_sync() {
     let propose = Message::Propose {
         regency: 3,
         instance: 1,
-        batch: Arc::new(Batch {
-            requests: vec![request(5, 1, b"op", 4)],
-        }),
+        batch: Arc::new(Batch::new(vec![request(5, 1, b"op", 4)])),
     };
     r.handle_message(bft_core::Time(11), &frame(3, Peer::Replica(0), &propose, 4));
     assert!(
@@ -633,9 +623,7 @@ fn a_propose_below_the_synced_plan_is_refused_even_where_the_plan_was_not_adopte
     let propose = Message::Propose {
         regency: 2,
         instance: 5,
-        batch: Arc::new(Batch {
-            requests: vec![request(100, 1, b"op", 4)],
-        }),
+        batch: Arc::new(Batch::new(vec![request(100, 1, b"op", 4)])),
     };
     r.handle_message(bft_core::Time(2), &frame(2, Peer::Replica(1), &propose, 4));
     assert!(!sent_kinds(&mut r).contains(&"WRITE"));
@@ -651,11 +639,7 @@ fn a_propose_below_the_synced_plan_is_refused_even_where_the_plan_was_not_adopte
 #[test]
 fn a_replica_writes_a_fresh_value_only_where_it_wrote_nothing_else() {
     let mut r = replica(config(4, 2));
-    let batch = |op: &[u8]| {
-        Arc::new(Batch {
-            requests: vec![request(100, 1, op, 4)],
-        })
-    };
+    let batch = |op: &[u8]| Arc::new(Batch::new(vec![request(100, 1, op, 4)]));
     let propose = |regency, instance, b| Message::Propose {
         regency,
         instance,

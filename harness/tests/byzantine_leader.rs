@@ -205,9 +205,7 @@ fn an_equivocating_bft_leader_cannot_make_correct_replicas_diverge() {
                 let msg = Message::Propose {
                     regency,
                     instance,
-                    batch: Arc::new(Batch {
-                        requests: vec![y.clone()],
-                    }),
+                    batch: Arc::new(Batch::new(vec![y.clone()])),
                 };
                 wire::encode_frame(Peer::Replica(0), Peer::Replica(3), &msg, &leader_keys)
             }

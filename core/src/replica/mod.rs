@@ -378,9 +378,10 @@ impl Replica {
     /// Sends to every other replica (body encoded once) and to itself.
     fn broadcast(&mut self, msg: Message) {
         let body = wire::encode_body(Peer::Replica(self.cfg.me), &msg);
+        let input = wire::mac_input(&body, &msg);
         for r in 0..self.cfg.n as ReplicaId {
             if r != self.cfg.me {
-                let frame = wire::seal(&body, Peer::Replica(r), self.crypto.as_ref());
+                let frame = wire::seal(&body, &input, Peer::Replica(r), self.crypto.as_ref());
                 self.outputs.push_back(Output::Send {
                     to: Peer::Replica(r),
                     frame,

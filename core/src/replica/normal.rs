@@ -127,14 +127,14 @@ impl Replica {
             self.broadcast(Message::Propose {
                 regency: self.regency,
                 instance: next,
-                batch: Arc::new(Batch { requests }),
+                batch: Arc::new(Batch::new(requests)),
             });
         }
     }
 
     fn batch_is_well_formed(&self, batch: &Batch) -> bool {
-        !batch.requests.is_empty()
-            && batch.requests.len() <= self.cfg.batch_max_requests
+        !batch.requests().is_empty()
+            && batch.requests().len() <= self.cfg.batch_max_requests
             && batch.encoded_len() <= self.cfg.batch_max_bytes
     }
 
@@ -165,7 +165,7 @@ impl Replica {
         // A request identical to one authenticated on arrival (in `pending`) is
         // not checked again: with signed requests that halves the verifications.
         let authentic = s == self.cfg.me
-            || batch.requests.iter().all(|r| {
+            || batch.requests().iter().all(|r| {
                 self.pending
                     .requests
                     .get(&r.id())
@@ -420,7 +420,7 @@ impl Replica {
         let mut latest: std::collections::BTreeMap<ClientId, u64> =
             std::collections::BTreeMap::new();
         let mut run: Vec<&Request> = Vec::new();
-        for req in &batch.requests {
+        for req in batch.requests() {
             self.pending.remove_through(req.client, req.seq);
             let last = latest
                 .get(&req.client)

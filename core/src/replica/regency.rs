@@ -237,7 +237,7 @@ impl Replica {
         if !self.in_window(i) {
             return;
         }
-        for req in &batch.requests {
+        for req in batch.requests() {
             if self.pending.requests.contains_key(&req.id()) {
                 self.pending.in_flight.insert(req.id());
             }

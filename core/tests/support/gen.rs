@@ -31,7 +31,7 @@ pub fn random_batch(rng: &mut Rng) -> Arc<Batch> {
             r
         })
         .collect();
-    Arc::new(Batch { requests })
+    Arc::new(Batch::new(requests))
 }
 
 pub fn random_replier(rng: &mut Rng) -> Replier {

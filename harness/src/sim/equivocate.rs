@@ -37,13 +37,13 @@ pub fn equivocate(frame: &[u8], to: Peer, n: usize, crypto: &dyn Crypto) -> Opti
             regency,
             instance,
             batch,
-        } if batch.requests.len() >= 2 => {
-            let mut requests = batch.requests.clone();
+        } if batch.requests().len() >= 2 => {
+            let mut requests = batch.requests().to_vec();
             requests.reverse();
             Message::Propose {
                 regency,
                 instance,
-                batch: Arc::new(Batch { requests }),
+                batch: Arc::new(Batch::new(requests)),
             }
         }
         Message::Raft(bytes) => Message::Raft(alter_append(&bytes)?),

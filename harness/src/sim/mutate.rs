@@ -66,13 +66,13 @@ fn shift_instance(msg: &mut Message, d: i64) {
 fn change_payload(msg: &mut Message, rng: &mut Rng) {
     match msg {
         Message::Propose { batch, .. } => {
-            let mut b = batch.as_ref().clone();
-            if b.requests.len() > 1 && rng.chance(0.5) {
-                b.requests.pop();
-            } else if let Some(first) = b.requests.first().cloned() {
-                b.requests.push(first); // a duplicate request in the batch
+            let mut requests = batch.requests().to_vec();
+            if requests.len() > 1 && rng.chance(0.5) {
+                requests.pop();
+            } else if let Some(first) = requests.first().cloned() {
+                requests.push(first); // a duplicate request in the batch
             }
-            *batch = Arc::new(b);
+            *batch = Arc::new(Batch::new(requests));
         }
         Message::Write { digest, .. }
         | Message::Accept { digest, .. }

@@ -61,6 +61,8 @@ pub struct Client {
     deadline: Option<Time>,
     outputs: VecDeque<ClientOutput>,
     pub dropped_frames: u64,
+    /// Replies to a request that was not (or no longer) outstanding, dropped unopened.
+    pub late_replies: u64,
 }
 
 enum Answer {
@@ -110,6 +112,7 @@ impl Client {
             deadline: None,
             outputs: VecDeque::new(),
             dropped_frames: 0,
+            late_replies: 0,
         }
     }
 
@@ -191,6 +194,17 @@ impl Client {
     }
 
     pub fn handle_message(&mut self, now: Time, frame: &[u8]) {
+        // Replies to a request no longer outstanding (the rest of the cluster
+        // answering after f+1 vouched) cannot change anything: they are
+        // dropped before their MAC is checked, half of a client's replies.
+        let Some((client, seq)) = wire::reply_id(frame) else {
+            self.dropped_frames += 1;
+            return;
+        };
+        if client != self.id || self.outstanding.as_ref().is_none_or(|o| o.seq != seq) {
+            self.late_replies += 1;
+            return;
+        }
         let (from, client, seq, answer) = match wire::open(frame, self.n, self.crypto.as_ref()) {
             Ok((Peer::Replica(from), Message::Reply(r))) => {
                 (from, r.client, r.seq, Answer::Full(r.result))
@@ -306,6 +320,28 @@ mod tests {
             Some(ClientOutput::Complete { result, .. }) => assert_eq!(result, b"ok"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn replies_after_completion_are_dropped_unopened_and_forged_ones_before_it_are_not_taken() {
+        let mut c = client();
+        // A reply whose MAC is wrong is opened (its request is outstanding) and refused.
+        let mut forged = reply_from(1, b"ok");
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        c.handle_message(Time(1), &forged);
+        assert_eq!((c.dropped_frames, c.late_replies), (1, 0));
+        c.handle_message(Time(1), &reply_from(1, b"ok"));
+        c.handle_message(Time(1), &reply_from(2, b"ok"));
+        assert!(matches!(
+            c.poll_output(),
+            Some(ClientOutput::Complete { .. })
+        ));
+        // The other replicas' answers arrive after completion: not opened.
+        c.handle_message(Time(2), &reply_from(3, b"ok"));
+        c.handle_message(Time(2), &forged);
+        assert_eq!((c.dropped_frames, c.late_replies), (1, 2));
+        assert!(c.poll_output().is_none());
     }
 
     #[test]

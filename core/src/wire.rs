@@ -173,6 +173,12 @@ pub fn message_tag(frame: &[u8]) -> Option<u8> {
 /// decoding or authenticating anything: lets a host that multiplexes many
 /// clients hand the frame to the right one (which then opens it).
 pub fn reply_client(frame: &[u8]) -> Option<ClientId> {
+    reply_id(frame).map(|(client, _)| client)
+}
+
+/// The (client, sequence number) a REPLY or REPLY-DIGEST frame claims to
+/// answer, unauthenticated: enough to drop a reply nobody waits for unopened.
+pub fn reply_id(frame: &[u8]) -> Option<(ClientId, u64)> {
     if frame.first() != Some(&0) {
         return None;
     }
@@ -181,8 +187,12 @@ pub fn reply_client(frame: &[u8]) -> Option<ClientId> {
         return None;
     }
     let start = REPLICA_HEADER_BYTES + 1;
-    let id = frame.get(start..start + 8)?;
-    Some(u64::from_le_bytes(id.try_into().ok()?))
+    let id = frame.get(start..start + 16)?;
+    let (client, seq) = id.split_at(8);
+    Some((
+        u64::from_le_bytes(client.try_into().ok()?),
+        u64::from_le_bytes(seq.try_into().ok()?),
+    ))
 }
 
 pub const REPLICA_HEADER_BYTES: usize = 1 + 4;

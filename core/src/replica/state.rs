@@ -303,10 +303,15 @@ impl Pending {
 
     /// Removes every pending request of `client` up to `seq` (executed or superseded).
     pub fn remove_through(&mut self, client: ClientId, seq: u64) {
-        while let Some((&id, _)) = self.requests.range((client, 0)..=(client, seq)).next() {
+        // A closed-loop client has just this one pending: remove it by its id
+        // and search for older ones only while the client still has some.
+        self.remove((client, seq));
+        while self.per_client.contains_key(&client) {
+            let Some((&id, _)) = self.requests.range((client, 0)..(client, seq)).next() else {
+                break;
+            };
             self.remove(id);
         }
-        self.in_flight.remove(&(client, seq));
     }
 
     /// Rebuilds the proposal queue in arrival order, leaving out `in_flight`.
@@ -360,5 +365,44 @@ impl Pending {
         }
         debug_assert!(self.unproposed.len() <= PENDING_REQUESTS_MAX + 1);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Replier, RequestAuth};
+
+    fn req(client: ClientId, seq: u64) -> Request {
+        Request {
+            client,
+            seq,
+            replier: Replier::All,
+            op: vec![1],
+            auth: RequestAuth::Macs(vec![]),
+        }
+    }
+
+    #[test]
+    fn remove_through_takes_a_clients_requests_up_to_seq_and_nothing_else() {
+        let mut p = Pending::default();
+        for (c, s) in [(1, 3), (1, 5), (1, 6), (2, 4), (2, 5)] {
+            assert!(p.insert(req(c, s), Time(0)));
+            p.in_flight.insert((c, s));
+        }
+        p.remove_through(1, 5);
+        let left: Vec<_> = p.requests.keys().copied().collect();
+        assert_eq!(left, [(1, 6), (2, 4), (2, 5)]);
+        assert_eq!(p.in_flight.iter().copied().collect::<Vec<_>>(), left);
+        // A seq the replica never held still removes the older ones.
+        p.remove_through(2, 9);
+        p.remove_through(1, 6);
+        assert!(p.is_empty() && p.in_flight.is_empty());
+        assert!(p.per_client.is_empty(), "no client is left counted");
+        // The per-client bound counts again from zero.
+        for s in 1..=PENDING_PER_CLIENT_MAX as u64 {
+            assert!(p.insert(req(1, s), Time(0)));
+        }
+        assert!(!p.insert(req(1, 99), Time(0)));
     }
 }

@@ -1,6 +1,8 @@
 //! Per-signature cost of ed25519 verification: one by one (ed25519-dalek's
 //! strict check, ed25519-zebra's ZIP-215 check) against batches of 8, 64 and
-//! 256 through `verify_pool::verify_all`, on one thread and with workers.
+//! 256 through `verify_pool::verify_all`, on one thread and with workers; and
+//! what a client pays to sign one request. Together they bound signed-request
+//! throughput: every operation costs one signature and n verifications.
 
 use bft_core::crypto::{signing_key_from_seed, Peer};
 use bft_core::message::{Message, Replier, Request, RequestAuth};
@@ -46,6 +48,15 @@ fn single(c: &mut Criterion) {
     g.bench_function("zebra_zip215", |b| {
         b.iter(|| zk.verify(&zs, black_box(&msg)).is_ok())
     });
+    g.finish();
+}
+
+fn sign(c: &mut Criterion) {
+    let key = signing_key_from_seed(3, Peer::Client(1));
+    let msg = Request::auth_bytes(1, 1, Replier::All, &[b'x'; 100]);
+    let mut g = c.benchmark_group("sign");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("request", |b| b.iter(|| key.sign(black_box(&msg))));
     g.finish();
 }
 
@@ -100,5 +111,5 @@ fn precheck(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, single, batched, precheck);
+criterion_group!(benches, single, sign, batched, precheck);
 criterion_main!(benches);

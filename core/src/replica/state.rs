@@ -5,6 +5,7 @@ use crate::crypto::{hash, Digest};
 use crate::limits::*;
 use crate::message::*;
 use crate::time::Time;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
@@ -257,7 +258,6 @@ impl ClientTable {
 #[derive(Debug, Default)]
 pub struct Pending {
     pub requests: BTreeMap<(ClientId, u64), (Request, Time)>,
-    per_client: BTreeMap<ClientId, usize>,
     pub unproposed: VecDeque<(ClientId, u64)>,
     pub in_flight: BTreeSet<(ClientId, u64)>,
 }
@@ -277,39 +277,38 @@ impl Pending {
     /// Adds a request; false if known already or a bound is reached.
     pub fn insert(&mut self, req: Request, now: Time) -> bool {
         let id = req.id();
-        let per_client = self.per_client.get(&req.client).copied().unwrap_or(0);
-        if self.requests.contains_key(&id)
-            || self.requests.len() >= PENDING_REQUESTS_MAX
-            || per_client >= PENDING_PER_CLIENT_MAX
-        {
+        if self.requests.len() >= PENDING_REQUESTS_MAX || self.client_full(id.0) {
             return false;
         }
-        self.requests.insert(id, (req, now));
-        *self.per_client.entry(id.0).or_default() += 1;
-        true
+        match self.requests.entry(id) {
+            Entry::Vacant(v) => {
+                v.insert((req, now));
+                true
+            }
+            Entry::Occupied(_) => false,
+        }
+    }
+
+    /// The client has `PENDING_PER_CLIENT_MAX` requests here already (its
+    /// requests are adjacent in the map: one search, at most that many steps).
+    fn client_full(&self, client: ClientId) -> bool {
+        self.requests
+            .range((client, 0)..=(client, u64::MAX))
+            .nth(PENDING_PER_CLIENT_MAX - 1)
+            .is_some()
     }
 
     pub fn remove(&mut self, id: (ClientId, u64)) {
-        if self.requests.remove(&id).is_some() {
-            if let Some(c) = self.per_client.get_mut(&id.0) {
-                *c -= 1;
-                if *c == 0 {
-                    self.per_client.remove(&id.0);
-                }
-            }
-        }
+        self.requests.remove(&id);
         self.in_flight.remove(&id);
     }
 
     /// Removes every pending request of `client` up to `seq` (executed or superseded).
     pub fn remove_through(&mut self, client: ClientId, seq: u64) {
-        // A closed-loop client has just this one pending: remove it by its id
-        // and search for older ones only while the client still has some.
+        // A closed-loop client has just this one pending: it goes by its id,
+        // and one search finds any older ones.
         self.remove((client, seq));
-        while self.per_client.contains_key(&client) {
-            let Some((&id, _)) = self.requests.range((client, 0)..(client, seq)).next() else {
-                break;
-            };
+        while let Some((&id, _)) = self.requests.range((client, 0)..(client, seq)).next() {
             self.remove(id);
         }
     }
@@ -398,7 +397,6 @@ mod tests {
         p.remove_through(2, 9);
         p.remove_through(1, 6);
         assert!(p.is_empty() && p.in_flight.is_empty());
-        assert!(p.per_client.is_empty(), "no client is left counted");
         // The per-client bound counts again from zero.
         for s in 1..=PENDING_PER_CLIENT_MAX as u64 {
             assert!(p.insert(req(1, s), Time(0)));

@@ -591,7 +591,9 @@ impl<E: Engine> ReplicaNode<E> {
         // authenticated request (a claimed id alone proves nothing).
         let open = self.inbound.get(idx).is_some_and(Option::is_some);
         if let Some(client) = self.replica.authenticated_client().filter(|_| open) {
-            if self.clients.len() < CLIENTS_MAX || self.clients.contains_key(&client) {
+            if let Some(i) = self.clients.get_mut(&client) {
+                *i = idx;
+            } else if self.clients.len() < CLIENTS_MAX {
                 self.clients.insert(client, idx);
             }
         }

@@ -163,19 +163,19 @@ impl ClientTable {
     pub fn record(&mut self, client: ClientId, seq: u64, result: Vec<u8>) {
         let stamp = self.next_stamp;
         self.next_stamp += 1;
-        if let Some(old) = self.last.remove(&client) {
-            if self.by_stamp.remove(&old.stamp).is_some() {
-                self.result_bytes -= old.result.as_ref().map_or(0, Vec::len);
-            }
-        }
         self.result_bytes += result.len();
-        self.by_stamp.insert(stamp, client);
         let entry = ClientEntry {
             seq,
             stamp,
             result: Some(result),
         };
-        self.last.insert(client, entry);
+        // A known client's entry is replaced where it is (one search, no rebalancing).
+        if let Some(old) = self.last.insert(client, entry) {
+            if self.by_stamp.remove(&old.stamp).is_some() {
+                self.result_bytes -= old.result.as_ref().map_or(0, Vec::len);
+            }
+        }
+        self.by_stamp.insert(stamp, client);
         while self.result_bytes > CLIENT_RESULTS_BYTES_MAX {
             let Some((_, c)) = self.by_stamp.pop_first() else {
                 break;

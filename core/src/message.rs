@@ -110,9 +110,6 @@ impl Batch {
     pub fn requests(&self) -> &[Request] {
         &self.requests
     }
-    pub fn into_requests(self) -> Vec<Request> {
-        self.requests
-    }
     pub fn digest(&self) -> Digest {
         *self.digest.get_or_init(|| {
             let mut w = Writer::with_capacity(self.encoded_len());

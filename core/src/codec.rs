@@ -74,11 +74,6 @@ impl<'a> Reader<'a> {
     pub fn remaining(&self) -> usize {
         self.buf.len()
     }
-    /// The bytes not yet read (a caller that decodes a part can then take
-    /// the slice that part occupied).
-    pub fn rest(&self) -> &'a [u8] {
-        self.buf
-    }
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError::Truncated);

@@ -110,12 +110,19 @@ impl Batch {
     pub fn requests(&self) -> &[Request] {
         &self.requests
     }
+    /// Sets the digest of a just-decoded batch from the bytes it came from
+    /// (`wire::open` hashed them to check a PROPOSE's MAC).
+    pub(crate) fn preset_digest(&self, digest: Digest) {
+        debug_assert_eq!(digest, self.encoded_digest(), "the encoding is canonical");
+        let _ = self.digest.set(digest);
+    }
     pub fn digest(&self) -> Digest {
-        *self.digest.get_or_init(|| {
-            let mut w = Writer::with_capacity(self.encoded_len());
-            encode_batch(&mut w, self);
-            hash(&w.buf)
-        })
+        *self.digest.get_or_init(|| self.encoded_digest())
+    }
+    fn encoded_digest(&self) -> Digest {
+        let mut w = Writer::with_capacity(self.encoded_len());
+        encode_batch(&mut w, self);
+        hash(&w.buf)
     }
     pub fn encoded_len(&self) -> usize {
         4 + self.requests.iter().map(request_encoded_len).sum::<usize>()
@@ -375,29 +382,23 @@ pub fn encode_batch(w: &mut Writer, b: &Batch) {
     }
 }
 
-/// Decodes a batch and takes its digest from the bytes it was decoded from:
-/// the encoding is canonical (fixed-width integers, checked tags), so those
-/// bytes are exactly what `encode_batch` would write, without re-encoding them.
 fn decode_batch(r: &mut Reader) -> Result<Arc<Batch>, DecodeError> {
-    let input = r.rest();
     let start = r.remaining();
     let n = r.len("batch", BATCH_REQUESTS_MAX, 21)?;
-    let requests = (0..n)
-        .map(|_| decode_request(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let used = start - r.remaining();
-    if used > BATCH_BYTES_MAX {
-        return Err(DecodeError::TooLong {
-            what: "batch bytes",
-            len: used,
-            max: BATCH_BYTES_MAX,
-        });
+    let too_long = |used: usize| DecodeError::TooLong {
+        what: "batch bytes",
+        len: used,
+        max: BATCH_BYTES_MAX,
+    };
+    let mut requests = Vec::with_capacity(n);
+    for _ in 0..n {
+        requests.push(decode_request(r)?);
+        // Stop at the bound, not after decoding everything the frame holds.
+        if start - r.remaining() > BATCH_BYTES_MAX {
+            return Err(too_long(start - r.remaining()));
+        }
     }
-    let batch = Batch::new(requests);
-    let digest = hash(&input[..used]);
-    debug_assert_eq!(batch.encoded_len(), used, "the batch encoding is canonical");
-    let _ = batch.digest.set(digest);
-    Ok(Arc::new(batch))
+    Ok(Arc::new(Batch::new(requests)))
 }
 
 fn encode_sigs(w: &mut Writer, sigs: &[(ReplicaId, Signature)]) {

@@ -16,8 +16,8 @@
 //! MACed whole, so the two forms cannot be confused.
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::crypto::{Crypto, Peer, DIGEST_BYTES, MAC_BYTES};
-use crate::limits::FRAME_BYTES_MAX;
+use crate::crypto::{hash, Crypto, Digest, Peer, DIGEST_BYTES, MAC_BYTES};
+use crate::limits::{BATCH_BYTES_MAX, FRAME_BYTES_MAX};
 use crate::message::{decode_message, encode_message, encoded_len_hint, ClientId, Message};
 use crate::message::{TAG_PROPOSE, TAG_REPLY, TAG_REPLY_DIGEST};
 use std::borrow::Cow;
@@ -65,15 +65,21 @@ const PROPOSE_PREFIX_BYTES: usize = REPLICA_HEADER_BYTES + 1 + 8 + 8;
 /// What the link MAC of a replica frame with this body and message covers
 /// (see the module's comment).
 pub fn mac_input<'a>(body: &'a [u8], msg: &Message) -> Cow<'a, [u8]> {
+    let is_propose = body.get(REPLICA_HEADER_BYTES) == Some(&TAG_PROPOSE);
+    debug_assert_eq!(is_propose, matches!(msg, Message::Propose { .. }));
     match msg {
-        Message::Propose { batch, .. } if body.len() >= PROPOSE_PREFIX_BYTES => {
-            let mut input = Vec::with_capacity(PROPOSE_PREFIX_BYTES + DIGEST_BYTES);
-            input.extend_from_slice(&body[..PROPOSE_PREFIX_BYTES]);
-            input.extend_from_slice(&batch.digest());
-            Cow::Owned(input)
-        }
+        Message::Propose { batch, .. } if body.len() >= PROPOSE_PREFIX_BYTES => Cow::Owned(
+            propose_mac_input(&body[..PROPOSE_PREFIX_BYTES], &batch.digest()),
+        ),
         _ => Cow::Borrowed(body),
     }
+}
+
+fn propose_mac_input(prefix: &[u8], digest: &Digest) -> Vec<u8> {
+    let mut input = Vec::with_capacity(prefix.len() + DIGEST_BYTES);
+    input.extend_from_slice(prefix);
+    input.extend_from_slice(digest);
+    input
 }
 
 /// Appends the link MAC for `to` over `input` (`mac_input` of the body; a
@@ -134,14 +140,7 @@ pub fn open(frame: &[u8], n: usize, crypto: &dyn Crypto) -> Result<(Peer, Messag
         let mut tag = [0u8; MAC_BYTES];
         tag.copy_from_slice(&frame[body_len..]);
         if body.get(REPLICA_HEADER_BYTES) == Some(&TAG_PROPOSE) {
-            // Its MAC covers the batch's digest, which decoding computes
-            // (bounded work that touches no state).
-            let msg = decode_message(&mut r)?;
-            r.finish()?;
-            if !crypto.verify_mac(from, &mac_input(body, &msg), &tag) {
-                return Err(FrameError::BadMac);
-            }
-            return Ok((from, msg));
+            return open_propose(from, body, r, &tag, crypto);
         }
         if !crypto.verify_mac(from, body, &tag) {
             return Err(FrameError::BadMac);
@@ -158,6 +157,43 @@ pub fn open(frame: &[u8], n: usize, crypto: &dyn Crypto) -> Result<(Peer, Messag
     Ok((from, msg))
 }
 
+/// A PROPOSE from a replica: its batch is the rest of the body (decoding
+/// must consume it exactly), so the batch is hashed and the MAC checked over
+/// the prefix and that digest before anything is decoded; the decoded batch
+/// then keeps the digest. The encoding is canonical (fixed-width integers,
+/// checked tags and lengths, `Replier`'s one-to-one wire form), so the bytes
+/// received are exactly what encoding the decoded batch would give.
+fn open_propose(
+    from: Peer,
+    body: &[u8],
+    mut r: Reader<'_>,
+    tag: &[u8; MAC_BYTES],
+    crypto: &dyn Crypto,
+) -> Result<(Peer, Message), FrameError> {
+    let batch_bytes = body
+        .get(PROPOSE_PREFIX_BYTES..)
+        .ok_or(DecodeError::Truncated)?;
+    if batch_bytes.len() > BATCH_BYTES_MAX {
+        return Err(DecodeError::TooLong {
+            what: "batch bytes",
+            len: batch_bytes.len(),
+            max: BATCH_BYTES_MAX,
+        }
+        .into());
+    }
+    let digest = hash(batch_bytes);
+    let input = propose_mac_input(&body[..PROPOSE_PREFIX_BYTES], &digest);
+    if !crypto.verify_mac(from, &input, tag) {
+        return Err(FrameError::BadMac);
+    }
+    let msg = decode_message(&mut r)?;
+    r.finish()?;
+    if let Message::Propose { batch, .. } = &msg {
+        batch.preset_digest(digest);
+    }
+    Ok((from, msg))
+}
+
 /// The message's kind tag (its first byte after the header), read without
 /// decoding anything: lets a caller skip frames it has no use for.
 pub fn message_tag(frame: &[u8]) -> Option<u8> {
@@ -168,7 +204,6 @@ pub fn message_tag(frame: &[u8]) -> Option<u8> {
     }
 }
 
-/// Header lengths: kind byte and sender id.
 /// The client a replica's REPLY or REPLY-DIGEST frame answers, read without
 /// decoding or authenticating anything: lets a host that multiplexes many
 /// clients hand the frame to the right one (which then opens it).
@@ -195,6 +230,7 @@ pub fn reply_id(frame: &[u8]) -> Option<(ClientId, u64)> {
     ))
 }
 
+/// Header lengths: kind byte and sender id.
 pub const REPLICA_HEADER_BYTES: usize = 1 + 4;
 pub const CLIENT_HEADER_BYTES: usize = 1 + 8;
 

@@ -61,7 +61,8 @@ pub struct Client {
     deadline: Option<Time>,
     outputs: VecDeque<ClientOutput>,
     pub dropped_frames: u64,
-    /// Replies to a request that was not (or no longer) outstanding, dropped unopened.
+    /// Replies naming another client or a request not (or no longer)
+    /// outstanding, dropped unopened.
     pub late_replies: u64,
 }
 

@@ -92,9 +92,9 @@ impl Request {
 /// batch is the no-op a new leader uses to fill a gap.
 ///
 /// Its digest (SHA-256 of its encoding) is computed at most once: from the
-/// received bytes when it is decoded, or on first use when it is built. The
+/// received bytes when a PROPOSE frame is opened, else on first use. The
 /// requests are immutable once the batch exists, so the cache cannot go stale.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Batch {
     requests: Vec<Request>,
     digest: OnceLock<Digest>,
@@ -129,15 +129,6 @@ impl Batch {
     }
 }
 
-impl Clone for Batch {
-    fn clone(&self) -> Batch {
-        Batch {
-            requests: self.requests.clone(),
-            digest: self.digest.clone(),
-        }
-    }
-}
-
 /// Batches are equal when their requests are (the digest is derived from them).
 impl PartialEq for Batch {
     fn eq(&self, other: &Batch) -> bool {
@@ -146,6 +137,7 @@ impl PartialEq for Batch {
 }
 impl Eq for Batch {}
 
+/// The requests only: whether the digest is cached yet must not change output.
 impl std::fmt::Debug for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Batch")

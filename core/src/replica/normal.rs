@@ -1,5 +1,6 @@
 //! Normal case: requests, batching, PROPOSE → WRITE → ACCEPT, in-order execution.
 
+use super::state::Insert;
 use super::{Output, Replica};
 use crate::crypto::{hash, Digest, Peer};
 use crate::limits::*;
@@ -50,12 +51,13 @@ impl Replica {
             }
         }
         let id = req.id();
-        if self.pending.requests.contains_key(&id) {
-            return;
-        }
-        if !self.pending.insert(req, self.now) {
-            self.stats.dropped_pending_full += 1;
-            return;
+        match self.pending.insert(req, self.now) {
+            Insert::Added => {}
+            Insert::Known => return,
+            Insert::Full => {
+                self.stats.dropped_pending_full += 1;
+                return;
+            }
         }
         if self.leader() == self.cfg.me {
             self.pending.unproposed.push_back(id);

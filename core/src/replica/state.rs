@@ -262,6 +262,16 @@ pub struct Pending {
     pub in_flight: BTreeSet<(ClientId, u64)>,
 }
 
+/// What [`Pending::insert`] did with a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insert {
+    Added,
+    /// Held already (its client sent it again, or it also came in a PROPOSE).
+    Known,
+    /// `PENDING_REQUESTS_MAX` or `PENDING_PER_CLIENT_MAX` reached.
+    Full,
+}
+
 /// Requests one client may have pending at a replica (a closed-loop client has one).
 pub const PENDING_PER_CLIENT_MAX: usize = 8;
 
@@ -274,18 +284,17 @@ impl Pending {
         self.requests.is_empty()
     }
 
-    /// Adds a request; false if known already or a bound is reached.
-    pub fn insert(&mut self, req: Request, now: Time) -> bool {
+    /// Adds a request unless it is held already or a bound is reached.
+    pub fn insert(&mut self, req: Request, now: Time) -> Insert {
         let id = req.id();
-        if self.requests.len() >= PENDING_REQUESTS_MAX || self.client_full(id.0) {
-            return false;
-        }
+        let full = self.requests.len() >= PENDING_REQUESTS_MAX || self.client_full(id.0);
         match self.requests.entry(id) {
+            Entry::Occupied(_) => Insert::Known,
+            Entry::Vacant(_) if full => Insert::Full,
             Entry::Vacant(v) => {
                 v.insert((req, now));
-                true
+                Insert::Added
             }
-            Entry::Occupied(_) => false,
         }
     }
 
@@ -386,7 +395,7 @@ mod tests {
     fn remove_through_takes_a_clients_requests_up_to_seq_and_nothing_else() {
         let mut p = Pending::default();
         for (c, s) in [(1, 3), (1, 5), (1, 6), (2, 4), (2, 5)] {
-            assert!(p.insert(req(c, s), Time(0)));
+            assert_eq!(p.insert(req(c, s), Time(0)), Insert::Added);
             p.in_flight.insert((c, s));
         }
         p.remove_through(1, 5);
@@ -399,8 +408,9 @@ mod tests {
         assert!(p.is_empty() && p.in_flight.is_empty());
         // The per-client bound counts again from zero.
         for s in 1..=PENDING_PER_CLIENT_MAX as u64 {
-            assert!(p.insert(req(1, s), Time(0)));
+            assert_eq!(p.insert(req(1, s), Time(0)), Insert::Added);
         }
-        assert!(!p.insert(req(1, 99), Time(0)));
+        assert_eq!(p.insert(req(1, 99), Time(0)), Insert::Full);
+        assert_eq!(p.insert(req(1, 1), Time(0)), Insert::Known);
     }
 }

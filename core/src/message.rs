@@ -374,7 +374,7 @@ pub fn encode_batch(w: &mut Writer, b: &Batch) {
     }
 }
 
-fn decode_batch(r: &mut Reader) -> Result<Arc<Batch>, DecodeError> {
+pub(crate) fn decode_batch(r: &mut Reader) -> Result<Arc<Batch>, DecodeError> {
     let start = r.remaining();
     let n = r.len("batch", BATCH_REQUESTS_MAX, 21)?;
     let too_long = |used: usize| DecodeError::TooLong {
@@ -408,13 +408,13 @@ fn decode_sigs(r: &mut Reader) -> Result<Vec<(ReplicaId, Signature)>, DecodeErro
         .collect()
 }
 
-fn encode_checkpoint_cert(w: &mut Writer, c: &CheckpointCert) {
+pub(crate) fn encode_checkpoint_cert(w: &mut Writer, c: &CheckpointCert) {
     w.u64(c.instance);
     w.raw(&c.digest);
     encode_sigs(w, &c.sigs);
 }
 
-fn decode_checkpoint_cert(r: &mut Reader) -> Result<CheckpointCert, DecodeError> {
+pub(crate) fn decode_checkpoint_cert(r: &mut Reader) -> Result<CheckpointCert, DecodeError> {
     Ok(CheckpointCert {
         instance: r.u64()?,
         digest: r.array()?,

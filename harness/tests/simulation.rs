@@ -465,3 +465,63 @@ fn an_equivocating_leader_that_lies_in_leader_changes_stays_harmless() {
     let declined: u64 = runs.iter().map(|r| r.stats.fresh_values_declined).sum();
     assert!(declined > 0, "no fresh value was declined in 60 runs");
 }
+
+#[test]
+fn amnesiac_restarts_rejoin_safely_and_the_rule_is_what_keeps_them_safe() {
+    // Enough instances after the restart for the rule's two log windows.
+    let o = SimOptions {
+        crash: 1,
+        amnesia: true,
+        batch: Some(1),
+        checkpoint_interval: Some(4),
+        requests_per_client: 40,
+        ..opts()
+    };
+    let runs = all_pass(&o, 1..=40);
+    assert!(
+        runs.iter().any(|r| r.stats.rejoined > 0),
+        "some restarted replica rejoined"
+    );
+    let with_twin = SimOptions {
+        twins: 1,
+        ..o.clone()
+    };
+    all_pass(&with_twin, 1..=40);
+    // Control: the same restarts without the rule (the replica votes at once,
+    // having forgotten its votes) let one twin break agreement.
+    let control = SimOptions {
+        amnesia_without_rule: true,
+        ..with_twin
+    };
+    let broken = (1..=400u64).find(|s| {
+        run(*s, &control)
+            .violations
+            .iter()
+            .any(|v| v.starts_with("agreement"))
+    });
+    assert!(
+        broken.is_some(),
+        "a forgetful replica and one twin must split the cluster"
+    );
+}
+
+/// Every crash compares what the journal rebuilt with the replica's durable
+/// state; the control's disk forgets ACCEPT records and must be caught.
+#[test]
+fn the_durability_check_catches_a_journal_that_forgets() {
+    let o = SimOptions { crash: 1, ..opts() };
+    all_pass(&o, 1..=20);
+    let lossy = SimOptions {
+        lossy_journal_for_tests: true,
+        ..o
+    };
+    let caught = (1..=20).map(|s| run(s, &lossy)).any(|r| {
+        r.violations
+            .iter()
+            .any(|v| v.starts_with("durability") || v.contains("does not apply"))
+    });
+    assert!(
+        caught,
+        "a journal without its ACCEPT records must be caught"
+    );
+}

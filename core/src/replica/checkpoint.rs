@@ -122,6 +122,7 @@ impl Replica {
     fn make_stable(&mut self, cert: CheckpointCert, snapshot: Arc<Vec<u8>>) {
         let c = cert.instance;
         self.stable = Stable { cert, snapshot };
+        self.record(|r| super::DurableRecord::Stable(r.stable.clone()));
         self.slots = self.slots.split_off(&(c + 1));
         self.own_checkpoints = self.own_checkpoints.split_off(&(c + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(c + 1));
@@ -249,6 +250,7 @@ impl Replica {
             self.stats.dropped_invalid += 1;
             return;
         }
+        self.note_rejoin_evidence(s, reply.checkpoint.instance);
         self.adopt_checkpoint_cert(reply.checkpoint.clone());
         if let Some(t) = self.transfer.as_mut() {
             t.replies.insert(s, reply);
@@ -353,6 +355,7 @@ impl Replica {
             cert,
             snapshot: Arc::new(snapshot),
         };
+        self.record(|r| super::DurableRecord::Stable(r.stable.clone()));
         self.slots = self.slots.split_off(&(c + 1));
         self.own_checkpoints = self.own_checkpoints.split_off(&(c + 1));
         self.checkpoint_votes = self.checkpoint_votes.split_off(&(c + 1));
@@ -397,8 +400,7 @@ impl Replica {
             let Some((d, (_, batch))) = votes.into_iter().find(|(_, (n, _))| *n > f) else {
                 return;
             };
-            let slot = self.slots.entry(i).or_default();
-            slot.decided = Some((d, batch));
+            self.record_decided(i, d, batch);
             self.stats.instances_decided += 1;
             self.execute_ready();
         }
@@ -410,7 +412,8 @@ impl Replica {
             .known_stable
             .as_ref()
             .is_some_and(|k| k.instance > self.last_executed)
-            || self.mode == Mode::Syncing;
+            || self.mode == Mode::Syncing
+            || self.rejoin.as_ref().is_some_and(|r| r.at.is_none());
         if lagging {
             self.start_state_transfer();
         }

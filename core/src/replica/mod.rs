@@ -13,11 +13,13 @@
 //! and the leader-change decision rule).
 
 mod checkpoint;
+pub mod journal;
 mod normal;
 mod regency;
 pub mod state;
 pub mod verify;
 
+pub use journal::{DurableRecord, JournalError};
 pub use state::{ClientTable, Durable, Slot, Stable};
 
 use crate::app::App;
@@ -74,6 +76,8 @@ pub struct Stats {
     pub checkpoint_mismatches: u64,
     pub instances_decided: u64,
     pub requests_executed: u64,
+    /// A replica that started without its durable state was allowed to vote again.
+    pub rejoined: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +86,19 @@ enum Mode {
     Normal,
     /// `regency` installed, waiting for the new leader's SYNC.
     Syncing,
+}
+
+/// A replica that lost its durable state (restarted from memory) does not
+/// know what it voted before. It sends no WRITE, ACCEPT, PROPOSE or STOPDATA
+/// until its stable checkpoint reaches `at`, above every instance it can
+/// have voted at (ARCHITECTURE.md, "Restarts"). Until then it counts as one
+/// of the f faulty replicas.
+#[derive(Debug, Default)]
+struct Rejoin {
+    /// The stable checkpoint each peer's state reply proved (certificates verified).
+    certs: BTreeMap<ReplicaId, Instance>,
+    /// Set once 2f peers answered: their highest checkpoint plus two log windows.
+    at: Option<Instance>,
 }
 
 #[derive(Debug)]
@@ -138,6 +155,10 @@ pub struct Replica {
     stats: Stats,
     /// The client whose request the last input carried and authenticated, if any.
     authenticated_client: Option<ClientId>,
+    /// Changes to the durable state since the host last took them (`with_journal`).
+    journal: Option<Vec<DurableRecord>>,
+    /// Started without its durable state, and not yet allowed to vote.
+    rejoin: Option<Rejoin>,
 }
 
 impl Replica {
@@ -201,6 +222,8 @@ impl Replica {
             to_self: VecDeque::new(),
             stats: Stats::default(),
             authenticated_client: None,
+            journal: None,
+            rejoin: None,
         };
         r.restore_stable_snapshot();
         r.replay_decided();
@@ -213,6 +236,87 @@ impl Replica {
             r.start_state_transfer();
         }
         Ok(r)
+    }
+
+    /// A replica restarted *without* its durable state (kept in memory only):
+    /// it starts from genesis, asks its peers for state and votes again only
+    /// under the rejoin rule (see [`Rejoin`]), so that nothing it sends can
+    /// contradict what it sent before it lost its state. `seed` must differ
+    /// from the earlier run's, so its state requests are not answered by
+    /// replies to that run's.
+    pub fn amnesiac(
+        cfg: Config,
+        crypto: Box<dyn Crypto + Send>,
+        app: Box<dyn App>,
+        seed: u64,
+        now: Time,
+    ) -> Result<Replica, ConfigError> {
+        let genesis = genesis_durable(app.as_ref());
+        let mut r = Replica::recover(cfg, crypto, app, genesis, seed, now)?;
+        r.rejoin = Some(Rejoin::default());
+        r.start_state_transfer();
+        Ok(r)
+    }
+
+    /// Records every change to the durable state as a [`DurableRecord`], for
+    /// the host to persist (`take_journal`) before it sends the step's frames.
+    pub fn with_journal(mut self) -> Replica {
+        self.journal = Some(Vec::new());
+        self
+    }
+
+    /// The durable changes recorded since the last call, in order.
+    pub fn take_journal(&mut self) -> Vec<DurableRecord> {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn record(&mut self, rec: impl FnOnce(&Replica) -> DurableRecord) {
+        if self.journal.is_some() {
+            let rec = rec(self);
+            if let Some(j) = self.journal.as_mut() {
+                j.push(rec);
+            }
+        }
+    }
+
+    fn record_regency(&mut self) {
+        self.record(|r| DurableRecord::Regency {
+            regency: r.regency,
+            synced_regency: r.synced_regency,
+            synced_last: r.synced_last,
+        });
+    }
+
+    /// Whether this replica may send votes (WRITE, ACCEPT, PROPOSE, STOPDATA).
+    pub(super) fn may_vote(&self) -> bool {
+        self.rejoin.is_none()
+    }
+
+    /// A verified state reply from `s` proved its stable checkpoint `c`.
+    pub(super) fn note_rejoin_evidence(&mut self, s: ReplicaId, c: Instance) {
+        let (f, window) = (self.cfg.f(), self.cfg.log_window());
+        let Some(rj) = self.rejoin.as_mut() else {
+            return;
+        };
+        let e = rj.certs.entry(s).or_insert(c);
+        *e = (*e).max(c);
+        if rj.at.is_none() && rj.certs.len() >= 2 * f {
+            let high = rj.certs.values().copied().max().unwrap_or(0);
+            rj.at = Some(high.saturating_add(2 * window));
+        }
+    }
+
+    fn check_rejoin(&mut self) {
+        let Some(at) = self.rejoin.as_ref().and_then(|r| r.at) else {
+            return;
+        };
+        if self.stable.cert.instance >= at {
+            self.rejoin = None;
+            self.stats.rejoined += 1;
+        }
     }
 
     fn restore_stable_snapshot(&mut self) {
@@ -332,6 +436,7 @@ impl Replica {
 
     /// Work that follows any input: propose if leader, re-arm timers.
     fn after_step(&mut self) {
+        self.check_rejoin();
         self.try_propose();
         self.drain_self();
         if self.pending.is_empty() {
@@ -417,6 +522,14 @@ impl Replica {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
+    /// Started without its durable state and not yet voting again.
+    pub fn is_rejoining(&self) -> bool {
+        self.rejoin.is_some()
+    }
+    /// The stable checkpoint a rejoining replica waits for, once known.
+    pub fn rejoin_at(&self) -> Option<Instance> {
+        self.rejoin.as_ref().and_then(|r| r.at)
+    }
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
@@ -439,7 +552,7 @@ impl Replica {
     /// A one-line summary of the protocol state, for traces.
     pub fn summary(&self) -> String {
         format!(
-            "reg={} {} synced={} stop={:?} exec={} stable={} pending={} transfer={}",
+            "reg={} {} synced={} stop={:?} exec={} stable={} pending={} transfer={} rejoin={:?}",
             self.regency,
             if self.mode == Mode::Syncing {
                 "SYNCING"
@@ -451,7 +564,8 @@ impl Replica {
             self.last_executed,
             self.stable.cert.instance,
             self.pending.len(),
-            self.transfer.is_some()
+            self.transfer.is_some(),
+            self.rejoin.as_ref().map(|r| r.at)
         )
     }
 

@@ -13,6 +13,14 @@ impl Replica {
         i > low && i <= low + self.cfg.log_window()
     }
 
+    /// An executed instance that this regency's SYNC plan put to the vote
+    /// again (see `adopt_planned`): its votes are still counted.
+    fn revoting(&self, i: Instance) -> bool {
+        self.slots
+            .get(&i)
+            .is_some_and(|s| s.planned && s.proposal.as_ref().is_some_and(|p| p.0 == self.regency))
+    }
+
     /// Votes are kept for the current regency and the next (a peer may install it first).
     fn vote_regency_ok(&self, r: Regency) -> bool {
         r >= self.regency && r <= self.regency + 1
@@ -80,6 +88,7 @@ impl Replica {
     pub(super) fn try_propose(&mut self) {
         // A leader proposes in a regency only after its SYNC fixed what came before.
         if self.mode != super::Mode::Normal
+            || !self.may_vote()
             || self.leader() != self.cfg.me
             || self.synced_regency != self.regency
             || self.stop_target.is_some()
@@ -284,8 +293,16 @@ impl Replica {
             }
         }
         let d = *d;
+        if self.rejoin.is_some() {
+            return;
+        }
         slot.voted_write = Some(r);
         slot.note_written(r, d, self.cfg.writeset_max());
+        self.record(|_| super::DurableRecord::Wrote {
+            instance: i,
+            regency: r,
+            digest: d,
+        });
         self.broadcast(Message::Write {
             regency: r,
             instance: i,
@@ -300,7 +317,7 @@ impl Replica {
             self.stats.dropped_out_of_bounds += 1;
             return;
         }
-        if i <= self.last_executed {
+        if i <= self.last_executed && !self.revoting(i) {
             return;
         }
         let slot = self.slots.entry(i).or_default();
@@ -318,7 +335,7 @@ impl Replica {
     /// After 2f+1 matching WRITEs for our proposal: record it as accepted, send ACCEPT.
     pub(super) fn try_accept(&mut self, i: Instance) {
         let (q, r) = (self.cfg.quorum(), self.regency);
-        if self.mode != super::Mode::Normal {
+        if self.mode != super::Mode::Normal || !self.may_vote() {
             return;
         }
         let Some(slot) = self.slots.get_mut(&i) else {
@@ -330,8 +347,14 @@ impl Replica {
         if pr != r || slot.voted_accept == Some(r) || slot.write_count(r, &d) < q {
             return;
         }
-        slot.accepted = Some((r, d, batch));
+        slot.accepted = Some((r, d, batch.clone()));
         slot.voted_accept = Some(r);
+        self.record(|_| super::DurableRecord::Accepted {
+            instance: i,
+            regency: r,
+            digest: d,
+            batch,
+        });
         self.broadcast(Message::Accept {
             regency: r,
             instance: i,
@@ -346,7 +369,7 @@ impl Replica {
             self.stats.dropped_out_of_bounds += 1;
             return;
         }
-        if i <= self.last_executed {
+        if i <= self.last_executed && !self.revoting(i) {
             return;
         }
         let slot = self.slots.entry(i).or_default();
@@ -379,9 +402,22 @@ impl Replica {
         let Some(batch) = slot.batch_for(&d) else {
             return; // the value is decided but we lack its batch: state transfer brings it
         };
-        slot.decided = Some((d, batch));
+        self.record_decided(i, d, batch);
         self.stats.instances_decided += 1;
         self.execute_ready();
+    }
+
+    /// Marks instance `i` decided by `batch` and journals it (without the
+    /// batch when it is the one this replica accepted, already journaled).
+    pub(super) fn record_decided(&mut self, i: Instance, d: Digest, batch: Arc<Batch>) {
+        let slot = self.slots.entry(i).or_default();
+        let accepted = slot.accepted.as_ref().is_some_and(|(_, ad, _)| *ad == d);
+        slot.decided = Some((d, batch.clone()));
+        self.record(|_| super::DurableRecord::Decided {
+            instance: i,
+            digest: d,
+            batch: (!accepted).then_some(batch),
+        });
     }
 
     /// Executes decided instances strictly in order.

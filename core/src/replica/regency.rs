@@ -72,6 +72,7 @@ impl Replica {
     pub(super) fn install(&mut self, t: Regency) {
         debug_assert!(t > self.regency);
         self.regency = t;
+        self.record_regency();
         self.mode = Mode::Syncing;
         self.stop_target = None;
         self.stats.regencies_installed += 1;
@@ -86,8 +87,12 @@ impl Replica {
         // until then only the view-change timer escalates.
         self.progress_phase = 0;
         self.progress_deadline = None;
-        let (data, batches) = self.build_stop_data(t);
-        self.send_replica(self.cfg.leader_of(t), Message::StopData { data, batches });
+        // A rejoining replica's report could omit what it accepted before it
+        // lost its state: it sends none (it counts as one of the f).
+        if self.may_vote() {
+            let (data, batches) = self.build_stop_data(t);
+            self.send_replica(self.cfg.leader_of(t), Message::StopData { data, batches });
+        }
     }
 
     fn build_stop_data(&self, t: Regency) -> (StopData, Vec<Arc<Batch>>) {
@@ -215,6 +220,7 @@ impl Replica {
         self.enter_normal(t);
         self.synced_regency = t;
         self.synced_last = plan.last();
+        self.record_regency();
         self.adopt_checkpoint_cert(plan.checkpoint.clone());
         if plan.checkpoint.instance > self.last_executed {
             self.start_state_transfer();
@@ -228,13 +234,16 @@ impl Replica {
     }
 
     fn adopt_planned(&mut self, t: Regency, i: Instance, d: Digest, batch: &Arc<Batch>) {
-        if i <= self.last_executed {
-            if self.decided_digest(i).is_some_and(|dd| dd != d) {
-                self.stats.plan_conflicts += 1;
-            }
+        if !self.in_window(i) {
             return;
         }
-        if !self.in_window(i) {
+        // An instance we executed is voted on again when the plan names the
+        // value we decided: the others may need our votes to decide it (we
+        // may be the only correct replica that saw its decision).
+        if i <= self.last_executed && self.decided_digest(i) != Some(d) {
+            if self.decided_digest(i).is_some() {
+                self.stats.plan_conflicts += 1;
+            }
             return;
         }
         for req in batch.requests() {

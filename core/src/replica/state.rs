@@ -88,7 +88,7 @@ impl Slot {
 }
 
 /// The latest stable checkpoint: its certificate and the state snapshot at it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stable {
     pub cert: CheckpointCert,
     pub snapshot: Arc<Vec<u8>>,

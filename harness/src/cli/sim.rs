@@ -48,6 +48,10 @@ pub struct SimArgs {
     /// Crash them at the same instant.
     #[arg(long)]
     pub crash_together: bool,
+    /// Crashed BFT replicas restart without their durable state (memory
+    /// storage) and rejoin under the amnesia rule.
+    #[arg(long)]
+    pub amnesia: bool,
     /// No loss, duplication, reordering or partitions.
     #[arg(long)]
     pub no_network_faults: bool,
@@ -129,6 +133,7 @@ impl SimArgs {
             (self.mutate, " --mutate"),
             (self.equivocate, " --equivocate"),
             (self.crash_together, " --crash-together"),
+            (self.amnesia, " --amnesia"),
             (self.no_network_faults, " --no-network-faults"),
         ] {
             if set {
@@ -163,6 +168,9 @@ impl SimArgs {
         if self.clients == 0 || self.requests == 0 {
             bail!("--clients and --requests must be positive");
         }
+        if self.amnesia && (raft || self.crash == 0) {
+            bail!("--amnesia: BFT replicas that --crash lose their state; give --crash K (Raft's log is always kept)");
+        }
         if self.equivocate && self.twins > 0 {
             bail!("--equivocate: one Byzantine replica at a time; drop --twins");
         }
@@ -174,6 +182,9 @@ impl SimArgs {
             mutate: self.mutate,
             crash: self.crash,
             crash_together: self.crash_together,
+            amnesia: self.amnesia,
+            amnesia_without_rule: false,
+            lossy_journal_for_tests: false,
             network_faults: !self.no_network_faults,
             clients: self.clients,
             requests_per_client: self.requests,
@@ -203,9 +214,10 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
     }
     let seeds = parse_seeds(&args.seeds)?;
     let started = Instant::now();
-    let (mut passed, mut failed) = (0u64, 0u64);
+    let (mut passed, mut failed, mut beyond_f) = (0u64, 0u64, 0u64);
     for seed in seeds.clone() {
         let r = sim::run(seed, &opts);
+        beyond_f += r.beyond_f as u64;
         if r.passed() {
             passed += 1;
         } else {
@@ -227,7 +239,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
     );
     writeln!(
         out,
-        "sim protocol={} replicas={} seeds={}..={} twins={} mutate={} equivocate={} crash={}: {passed} passed, {failed} failed",
+        "sim protocol={} replicas={} seeds={}..={} twins={} mutate={} equivocate={} crash={} amnesia={}: {passed} passed, {failed} failed; {beyond_f} ended with more than f faulty (safety checked, liveness not required)",
         if opts.raft { "raft" } else { "bft" },
         opts.replicas,
         seeds.start(),
@@ -235,7 +247,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
         opts.twins,
         opts.mutate,
         opts.equivocate,
-        opts.crash
+        opts.crash,
+        opts.amnesia
     )?;
     Ok(if failed == 0 { 0 } else { 1 })
 }

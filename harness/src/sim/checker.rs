@@ -36,6 +36,20 @@ impl Checker {
         }
     }
 
+    /// A crashed replica's journal did not rebuild its durable state: a
+    /// restart from disk would have forgotten something.
+    pub fn journal_incomplete(&mut self, replica: ReplicaId) {
+        self.violate(format!(
+            "durability: r{replica}'s journal does not rebuild its durable state"
+        ));
+    }
+
+    pub fn journal_invalid(&mut self, replica: ReplicaId, why: &str) {
+        self.violate(format!(
+            "durability: r{replica}'s journal does not apply: {why}"
+        ));
+    }
+
     pub fn submitted(&mut self, id: (ClientId, u64)) {
         self.submitted.insert(id);
     }

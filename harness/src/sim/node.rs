@@ -4,7 +4,7 @@
 
 use bft_core::crypto::{Crypto, Digest, Peer};
 use bft_core::message::{ClientId, Instance};
-use bft_core::replica::{Durable, Output, Replica, Stats};
+use bft_core::replica::{Durable, DurableRecord, Output, Replica, Stats};
 use bft_core::time::Time;
 use bft_net::raft_engine::{AppliedEntry, RaftEngine};
 use bft_net::raft_store::RaftStore;
@@ -157,10 +157,20 @@ impl SimReplica {
         }
     }
 
-    pub fn persisted(&self) -> Persisted {
+    /// Raft's kept log (the BFT replica's durable state is its journal, which
+    /// the world applies as it goes: see `take_journal`).
+    pub fn raft_storage(&self) -> Option<RaftStore> {
         match self {
-            SimReplica::Bft(r) => Persisted::Bft(Box::new(r.durable())),
-            SimReplica::Raft { engine, .. } => Persisted::Raft(engine.storage()),
+            SimReplica::Bft(_) => None,
+            SimReplica::Raft { engine, .. } => Some(engine.storage()),
+        }
+    }
+
+    /// The BFT replica's durable changes since the last call.
+    pub fn take_journal(&mut self) -> Vec<DurableRecord> {
+        match self {
+            SimReplica::Bft(r) => r.take_journal(),
+            SimReplica::Raft { .. } => Vec::new(),
         }
     }
 

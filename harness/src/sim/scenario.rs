@@ -23,6 +23,15 @@ pub struct SimOptions {
     pub crash: usize,
     /// Crash them all at one instant (the "more than f down" experiment).
     pub crash_together: bool,
+    /// Crashed BFT replicas restart without their durable state (kept in
+    /// memory only) and rejoin under the rule of `Replica::amnesiac`.
+    pub amnesia: bool,
+    /// Test-only, with `amnesia`: restart them as fresh replicas instead, with
+    /// no rejoin rule, to show the checkers catch what the rule prevents.
+    pub amnesia_without_rule: bool,
+    /// Test-only: the simulated disk loses every ACCEPT record, to show the
+    /// durability check catches a journal that forgets.
+    pub lossy_journal_for_tests: bool,
     /// Network faults (loss, duplication, reordering, partitions) before the heal.
     pub network_faults: bool,
     pub clients: usize,
@@ -56,6 +65,9 @@ impl Default for SimOptions {
             equivocate: false,
             crash: 0,
             crash_together: false,
+            amnesia: false,
+            amnesia_without_rule: false,
+            lossy_journal_for_tests: false,
             network_faults: true,
             clients: 6,
             requests_per_client: 20,

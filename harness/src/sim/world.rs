@@ -16,6 +16,7 @@ use bft_core::client::{Client, ClientAuth, ClientOutput};
 use bft_core::config::Config;
 use bft_core::crypto::{signing_key_from_seed, Crypto, Digest, KeyedCrypto, Peer, SimCrypto};
 use bft_core::message::{ClientId, Instance, ReplicaId};
+use bft_core::replica::DurableRecord;
 use bft_core::replica::{Replica, Stats};
 use bft_core::rng::Rng;
 use bft_core::time::{Span, Time};
@@ -53,6 +54,8 @@ struct ReplicaSlot {
     id: ReplicaId,
     copy: u8,
     node: Option<SimReplica>,
+    /// What survives a crash: Raft's log taken at the crash; for BFT, the
+    /// replica's journal applied as it was written (what a disk holds).
     durable: Option<Persisted>,
     timer: Option<Time>,
 }
@@ -90,6 +93,9 @@ pub struct RunResult {
     pub latency_sum: Span,
     /// Frames the equivocating leader rewrote.
     pub equivocations: u64,
+    /// More than f replicas were faulty at the end (Byzantine, or still
+    /// rejoining after losing their state): liveness was not required.
+    pub beyond_f: bool,
 }
 
 impl RunResult {
@@ -164,12 +170,12 @@ impl World {
         for id in 0..w.sc.n as ReplicaId {
             let copies = if w.sc.twins.contains(&id) { 2 } else { 1 };
             for copy in 0..copies {
-                let node = w.make_replica(id, copy, None);
+                let (node, durable) = w.make_replica(id, copy, None);
                 w.replicas.push(ReplicaSlot {
                     id,
                     copy,
                     node: Some(node),
-                    durable: None,
+                    durable,
                     timer: None,
                 });
             }
@@ -240,7 +246,14 @@ impl World {
         cfg
     }
 
-    fn make_replica(&self, id: ReplicaId, copy: u8, durable: Option<Persisted>) -> SimReplica {
+    /// A replica (fresh, or restarted from what survived its crash) and, for
+    /// BFT, the durable state its journal starts from.
+    fn make_replica(
+        &self,
+        id: ReplicaId,
+        copy: u8,
+        durable: Option<Persisted>,
+    ) -> (SimReplica, Option<Persisted>) {
         let crypto = self.crypto_for(Peer::Replica(id));
         let app = Box::new(ChainApp::default());
         let n = self.sc.n;
@@ -258,16 +271,28 @@ impl World {
             let engine = engine
                 .ticking(RAFT_TICK, self.now)
                 .snapshot_every(self.sc.checkpoint_interval);
-            return SimReplica::raft(engine, replay_through);
+            return (SimReplica::raft(engine, replay_through), None);
         }
         let cfg = self.config_for(id);
-        let replica = match durable {
-            Some(Persisted::Bft(d)) => Replica::recover(cfg, crypto, app, *d, seed, self.now),
-            _ => Replica::new(cfg, crypto, app, seed),
+        let restart = self.now > Time::ZERO;
+        let disk = match durable {
+            Some(Persisted::Bft(d)) => *d,
+            _ => bft_core::replica::genesis_durable(app.as_ref()),
         };
-        SimReplica::Bft(Box::new(
-            replica.expect("the simulator builds valid configurations"),
-        ))
+        let replica = if !restart {
+            Replica::new(cfg, crypto, app, seed)
+        } else if self.opts.amnesia && self.opts.amnesia_without_rule {
+            Replica::recover(cfg, crypto, app, disk.clone(), seed, self.now)
+        } else if self.opts.amnesia {
+            Replica::amnesiac(cfg, crypto, app, seed, self.now)
+        } else {
+            Replica::recover(cfg, crypto, app, disk.clone(), seed, self.now)
+        };
+        let replica = replica
+            .expect("the simulator builds valid configurations")
+            .with_journal();
+        let node = SimReplica::Bft(Box::new(replica));
+        (node, Some(Persisted::Bft(Box::new(disk))))
     }
 
     fn push(&mut self, at: Time, p: Payload) {
@@ -440,6 +465,7 @@ impl World {
                 }
             }
         }
+        self.persist_journal(slot);
         if let Some(node) = self.replicas[slot].node.as_ref().and_then(SimReplica::bft) {
             let window = node.config().log_window();
             self.checker
@@ -516,12 +542,49 @@ impl World {
         }
     }
 
+    /// Applies a BFT replica's durable changes to its "disk", as the binary's
+    /// write-ahead log does before the step's frames leave.
+    fn persist_journal(&mut self, slot: usize) {
+        let s = &mut self.replicas[slot];
+        let Some(node) = s.node.as_mut() else { return };
+        let mut records = node.take_journal();
+        if self.opts.lossy_journal_for_tests {
+            records.retain(|r| !matches!(r, DurableRecord::Accepted { .. }));
+        }
+        if let Some(Persisted::Bft(disk)) = s.durable.as_mut() {
+            for rec in records {
+                if let Err(e) = disk.apply(rec) {
+                    let id = s.id;
+                    self.checker.journal_invalid(id, &e.to_string());
+                    return;
+                }
+            }
+        }
+    }
+
     fn crash(&mut self, id: ReplicaId) {
-        for slot in self.replicas.iter_mut().filter(|s| s.id == id) {
-            if let Some(node) = slot.node.take() {
-                add_stats(&mut self.crashed_stats, node.stats());
-                slot.durable = Some(node.persisted());
-                slot.timer = None;
+        for i in 0..self.replicas.len() {
+            let slot = &mut self.replicas[i];
+            if slot.id != id {
+                continue;
+            }
+            let Some(node) = slot.node.take() else {
+                continue;
+            };
+            add_stats(&mut self.crashed_stats, node.stats());
+            slot.timer = None;
+            if let Some(storage) = node.raft_storage() {
+                slot.durable = Some(Persisted::Raft(storage));
+            }
+            let lost = match (&slot.durable, node.bft()) {
+                (Some(Persisted::Bft(disk)), Some(r)) => disk.image() != r.durable().image(),
+                _ => false,
+            };
+            if self.opts.amnesia {
+                slot.durable = None;
+            }
+            if lost {
+                self.checker.journal_incomplete(id);
             }
         }
     }
@@ -531,9 +594,12 @@ impl World {
             if self.replicas[slot].id == id && self.replicas[slot].node.is_none() {
                 let durable = self.replicas[slot].durable.take();
                 let copy = self.replicas[slot].copy;
-                self.replicas[slot].node = Some(self.make_replica(id, copy, durable));
-                if self.opts.raft {
-                    // Raft rebuilds the App by applying its log again from the first entry.
+                let (node, durable) = self.make_replica(id, copy, durable);
+                self.replicas[slot].node = Some(node);
+                self.replicas[slot].durable = durable;
+                if self.opts.raft || self.opts.amnesia {
+                    // Raft rebuilds the App by applying its log again from the
+                    // first entry; an amnesiac BFT replica from genesis.
                     self.checker.forget_executions(id);
                 }
                 self.drain_replica(slot);
@@ -624,7 +690,20 @@ impl World {
         if self.events >= EVENTS_MAX {
             self.checker.liveness(1, 1);
         }
-        let within_f = self.byzantine.len() <= self.sc.f();
+        // A replica still rejoining after losing its state counts as one of
+        // the f (it votes in nothing), beside the Byzantine identities.
+        let rejoining = self
+            .replicas
+            .iter()
+            .filter(|s| !self.byzantine.contains(&s.id))
+            .filter(|s| {
+                s.node
+                    .as_ref()
+                    .and_then(SimReplica::bft)
+                    .is_some_and(|r| r.is_rejoining())
+            })
+            .count();
+        let within_f = self.byzantine.len() + rejoining <= self.sc.f();
         if within_f {
             self.checker
                 .liveness((submitted - completed) as usize, submitted as usize);
@@ -658,6 +737,7 @@ impl World {
             finals,
             latency_sum: self.latency_sum,
             equivocations: self.equivocations,
+            beyond_f: !within_f,
         }
     }
 }
@@ -680,6 +760,7 @@ fn add_stats(acc: &mut Stats, s: &Stats) {
     acc.checkpoint_mismatches += s.checkpoint_mismatches;
     acc.instances_decided += s.instances_decided;
     acc.requests_executed += s.requests_executed;
+    acc.rejoined += s.rejoined;
 }
 
 /// Runs one seed.
@@ -691,6 +772,7 @@ pub fn run(seed: u64, opts: &SimOptions) -> RunResult {
 pub fn stats_map(s: &Stats) -> BTreeMap<&'static str, u64> {
     BTreeMap::from([
         ("regencies", s.regencies_installed),
+        ("rejoined", s.rejoined),
         ("sync_waits", s.sync_waits),
         ("fresh_declined", s.fresh_values_declined),
         ("state_transfers", s.state_transfers_applied),

@@ -33,7 +33,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("target_ops_s", ""),
     ("auth", "mac"),
     ("replies", "digests"),
-    ("raft_storage", "memory"),
+    ("storage", "memory"),
     ("batch", "1024"),
     ("pipeline", "4"),
     ("execution", "embedded"),
@@ -49,6 +49,7 @@ const ALIASES: &[(&str, &str)] = &[
     ("duration", "duration_s"),
     ("warmup", "warmup_s"),
     ("target", "target_ops_s"),
+    ("raft_storage", "storage"),
 ];
 
 /// Deployment back ends a cell may name.
@@ -120,7 +121,7 @@ fn check_value(key: &str, v: &str) -> anyhow::Result<String> {
         "protocol" => one_of(&["bare", "raft", "bft"], ""),
         "auth" => one_of(&["mac", "ed25519"], ""),
         "replies" => one_of(&["digests", "full"], ""),
-        "raft_storage" => one_of(&["memory", "disk"], ""),
+        "storage" => one_of(&["memory", "disk"], ""),
         "execution" => one_of(&["embedded", "remote"], ""),
         "io" => one_of(&["epoll", "uring"], ""),
         "faults" => one_of(&["none"], " (fault schedules are still to come)"),
@@ -314,7 +315,8 @@ pub fn run_spec(c: &Params, dir: &Path, keep: bool) -> anyhow::Result<RunSpec> {
             _ => Some(num("verify_threads")? as usize),
         },
         no_batch_verify: false,
-        raft_disk: get("raft_storage") == "disk",
+        storage: get("storage").to_string(),
+        raft_disk: false,
         raft_snapshot_every: bft_net::raft_engine::SNAPSHOT_EVERY,
         io: match get("io") {
             "" => "epoll".into(),

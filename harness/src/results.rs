@@ -25,7 +25,7 @@ pub const PARAM_COLUMNS: &[&str] = &[
     "target_ops_s",
     "auth",
     "replies",
-    "raft_storage",
+    "storage",
     "batch",
     "pipeline",
     "execution",
@@ -233,7 +233,11 @@ pub fn append(path: &Path, row: &ResultRow) -> anyhow::Result<()> {
     let header = ResultRow::columns();
     let fresh = std::fs::metadata(path).map_or(true, |m| m.len() == 0);
     if !fresh {
-        let existing = read_header(path)?;
+        let mut existing = read_header(path)?;
+        if existing != header && renamed(&existing) == header {
+            upgrade_renamed(path)?;
+            existing = header.clone();
+        }
         if existing != header {
             anyhow::bail!(
                 "{}: its columns differ from this version's ({} vs {}); write to a new file",
@@ -258,6 +262,53 @@ pub fn append(path: &Path, row: &ResultRow) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A header with the renamed columns under their new names.
+fn renamed(header: &[String]) -> Vec<String> {
+    header
+        .iter()
+        .map(|c| {
+            RENAMED_COLUMNS
+                .iter()
+                .find(|(old, _)| old == c)
+                .map_or(c.clone(), |(_, new)| new.to_string())
+        })
+        .collect()
+}
+
+/// Rewrites a file whose only difference is a renamed column (its rows keep
+/// what they measured: an empty `raft_storage` was a replica in memory),
+/// under a temporary name renamed over it.
+fn upgrade_renamed(path: &Path) -> anyhow::Result<()> {
+    let header = read_header(path)?;
+    let new_header = renamed(&header);
+    let moved: Vec<bool> = header
+        .iter()
+        .zip(&new_header)
+        .map(|(a, b)| a != b)
+        .collect();
+    let mut r = csv::Reader::from_path(path).with_context(|| format!("{}", path.display()))?;
+    let tmp = path.with_extension("csv.upgrade");
+    let mut w = csv::Writer::from_path(&tmp).with_context(|| format!("{}", tmp.display()))?;
+    w.write_record(&new_header)?;
+    for rec in r.records() {
+        let rec = rec?;
+        let cells = rec.iter().zip(&moved).map(|(v, m)| match (*m, v) {
+            (true, "") => "memory",
+            _ => v,
+        });
+        w.write_record(cells)?;
+    }
+    w.into_inner()
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .sync_data()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("upgrading {}", path.display()))?;
+    eprintln!(
+        "{}: renamed the column raft_storage to storage (this version's name)",
+        path.display()
+    );
+    Ok(())
+}
+
 fn read_header(path: &Path) -> anyhow::Result<Vec<String>> {
     let mut r = csv::Reader::from_path(path).with_context(|| format!("{}", path.display()))?;
     Ok(r.headers()?.iter().map(str::to_string).collect())
@@ -266,8 +317,11 @@ fn read_header(path: &Path) -> anyhow::Result<Vec<String>> {
 /// All rows of a results file, as column → value maps.
 /// Columns added after files were written, with the value every older row
 /// had: before `replies` existed, every BFT replica sent its full result;
-/// before `raft_storage`, Raft kept its log in memory.
-const ADDED_COLUMNS: &[(&str, &str)] = &[("replies", "full"), ("raft_storage", "memory")];
+/// before `storage` (first named `raft_storage`, Raft only), every replica
+/// kept its state in memory.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("replies", "full"), ("storage", "memory")];
+/// Columns renamed since files were written: (old name, new name).
+const RENAMED_COLUMNS: &[(&str, &str)] = &[("raft_storage", "storage")];
 
 pub fn read_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
     let mut r = csv::Reader::from_path(path)
@@ -285,6 +339,17 @@ pub fn read_rows(path: &Path) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
         );
     }
     for row in &mut rows {
+        for (old, new) in RENAMED_COLUMNS {
+            if let Some(v) = row.remove(*old) {
+                // The old column was empty for protocols other than Raft: memory.
+                let v = if v.is_empty() {
+                    "memory".to_string()
+                } else {
+                    v
+                };
+                row.insert(new.to_string(), v);
+            }
+        }
         for (column, was) in ADDED_COLUMNS {
             row.entry(column.to_string())
                 .or_insert_with(|| was.to_string());

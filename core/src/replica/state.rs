@@ -146,6 +146,12 @@ impl ClientTable {
         self.last.len()
     }
 
+    /// The sum of every client's last executed sequence number: with clients
+    /// that number their requests 1, 2, 3, … it counts what the state holds.
+    pub fn seq_sum(&self) -> u64 {
+        self.last.values().map(|e| e.seq).sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.last.is_empty()
     }

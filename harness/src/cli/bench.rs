@@ -182,7 +182,7 @@ fn print_table(out: &mut impl Write, a: &BenchArgs, rows: &[Row]) -> std::io::Re
     Ok(())
 }
 
-const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,replies,raft_storage,batch,pipeline,io,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
+const CSV_HEADER: &str = "protocol,replicas,workload,clients,auth,replies,storage,batch,pipeline,io,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
 
 /// How the row's clients got their results: from BFT replicas, `digests`
 /// (one full result, the others its hash) or `full` (all full); Raft's
@@ -193,6 +193,9 @@ fn replies_column(protocol: &str, full_replies: bool) -> &'static str {
         _ => "full",
     }
 }
+
+/// The header the previous version wrote: `storage` was `raft_storage`, empty but for Raft.
+const CSV_HEADER_RAFT_STORAGE: &str = "protocol,replicas,workload,clients,auth,replies,raft_storage,batch,pipeline,io,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
 
 /// The header this version wrote before `replies` and `raft_storage` existed.
 const CSV_HEADER_BEFORE_REPLIES: &str = "protocol,replicas,workload,clients,auth,batch,pipeline,io,target_ops_s,duration_s,ops,throughput_ops_s,p50_us,p90_us,p99_us,p999_us,max_us,p50_intended_us,p99_intended_us,behind,cpu_us_per_op";
@@ -211,8 +214,17 @@ fn check_csv(path: &Path) -> anyhow::Result<()> {
     match text.lines().next() {
         None => Ok(()),
         Some(CSV_HEADER) => Ok(()),
+        Some(CSV_HEADER_RAFT_STORAGE) => {
+            std::fs::write(path, storage_renamed(&text))
+                .with_context(|| format!("--csv {}: rewriting", path.display()))?;
+            eprintln!(
+                "{}: renamed the column raft_storage to storage (memory where it was empty)",
+                path.display()
+            );
+            Ok(())
+        }
         Some(CSV_HEADER_BEFORE_REPLIES) => {
-            std::fs::write(path, upgraded(&text))
+            std::fs::write(path, storage_renamed(&upgraded(&text)))
                 .with_context(|| format!("--csv {}: rewriting", path.display()))?;
             eprintln!(
                 "{}: added the columns replies and raft_storage to its earlier rows (full, memory)",
@@ -227,9 +239,23 @@ fn check_csv(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// The previous version's rows with `replies` and `raft_storage` after `auth`.
-fn upgraded(text: &str) -> String {
+/// Rows under `raft_storage` moved to `storage`: an empty cell (BFT, bare) was memory.
+fn storage_renamed(text: &str) -> String {
     let mut out = format!("{CSV_HEADER}\n");
+    for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
+        let mut cells: Vec<&str> = line.split(',').collect();
+        if let Some(c) = cells.get_mut(6).filter(|c| c.is_empty()) {
+            *c = "memory";
+        }
+        out += &cells.join(",");
+        out.push('\n');
+    }
+    out
+}
+
+/// The version before it: `replies` and `raft_storage` inserted after `auth`.
+fn upgraded(text: &str) -> String {
+    let mut out = format!("{CSV_HEADER_RAFT_STORAGE}\n");
     for line in text.lines().skip(1).filter(|l| !l.is_empty()) {
         let mut cells: Vec<&str> = line.split(',').collect();
         let storage = if cells.first() == Some(&"raft") {
@@ -270,10 +296,9 @@ fn write_csv(path: &Path, a: &BenchArgs, rows: &[Row]) -> anyhow::Result<()> {
             a.clients,
             if a.signed { "ed25519" } else { "mac" },
             replies_column(&r.protocol, a.full_replies),
-            match (r.protocol.as_str(), a.protocol.raft_disk) {
-                ("raft", true) => "disk",
-                ("raft", false) => "memory",
-                _ => "",
+            match (r.protocol.as_str(), a.protocol.on_disk()) {
+                ("bare", _) | (_, false) => "memory",
+                _ => "disk",
             },
             a.protocol.batch,
             a.protocol.pipeline,

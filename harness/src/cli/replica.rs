@@ -9,6 +9,7 @@ use bft_core::crypto::Peer;
 use bft_core::message::ReplicaId;
 use bft_core::preverify::PreVerified;
 use bft_core::replica::Replica;
+use bft_net::bft_wal::DurableReplica;
 use bft_net::cluster::SigningKey;
 use bft_net::cluster::{hex, load_secret, Cluster};
 use bft_net::raft_engine::RaftEngine;
@@ -45,12 +46,16 @@ pub struct ProtocolArgs {
     /// (a turn's reads, and then its writes, as one io_uring submission each).
     #[arg(long, default_value = "epoll", value_parser = ["epoll", "uring"])]
     pub io: String,
-    /// Raft only: persist the log and hard state in a write-ahead log,
-    /// `raft-<id>.wal` beside the cluster file, fdatasynced once per loop turn
-    /// before the turn's votes, acknowledgements and replies leave (as etcd);
-    /// a restarted replica replays it.
-    /// Default: in memory, like the BFT replica.
-    #[arg(long)]
+    /// Where the durable state lives: `memory` (lost when the process
+    /// stops) or `disk`: a write-ahead log beside the cluster file
+    /// (`replica-<id>.wal` for BFT: regency, own votes, accepted values,
+    /// decisions and the stable checkpoint; `raft-<id>.wal` for Raft: its
+    /// log and hard state), fdatasynced once per loop turn before the turn's
+    /// frames leave; a restarted replica replays it.
+    #[arg(long, default_value = "memory", value_parser = ["memory", "disk"])]
+    pub storage: String,
+    /// The old name of `--storage disk` (Raft).
+    #[arg(long, hide = true)]
     pub raft_disk: bool,
     /// Raft only: snapshot the App every this many log entries and compact
     /// the log behind the previous snapshot (on disk too); a follower behind
@@ -81,8 +86,8 @@ impl ProtocolArgs {
         if self.io != "epoll" {
             flags.extend(["--io".into(), self.io.clone()]);
         }
-        if self.raft_disk {
-            flags.push("--raft-disk".into());
+        if self.on_disk() {
+            flags.extend(["--storage".into(), "disk".into()]);
         }
         if self.raft_snapshot_every != bft_net::raft_engine::SNAPSHOT_EVERY {
             flags.extend([
@@ -91,6 +96,11 @@ impl ProtocolArgs {
             ]);
         }
         flags
+    }
+
+    /// Whether the durable state is kept in a write-ahead log.
+    pub fn on_disk(&self) -> bool {
+        self.storage == "disk" || self.raft_disk
     }
 
     /// The BFT configuration of replica `me` of `n`, validated.
@@ -172,6 +182,13 @@ pub struct ReplicaArgs {
     /// with this process's CPU, peak memory and bytes; end of input stops it.
     #[arg(long, alias = "exit-on-stdin-eof")]
     pub control_stdio: bool,
+    /// BFT with `--storage memory`: this replica ran before and lost its
+    /// state; it rejoins under the amnesia rule (it votes again only once a
+    /// stable checkpoint passes everything it can have voted on; see
+    /// ARCHITECTURE.md, "Restarts"). Without it, a restarted replica could
+    /// contradict its own earlier votes.
+    #[arg(long)]
+    pub rejoin: bool,
     /// Keep looking up replica names that do not resolve yet for this long
     /// (Kubernetes publishes a pod's name after the pod starts).
     #[arg(long, default_value = "0s")]
@@ -220,7 +237,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
         let seed = std::process::id() as u64; // draws election timeouts
         let (n, app) = (cluster.n(), app_for(&a.execution)?);
-        let engine = if a.protocol.raft_disk {
+        let engine = if a.protocol.on_disk() {
             let wal = a
                 .cluster
                 .parent()
@@ -271,35 +288,62 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     }
     let cfg = a.protocol.config(cluster.n(), a.id)?;
     let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
-    let seed = std::process::id() as u64;
-    let replica = Replica::new(cfg, Box::new(crypto), app_for(&a.execution)?, seed)
-        .context("replica configuration")?;
-    let mut node = bind(
-        &cluster,
-        a.id,
-        replica,
-        (verifier, &a.protocol.io),
-        &format!("replica {}", a.id),
-    )?;
+    // A restarted process draws other state-transfer nonces than its last run.
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let (crypto, app) = (Box::new(crypto), app_for(&a.execution)?);
+    let what = format!("replica {}", a.id);
+    let verifier = (verifier, a.protocol.io.as_str());
+    if a.protocol.on_disk() {
+        if a.rejoin {
+            bail!("--rejoin: a replica with --storage disk restarts from its log; drop --rejoin");
+        }
+        let wal = folder(&a.cluster).join(format!("replica-{}.wal", a.id));
+        let replica = DurableReplica::open(cfg, crypto, app, seed, &wal)
+            .with_context(|| format!("{what}: --storage disk"))?;
+        let mut node = bind(&cluster, a.id, replica, verifier, &what)?;
+        node.run(&stop)?;
+        report_bft(&node, node.engine().replica(), a.id);
+        return Ok(0);
+    }
+    let replica = if a.rejoin {
+        Replica::amnesiac(cfg, crypto, app, seed, bft_core::Time::ZERO)
+    } else {
+        Replica::new(cfg, crypto, app, seed)
+    };
+    let replica = replica.context("replica configuration")?;
+    let mut node = bind(&cluster, a.id, replica, verifier, &what)?;
     node.run(&stop)?;
-    let s = node.engine().stats();
+    report_bft(&node, node.engine(), a.id);
+    Ok(0)
+}
+
+fn folder(cluster_file: &std::path::Path) -> &std::path::Path {
+    cluster_file.parent().unwrap_or(std::path::Path::new("."))
+}
+
+fn report_bft<E: Engine>(node: &ReplicaNode<E>, r: &Replica, id: ReplicaId) {
+    let s = r.stats();
     eprintln!(
-        "final: exec={} state={} transfers={}",
-        node.engine().last_executed(),
-        hex(&node.engine().state_digest()),
-        s.state_transfers_applied
+        "final: exec={} state={} transfers={} rejoined={} seqs={}",
+        r.last_executed(),
+        hex(&r.state_digest()),
+        s.state_transfers_applied,
+        s.rejoined,
+        r.client_seq_sum()
     );
     eprintln!(
         "replica {} stopped: executed {} requests in {} instances, regency {}; net {:?}; dropped bad-auth {} undecodable {} unknown-sender {}; batch verification {}",
-        a.id,
+        id,
         s.requests_executed,
-        node.engine().last_executed(),
-        node.engine().regency(),
+        r.last_executed(),
+        r.regency(),
         node.net,
         s.dropped_bad_auth,
         s.dropped_undecodable,
         s.dropped_unknown_sender,
-        verify_report(&node)
+        verify_report(node)
     );
-    Ok(0)
 }

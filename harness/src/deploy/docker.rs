@@ -259,7 +259,7 @@ impl Deployment for Docker {
     }
 
     fn run(&mut self, spec: &RunSpec) -> anyhow::Result<RunOutcome> {
-        super::refuse_raft_disk(spec, "docker")?;
+        super::refuse_disk_storage(spec, "docker")?;
         let run = spec
             .dir
             .file_name()

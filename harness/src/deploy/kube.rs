@@ -209,7 +209,7 @@ impl Deployment for Kube {
     }
 
     fn run(&mut self, spec: &RunSpec) -> anyhow::Result<RunOutcome> {
-        super::refuse_raft_disk(spec, "k8s")?;
+        super::refuse_disk_storage(spec, "k8s")?;
         let _ = std::fs::remove_dir_all(&spec.dir);
         std::fs::create_dir_all(&spec.dir)?;
         let k = self.spec(spec, run_name(spec));

@@ -52,12 +52,12 @@ pub struct RunSpec {
     pub keep: bool,
 }
 
-/// Refuses Raft on disk where the cluster folder is mounted read-only (the
-/// write-ahead log lives beside the cluster file).
-pub fn refuse_raft_disk(spec: &RunSpec, backend: &str) -> anyhow::Result<()> {
-    if spec.protocol == "raft" && spec.protocol_args.raft_disk {
+/// Refuses a disk-backed replica where the cluster folder is mounted
+/// read-only (the write-ahead log lives beside the cluster file).
+pub fn refuse_disk_storage(spec: &RunSpec, backend: &str) -> anyhow::Result<()> {
+    if spec.protocol != "bare" && spec.protocol_args.on_disk() {
         bail!(
-            "raft_storage = disk runs on the local and ssh back ends only: {backend} mounts the cluster folder read-only"
+            "storage = disk runs on the local and ssh back ends only: {backend} mounts the cluster folder read-only"
         );
     }
     Ok(())

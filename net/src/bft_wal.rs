@@ -1,0 +1,161 @@
+//! The BFT replica on disk (`--storage disk`): every change to its durable
+//! state (`bft_core::replica::DurableRecord`: regency, own votes, accepted
+//! values with their batches, decisions, the stable checkpoint with its
+//! snapshot) is appended to `replica-<id>.wal` and fdatasynced before any
+//! frame of the event-loop turn leaves (group commit: `poll_send` syncs
+//! first, so one sync covers the turn), as BFT-SMaRt's durability layer and
+//! Raft's WAL. At each new stable checkpoint the file is rewritten as the
+//! replica's durable state ([`Durable::image`]), so it holds one checkpoint
+//! and the log window above it. A restart replays the file into
+//! `Replica::recover`; a torn tail (never synced) is cut; a record that
+//! checks out but does not decode or apply refuses to start. A write that
+//! fails stops the replica (fail-stop): answering on without its votes on
+//! disk could let a restart contradict them.
+
+use crate::replica_loop::Engine;
+use crate::wal::{RecordLog, WalError};
+use bft_core::app::App;
+use bft_core::codec::{Reader, Writer};
+use bft_core::config::{Config, ConfigError};
+use bft_core::crypto::{Crypto, Peer};
+use bft_core::message::ClientId;
+use bft_core::replica::{genesis_durable, Durable, DurableRecord, Replica};
+use bft_core::time::Time;
+use std::path::Path;
+
+const TAG: &[u8] = b"bft-wal";
+const KIND_RECORD: u8 = 1;
+
+/// A BFT replica whose durable state lives in a write-ahead log.
+pub struct DurableReplica {
+    replica: Replica,
+    log: RecordLog,
+    /// Records in the file (a rewrite resets it), for reports and tests.
+    records: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("replica configuration: {0}")]
+    Config(#[from] ConfigError),
+}
+
+impl DurableReplica {
+    /// Opens (or creates) the log at `path`. An empty log starts a fresh
+    /// replica; otherwise its records rebuild the durable state the
+    /// replica restarts from.
+    pub fn open(
+        cfg: Config,
+        crypto: Box<dyn Crypto + Send>,
+        app: Box<dyn App>,
+        seed: u64,
+        path: &Path,
+    ) -> Result<DurableReplica, OpenError> {
+        let mut durable = genesis_durable(app.as_ref());
+        let mut records = 0u64;
+        let log = RecordLog::open(path, TAG, |kind, payload| {
+            records += 1;
+            replay(kind, payload, &mut durable)
+        })?;
+        let replica = if records == 0 {
+            Replica::new(cfg, crypto, app, seed)?
+        } else {
+            Replica::recover(cfg, crypto, app, durable, seed, Time::ZERO)?
+        };
+        Ok(DurableReplica {
+            replica: replica.with_journal(),
+            log,
+            records,
+        })
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    /// Records the file holds now.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Queues the step's changes; a new stable checkpoint rewrites the file
+    /// as the whole durable state instead (which includes them).
+    fn persist(&mut self) {
+        let journal = self.replica.take_journal();
+        if journal.is_empty() {
+            return;
+        }
+        let result = if journal
+            .iter()
+            .any(|r| matches!(r, DurableRecord::Stable(_)))
+        {
+            self.rewrite()
+        } else {
+            journal.iter().try_for_each(|rec| {
+                self.records += 1;
+                self.log.append(KIND_RECORD, &encode(rec))
+            })
+        };
+        if let Err(e) = result {
+            panic!("{e}: the replica stops, it cannot keep what it voted");
+        }
+    }
+
+    fn rewrite(&mut self) -> Result<(), WalError> {
+        let image = self.replica.durable().image();
+        let mut bytes = Vec::new();
+        for rec in &image {
+            self.log.push(&mut bytes, KIND_RECORD, &encode(rec));
+        }
+        self.records = image.len() as u64;
+        self.log.rewrite(&bytes)
+    }
+}
+
+fn encode(rec: &DurableRecord) -> Vec<u8> {
+    let mut w = Writer::new();
+    rec.encode(&mut w);
+    w.finish()
+}
+
+fn replay(kind: u8, payload: &[u8], durable: &mut Durable) -> Result<(), String> {
+    if kind != KIND_RECORD {
+        return Err(format!("unknown record kind {kind}"));
+    }
+    let mut r = Reader::new(payload);
+    let rec = DurableRecord::decode(&mut r).map_err(|e| e.to_string())?;
+    r.finish().map_err(|e| e.to_string())?;
+    durable.apply(rec).map_err(|e| e.to_string())
+}
+
+impl Engine for DurableReplica {
+    fn id(&self) -> bft_core::message::ReplicaId {
+        self.replica.id()
+    }
+    fn handle_message(&mut self, now: Time, frame: &[u8]) {
+        self.replica.handle_message(now, frame);
+        self.persist();
+    }
+    fn handle_timeout(&mut self, now: Time) {
+        self.replica.handle_timeout(now);
+        self.persist();
+    }
+    fn poll_timeout(&self) -> Option<Time> {
+        self.replica.poll_timeout()
+    }
+    fn poll_send(&mut self) -> Option<(Peer, Vec<u8>)> {
+        // Group commit: one sync covers every change of the turn so far.
+        if let Err(e) = self.log.sync() {
+            panic!("{e}: the replica stops, it cannot keep what it voted");
+        }
+        Engine::poll_send(&mut self.replica)
+    }
+    fn rejected(&self) -> u64 {
+        Engine::rejected(&self.replica)
+    }
+    fn authenticated_client(&self) -> Option<ClientId> {
+        self.replica.authenticated_client()
+    }
+}

@@ -712,7 +712,7 @@ fn raft_on_disk_keeps_every_acknowledged_operation_through_a_whole_cluster_crash
 }
 
 /// Kills all four BFT replicas at once (SIGKILL), restarts them, and stops
-/// them gracefully before any new request: returns each one's `seqs=`, the
+/// them gracefully before any new request: returns each one's `ops=`, the
 /// operations its recovered state holds, and the operations acknowledged.
 fn whole_bft_cluster_crash(name: &str, flags: &'static [&'static str]) -> (Vec<u64>, u64) {
     let mut c = TestCluster::start_flags(name, "bft", 4, "epoll", flags);
@@ -728,10 +728,10 @@ fn whole_bft_cluster_crash(name: &str, flags: &'static [&'static str]) -> (Vec<u
     }
     std::thread::sleep(Duration::from_millis(1500));
     c.stop_all();
-    let seqs = (0..4)
-        .map(|id| final_field(&c.log(id), "seqs=").parse().unwrap())
+    let ops = (0..4)
+        .map(|id| final_field(&c.log(id), "ops=").parse().unwrap())
         .collect();
-    (seqs, acked)
+    (ops, acked)
 }
 
 /// With `--storage disk` every acknowledged operation survives a SIGKILL of
@@ -741,13 +741,15 @@ fn whole_bft_cluster_crash(name: &str, flags: &'static [&'static str]) -> (Vec<u
 #[test]
 fn bft_on_disk_keeps_every_acknowledged_operation_through_a_whole_cluster_crash() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (seqs, acked) = whole_bft_cluster_crash("bft-disk", &["--storage", "disk"]);
-    let kept = seqs.iter().filter(|s| **s >= acked).count();
-    assert!(kept >= 2, "{acked} acknowledged; recovered {seqs:?}");
-    let (seqs, acked) = whole_bft_cluster_crash("bft-memory", &[]);
+    let (ops, acked) = whole_bft_cluster_crash("bft-disk", &["--storage", "disk"]);
+    eprintln!("on disk: {acked} acknowledged, the restarted replicas hold {ops:?}");
+    let kept = ops.iter().filter(|s| **s >= acked).count();
+    assert!(kept >= 2, "{acked} acknowledged; recovered {ops:?}");
+    let (ops, acked) = whole_bft_cluster_crash("bft-memory", &[]);
+    eprintln!("in memory: {acked} acknowledged, the restarted replicas hold {ops:?}");
     assert!(
-        seqs.iter().all(|s| *s < acked),
-        "control: in memory they are lost ({acked} acknowledged; recovered {seqs:?})"
+        ops.iter().all(|s| *s < acked),
+        "control: in memory they are lost ({acked} acknowledged; recovered {ops:?})"
     );
 }
 

@@ -538,9 +538,9 @@ impl Replica {
             .get(&instance)
             .and_then(|s| s.decided.as_ref().map(|(d, _)| *d))
     }
-    /// The executed state's sum of client sequence numbers (`ClientTable::seq_sum`).
-    pub fn client_seq_sum(&self) -> u64 {
-        self.clients.seq_sum()
+    /// Requests the executed state holds, since genesis (`ClientTable::executed_total`).
+    pub fn executed_total(&self) -> u64 {
+        self.clients.executed_total()
     }
     pub fn client_last_seq(&self, client: ClientId) -> Option<u64> {
         self.clients.last_seq(client)

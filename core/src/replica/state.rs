@@ -146,10 +146,10 @@ impl ClientTable {
         self.last.len()
     }
 
-    /// The sum of every client's last executed sequence number: with clients
-    /// that number their requests 1, 2, 3, … it counts what the state holds.
-    pub fn seq_sum(&self) -> u64 {
-        self.last.values().map(|e| e.seq).sum()
+    /// Requests the replicated state has executed since genesis (each one
+    /// took a stamp; carried in snapshots, so it survives restarts).
+    pub fn executed_total(&self) -> u64 {
+        self.next_stamp
     }
 
     pub fn is_empty(&self) -> bool {

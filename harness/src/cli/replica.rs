@@ -327,12 +327,12 @@ fn folder(cluster_file: &std::path::Path) -> &std::path::Path {
 fn report_bft<E: Engine>(node: &ReplicaNode<E>, r: &Replica, id: ReplicaId) {
     let s = r.stats();
     eprintln!(
-        "final: exec={} state={} transfers={} rejoined={} seqs={}",
+        "final: exec={} state={} transfers={} rejoined={} ops={}",
         r.last_executed(),
         hex(&r.state_digest()),
         s.state_transfers_applied,
         s.rejoined,
-        r.client_seq_sum()
+        r.executed_total()
     );
     eprintln!(
         "replica {} stopped: executed {} requests in {} instances, regency {}; net {:?}; dropped bad-auth {} undecodable {} unknown-sender {}; batch verification {}",

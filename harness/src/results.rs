@@ -530,6 +530,15 @@ mod tests {
         assert_eq!(read_rows(&path).expect("rows")[0]["replies"], "digests");
         std::fs::write(&path, "protocol,throughput_ops_s\nbft,5\n").expect("write");
         assert_eq!(read_rows(&path).expect("rows")[0]["replies"], "full");
+        assert_eq!(read_rows(&path).expect("rows")[0]["storage"], "memory");
+        // `raft_storage` reads as `storage`; its empty cells (BFT, bare) were memory.
+        std::fs::write(&path, "protocol,raft_storage\nraft,disk\nbft,\n").expect("write");
+        let rows = read_rows(&path).expect("rows");
+        assert_eq!(
+            (rows[0]["storage"].as_str(), rows[1]["storage"].as_str()),
+            ("disk", "memory")
+        );
+        assert!(!rows[0].contains_key("raft_storage"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -342,13 +342,26 @@ mod tests {
             lines[1].starts_with("raft,3,a,64,mac,full,memory,1024,"),
             "{text}"
         );
-        assert!(lines[2].starts_with("bft,4,a,64,mac,full,,1024,"), "{text}");
+        assert!(
+            lines[2].starts_with("bft,4,a,64,mac,full,memory,1024,"),
+            "{text}"
+        );
         let width = CSV_HEADER.split(',').count();
         assert!(
             lines.iter().all(|l| l.split(',').count() == width),
             "{text}"
         );
         check_csv(&path).expect("now current");
+        // The version before this one: `raft_storage`, empty but for Raft.
+        let before = "bft,4,a,64,mac,digests,,1024,4,epoll,,4.000,1,2.0,3,4,5,6,7,8,9,0,1.00\n";
+        std::fs::write(&path, format!("{CSV_HEADER_RAFT_STORAGE}\n{before}")).expect("write");
+        check_csv(&path).expect("renamed");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.starts_with(CSV_HEADER), "{text}");
+        assert!(
+            text.contains("\nbft,4,a,64,mac,digests,memory,1024,"),
+            "{text}"
+        );
         // Control: a file with other columns is refused, untouched.
         std::fs::write(&path, "protocol,ops\nbft,5\n").expect("write");
         assert!(check_csv(&path).is_err());

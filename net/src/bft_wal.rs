@@ -30,8 +30,6 @@ const KIND_RECORD: u8 = 1;
 pub struct DurableReplica {
     replica: Replica,
     log: RecordLog,
-    /// Records in the file (a rewrite resets it), for reports and tests.
-    records: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,12 +52,12 @@ impl DurableReplica {
         path: &Path,
     ) -> Result<DurableReplica, OpenError> {
         let mut durable = genesis_durable(app.as_ref());
-        let mut records = 0u64;
+        let mut fresh = true;
         let log = RecordLog::open(path, TAG, |kind, payload| {
-            records += 1;
+            fresh = false;
             replay(kind, payload, &mut durable)
         })?;
-        let replica = if records == 0 {
+        let replica = if fresh {
             Replica::new(cfg, crypto, app, seed)?
         } else {
             Replica::recover(cfg, crypto, app, durable, seed, Time::ZERO)?
@@ -67,17 +65,11 @@ impl DurableReplica {
         Ok(DurableReplica {
             replica: replica.with_journal(),
             log,
-            records,
         })
     }
 
     pub fn replica(&self) -> &Replica {
         &self.replica
-    }
-
-    /// Records the file holds now.
-    pub fn records(&self) -> u64 {
-        self.records
     }
 
     /// Queues the step's changes; a new stable checkpoint rewrites the file
@@ -93,10 +85,9 @@ impl DurableReplica {
         {
             self.rewrite()
         } else {
-            journal.iter().try_for_each(|rec| {
-                self.records += 1;
-                self.log.append(KIND_RECORD, &encode(rec))
-            })
+            journal
+                .iter()
+                .try_for_each(|rec| self.log.append(KIND_RECORD, &encode(rec)))
         };
         if let Err(e) = result {
             panic!("{e}: the replica stops, it cannot keep what it voted");
@@ -104,12 +95,10 @@ impl DurableReplica {
     }
 
     fn rewrite(&mut self) -> Result<(), WalError> {
-        let image = self.replica.durable().image();
         let mut bytes = Vec::new();
-        for rec in &image {
+        for rec in &self.replica.durable().image() {
             self.log.push(&mut bytes, KIND_RECORD, &encode(rec));
         }
-        self.records = image.len() as u64;
         self.log.rewrite(&bytes)
     }
 }

@@ -93,10 +93,6 @@ impl RecordLog {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Queues a record for the next sync.
     pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<(), WalError> {
         push_record(self.tag, &mut self.pending, kind, payload);
@@ -157,7 +153,7 @@ impl RecordLog {
         Ok(())
     }
 
-    pub fn io(&self, source: io::Error) -> WalError {
+    fn io(&self, source: io::Error) -> WalError {
         WalError::Io {
             path: self.path.clone(),
             source,

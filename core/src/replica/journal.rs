@@ -84,22 +84,14 @@ impl DurableRecord {
                 instance,
                 regency,
                 digest,
-            } => {
-                w.u8(WROTE);
-                w.u64(*instance);
-                w.u64(*regency);
-                w.raw(digest);
-            }
+            } => encode_vote(w, WROTE, *instance, *regency, digest),
             DurableRecord::Accepted {
                 instance,
                 regency,
                 digest,
                 batch,
             } => {
-                w.u8(ACCEPTED);
-                w.u64(*instance);
-                w.u64(*regency);
-                w.raw(digest);
+                encode_vote(w, ACCEPTED, *instance, *regency, digest);
                 encode_batch(w, batch);
             }
             DurableRecord::Decided {
@@ -162,6 +154,19 @@ impl DurableRecord {
         })
     }
 }
+
+/// A vote record's common part: kind, instance, regency, digest.
+fn encode_vote(w: &mut Writer, kind: u8, instance: Instance, regency: Regency, digest: &Digest) {
+    w.u8(kind);
+    w.u64(instance);
+    w.u64(regency);
+    w.raw(digest);
+}
+
+/// Records one input can produce: a SYNC plan adopted over the whole window
+/// writes, accepts and decides every instance, plus a few regency and
+/// checkpoint records. The host takes the journal after every input.
+pub const JOURNAL_RECORDS_MAX: usize = 3 * crate::limits::LOG_WINDOW_MAX as usize + 64;
 
 impl Durable {
     /// Applies one record, as the replica changed its state when it recorded it.

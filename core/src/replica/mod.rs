@@ -277,6 +277,10 @@ impl Replica {
         if self.journal.is_some() {
             let rec = rec(self);
             if let Some(j) = self.journal.as_mut() {
+                assert!(
+                    j.len() < journal::JOURNAL_RECORDS_MAX,
+                    "the host takes the journal after every input"
+                );
                 j.push(rec);
             }
         }

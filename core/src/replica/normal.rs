@@ -347,13 +347,18 @@ impl Replica {
         if pr != r || slot.voted_accept == Some(r) || slot.write_count(r, &d) < q {
             return;
         }
-        slot.accepted = Some((r, d, batch.clone()));
+        slot.accepted = Some((r, d, batch));
         slot.voted_accept = Some(r);
-        self.record(|_| super::DurableRecord::Accepted {
+        // The batch is taken from the slot only when journaling (no clone otherwise).
+        self.record(|me| super::DurableRecord::Accepted {
             instance: i,
             regency: r,
             digest: d,
-            batch,
+            batch: me.slots[&i]
+                .accepted
+                .as_ref()
+                .map(|a| a.2.clone())
+                .expect("accepted just above"),
         });
         self.broadcast(Message::Accept {
             regency: r,
@@ -412,11 +417,13 @@ impl Replica {
     pub(super) fn record_decided(&mut self, i: Instance, d: Digest, batch: Arc<Batch>) {
         let slot = self.slots.entry(i).or_default();
         let accepted = slot.accepted.as_ref().is_some_and(|(_, ad, _)| *ad == d);
-        slot.decided = Some((d, batch.clone()));
-        self.record(|_| super::DurableRecord::Decided {
+        slot.decided = Some((d, batch));
+        self.record(|me| super::DurableRecord::Decided {
             instance: i,
             digest: d,
-            batch: (!accepted).then_some(batch),
+            batch: (!accepted)
+                .then(|| me.slots[&i].decided.as_ref().map(|(_, b)| b.clone()))
+                .flatten(),
         });
     }
 

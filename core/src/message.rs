@@ -239,6 +239,10 @@ pub struct SyncProof {
 pub struct StateReply {
     pub nonce: u64,
     pub regency: Regency,
+    /// The highest regency the replier installed or asked for with STOP
+    /// (never below `regency`): a replica rejoining without its state waits
+    /// for a regency this high before it votes (`Rejoin` in the replica).
+    pub stop_floor: Regency,
     pub checkpoint: CheckpointCert,
     pub snapshot: Vec<u8>,
     /// Decided batches after the checkpoint, in instance order.
@@ -613,6 +617,7 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
             w.u8(11);
             w.u64(s.nonce);
             w.u64(s.regency);
+            w.u64(s.stop_floor);
             encode_checkpoint_cert(w, &s.checkpoint);
             w.bytes(&s.snapshot);
             w.len(s.suffix.len());
@@ -681,6 +686,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
         11 => {
             let nonce = r.u64()?;
             let regency = r.u64()?;
+            let stop_floor = r.u64()?;
             let checkpoint = decode_checkpoint_cert(r)?;
             let snapshot = r.bytes("snapshot", SNAPSHOT_BYTES_MAX)?.to_vec();
             let n = r.len("state suffix", STATE_SUFFIX_MAX, 12)?;
@@ -695,6 +701,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
             Message::StateReply(StateReply {
                 nonce,
                 regency,
+                stop_floor,
                 checkpoint,
                 snapshot,
                 suffix,

@@ -216,6 +216,7 @@ fn state_reply(
     Message::StateReply(StateReply {
         nonce,
         regency: 1,
+        stop_floor: 1,
         checkpoint: cert,
         snapshot,
         suffix,
@@ -449,6 +450,7 @@ fn a_regency_learned_from_state_replies_is_not_entered_without_its_sync() {
         let m = Message::StateReply(StateReply {
             nonce,
             regency: 3,
+            stop_floor: 3,
             checkpoint: genesis.clone(),
             snapshot: vec![],
             suffix: vec![],
@@ -483,6 +485,7 @@ fn a_regency_learned_from_state_replies_is_not_entered_without_its_sync() {
     let forwarded = Message::StateReply(StateReply {
         nonce,
         regency: 3,
+        stop_floor: 3,
         checkpoint: genesis.clone(),
         snapshot: vec![],
         suffix: vec![],
@@ -506,6 +509,7 @@ fn a_regency_learned_from_state_replies_is_not_entered_without_its_sync() {
     let m = Message::StateReply(StateReply {
         nonce: nonce2,
         regency: 3,
+        stop_floor: 3,
         checkpoint: genesis,
         snapshot: vec![],
         suffix: vec![],

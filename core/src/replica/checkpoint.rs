@@ -217,6 +217,7 @@ impl Replica {
         let reply = StateReply {
             nonce,
             regency: self.regency,
+            stop_floor: self.regency.max(self.stop_target.unwrap_or(0)),
             checkpoint: self.stable.cert.clone(),
             snapshot,
             suffix,
@@ -227,10 +228,11 @@ impl Replica {
 
     fn state_reply_valid(&self, reply: &StateReply) -> bool {
         let low = reply.checkpoint.instance;
-        reply
-            .suffix
-            .windows(2)
-            .all(|w| w[0].0.checked_add(1) == Some(w[1].0))
+        reply.stop_floor >= reply.regency
+            && reply
+                .suffix
+                .windows(2)
+                .all(|w| w[0].0.checked_add(1) == Some(w[1].0))
             && reply.suffix.first().is_none_or(|(i, _)| *i > low)
             && super::verify::checkpoint_cert_valid(
                 &self.cfg,
@@ -250,7 +252,7 @@ impl Replica {
             self.stats.dropped_invalid += 1;
             return;
         }
-        self.note_rejoin_evidence(s, reply.checkpoint.instance);
+        self.note_rejoin_evidence(s, reply.checkpoint.instance, reply.stop_floor);
         self.adopt_checkpoint_cert(reply.checkpoint.clone());
         if let Some(t) = self.transfer.as_mut() {
             t.replies.insert(s, reply);

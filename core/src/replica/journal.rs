@@ -20,11 +20,12 @@ use std::sync::Arc;
 /// One change to a replica's durable state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DurableRecord {
-    /// The regency changed (installed or synchronised).
+    /// The regency changed (asked for, installed or synchronised).
     Regency {
         regency: Regency,
         synced_regency: Regency,
         synced_last: Instance,
+        stop_target: Option<Regency>,
     },
     /// We sent WRITE(regency, instance, digest).
     Wrote {
@@ -74,11 +75,14 @@ impl DurableRecord {
                 regency,
                 synced_regency,
                 synced_last,
+                stop_target,
             } => {
                 w.u8(REGENCY);
                 w.u64(*regency);
                 w.u64(*synced_regency);
                 w.u64(*synced_last);
+                // Regency 0 is never a target (targets exceed the regency).
+                w.u64(stop_target.unwrap_or(0));
             }
             DurableRecord::Wrote {
                 instance,
@@ -125,6 +129,7 @@ impl DurableRecord {
                 regency: r.u64()?,
                 synced_regency: r.u64()?,
                 synced_last: r.u64()?,
+                stop_target: Some(r.u64()?).filter(|t| *t > 0),
             },
             WROTE => DurableRecord::Wrote {
                 instance: r.u64()?,
@@ -177,10 +182,12 @@ impl Durable {
                 regency,
                 synced_regency,
                 synced_last,
+                stop_target,
             } => {
                 self.regency = regency;
                 self.synced_regency = synced_regency;
                 self.synced_last = synced_last;
+                self.stop_target = stop_target;
             }
             DurableRecord::Stable(stable) => {
                 let c = stable.cert.instance;
@@ -247,6 +254,7 @@ impl Durable {
                 regency: self.regency,
                 synced_regency: self.synced_regency,
                 synced_last: self.synced_last,
+                stop_target: self.stop_target,
             },
         ];
         for (i, slot) in &self.slots {
@@ -306,6 +314,7 @@ mod tests {
                 regency: 2,
                 synced_regency: 1,
                 synced_last: 3,
+                stop_target: Some(4),
             },
             DurableRecord::Wrote {
                 instance: 4,

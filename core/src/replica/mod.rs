@@ -91,14 +91,31 @@ enum Mode {
 /// A replica that lost its durable state (restarted from memory) does not
 /// know what it voted before. It sends no WRITE, ACCEPT, PROPOSE or STOPDATA
 /// until its stable checkpoint reaches `at`, above every instance it can
-/// have voted at (ARCHITECTURE.md, "Restarts"). Until then it counts as one
-/// of the f faulty replicas.
+/// have voted at, and its regency reaches the floor its peers report, above
+/// every regency it can have sent STOPDATA for (ARCHITECTURE.md,
+/// "Restarts"). Until then it counts as one of the f faulty replicas.
 #[derive(Debug, Default)]
 struct Rejoin {
     /// The stable checkpoint each peer's state reply proved (certificates verified).
     certs: BTreeMap<ReplicaId, Instance>,
     /// Set once 2f peers answered: their highest checkpoint plus two log windows.
     at: Option<Instance>,
+    /// The lowest STOP floor each peer reported (`StateReply::stop_floor`).
+    floors: BTreeMap<ReplicaId, Regency>,
+}
+
+impl Rejoin {
+    /// The regency a rejoiner must reach, once 2f peers reported: the 2f-th
+    /// lowest floor. Every regency anyone installed was asked for by 2f+1
+    /// replicas, f+1 of them correct peers that still report it (floors only
+    /// grow); any 2f peers include one, so any 2f reports bound it. The
+    /// lowest 2f of more reports keep f Byzantine floors from holding the
+    /// rejoiner out.
+    fn regency_floor(&self, f: usize) -> Option<Regency> {
+        let mut v: Vec<Regency> = self.floors.values().copied().collect();
+        v.sort_unstable();
+        v.get(2 * f - 1).copied()
+    }
 }
 
 #[derive(Debug)]
@@ -203,7 +220,7 @@ impl Replica {
             progress_deadline: None,
             progress_phase: 0,
             stop_votes: BTreeMap::new(),
-            stop_target: None,
+            stop_target: durable.stop_target.filter(|t| *t > durable.regency),
             view_deadline: None,
             view_failures: 0,
             synced_regency: durable.synced_regency,
@@ -231,6 +248,10 @@ impl Replica {
             // Crashed during a leader change: resume waiting for its SYNC.
             r.mode = Mode::Syncing;
             r.view_deadline = Some(now + r.cfg.view_change_timeout);
+        }
+        if let Some(t) = r.stop_target {
+            // The STOP may not have reached every peer before the crash.
+            r.broadcast(Message::Stop { regency: t });
         }
         if r.stable.cert.instance > 0 || !r.slots.is_empty() || r.regency > 0 {
             r.start_state_transfer();
@@ -291,6 +312,7 @@ impl Replica {
             regency: r.regency,
             synced_regency: r.synced_regency,
             synced_last: r.synced_last,
+            stop_target: r.stop_target,
         });
     }
 
@@ -299,14 +321,17 @@ impl Replica {
         self.rejoin.is_none()
     }
 
-    /// A verified state reply from `s` proved its stable checkpoint `c`.
-    pub(super) fn note_rejoin_evidence(&mut self, s: ReplicaId, c: Instance) {
+    /// A verified state reply from `s` proved its stable checkpoint `c` and
+    /// reported the STOP floor `floor`.
+    pub(super) fn note_rejoin_evidence(&mut self, s: ReplicaId, c: Instance, floor: Regency) {
         let (f, window) = (self.cfg.f(), self.cfg.log_window());
         let Some(rj) = self.rejoin.as_mut() else {
             return;
         };
         let e = rj.certs.entry(s).or_insert(c);
         *e = (*e).max(c);
+        let e = rj.floors.entry(s).or_insert(floor);
+        *e = (*e).min(floor);
         if rj.at.is_none() && rj.certs.len() >= 2 * f {
             let high = rj.certs.values().copied().max().unwrap_or(0);
             rj.at = Some(high.saturating_add(2 * window));
@@ -314,10 +339,14 @@ impl Replica {
     }
 
     fn check_rejoin(&mut self) {
-        let Some(at) = self.rejoin.as_ref().and_then(|r| r.at) else {
+        let f = self.cfg.f();
+        let Some(rj) = self.rejoin.as_ref() else {
             return;
         };
-        if self.stable.cert.instance >= at {
+        let (Some(at), Some(floor)) = (rj.at, rj.regency_floor(f)) else {
+            return;
+        };
+        if self.stable.cert.instance >= at && self.regency >= floor {
             self.rejoin = None;
             self.stats.rejoined += 1;
         }
@@ -534,6 +563,12 @@ impl Replica {
     pub fn rejoin_at(&self) -> Option<Instance> {
         self.rejoin.as_ref().and_then(|r| r.at)
     }
+
+    /// The regency a rejoining replica waits for, once known.
+    pub fn rejoin_regency(&self) -> Option<Regency> {
+        let f = self.cfg.f();
+        self.rejoin.as_ref().and_then(|r| r.regency_floor(f))
+    }
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
@@ -573,7 +608,9 @@ impl Replica {
             self.stable.cert.instance,
             self.pending.len(),
             self.transfer.is_some(),
-            self.rejoin.as_ref().map(|r| r.at)
+            self.rejoin
+                .as_ref()
+                .map(|r| (r.at, r.regency_floor(self.cfg.f())))
         )
     }
 
@@ -583,6 +620,7 @@ impl Replica {
             regency: self.regency,
             synced_regency: self.synced_regency,
             synced_last: self.synced_last,
+            stop_target: self.stop_target,
             stable: self.stable.clone(),
             slots: self.slots.clone(),
         }
@@ -629,6 +667,7 @@ pub fn genesis_durable(app: &dyn App) -> Durable {
         regency: 0,
         synced_regency: 0,
         synced_last: 0,
+        stop_target: None,
         stable: Stable {
             cert: CheckpointCert {
                 instance: 0,

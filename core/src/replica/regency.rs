@@ -27,7 +27,11 @@ impl Replica {
             return;
         }
         let t = self.stop_target.map_or(target, |old| old.max(target));
-        self.stop_target = Some(t);
+        if self.stop_target != Some(t) {
+            // Durable: peers report it to replicas rejoining without state.
+            self.stop_target = Some(t);
+            self.record_regency();
+        }
         self.broadcast(Message::Stop { regency: t });
     }
 
@@ -72,9 +76,9 @@ impl Replica {
     pub(super) fn install(&mut self, t: Regency) {
         debug_assert!(t > self.regency);
         self.regency = t;
+        self.stop_target = None;
         self.record_regency();
         self.mode = Mode::Syncing;
-        self.stop_target = None;
         self.stats.regencies_installed += 1;
         self.stop_votes.retain(|_, v| *v > t);
         self.stop_data.retain(|_, (sd, _)| sd.regency >= t);

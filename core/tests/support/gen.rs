@@ -127,6 +127,7 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
         8 => Message::StateReply(StateReply {
             nonce: rng.next_u64(),
             regency: r,
+            stop_floor: r.saturating_add(rng.below(3)),
             checkpoint: CheckpointCert {
                 instance: i,
                 digest: d,

@@ -1,0 +1,151 @@
+//! A replica restarted without its durable state (`Replica::amnesiac`) must
+//! not contradict what it sent before the crash: the rejoin rule.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use bft_core::app::ChainApp;
+use bft_core::crypto::Peer;
+use bft_core::message::*;
+use bft_core::replica::Replica;
+use bft_core::time::Span;
+use support::*;
+
+fn stop(from: ReplicaId, to: ReplicaId, regency: Regency) -> Vec<u8> {
+    frame(from, Peer::Replica(to), &Message::Stop { regency }, 4)
+}
+
+/// Found in review: a STOPDATA is a promise (every instance it does not name
+/// reads as "accepted nothing" in its regency), kept because the regency is
+/// durable. Replica 3 installs regency 1 and sends STOPDATA(1), which leader 1
+/// holds; replicas 1 and 2 asked for regency 1 but did not install it. Replica
+/// 3 restarts without state while the cluster still works in regency 0. If it
+/// voted there again, leader 1 could later count its old STOPDATA, and with
+/// one Byzantine replica call an instance decided in regency 0 free. Its peers
+/// report their STOP floor, so it waits for regency 1.
+#[test]
+fn a_rejoiner_does_not_vote_below_a_regency_it_may_have_sent_stopdata_for() {
+    let mut c = Cluster::new(4);
+    c.submit(&request(100, 1, b"op", 4));
+    // Replicas 1 and 2 time out on a request the leader never gets and ask
+    // for regency 1; their STOPs reach only each other (two votes of three).
+    c.isolated = vec![0, 3];
+    let unseen = request(200, 1, b"op", 4);
+    c.inject(1, &client_frame(&unseen));
+    c.inject(2, &client_frame(&unseen));
+    c.advance(Span::from_millis(250));
+    c.isolated.clear();
+    for r in [1, 2] {
+        assert_eq!(c.get(r).regency(), 0, "{}", c.get(r).summary());
+        assert!(
+            c.get(r).summary().contains("stop=Some(1)"),
+            "{}",
+            c.get(r).summary()
+        );
+    }
+    // Replica 3 installs regency 1 and sends its STOPDATA to leader 1, who holds it.
+    for from in 0..3 {
+        c.inject(3, &stop(from, 3, 1));
+    }
+    assert_eq!(c.get(3).regency(), 1, "{}", c.get(3).summary());
+    let held: Vec<(ReplicaId, Vec<u8>)> = c.net.drain(..).collect();
+    assert!(held
+        .iter()
+        .any(|(to, f)| *to == 1
+            && bft_core::wire::peek(f, 4).is_ok_and(|(_, m)| m.kind() == "STOPDATA")));
+
+    // Replica 3 restarts without state; its peers answer its state request.
+    let amnesiac = Replica::amnesiac(
+        config(4, 3),
+        Box::new(crypto(Peer::Replica(3), 4)),
+        Box::new(ChainApp::default()),
+        99,
+        c.now,
+    )
+    .unwrap();
+    c.replicas[3] = Some(amnesiac);
+    c.collect(3);
+    c.settle();
+
+    assert_eq!(c.get(3).rejoin_regency(), Some(1), "{}", c.get(3).summary());
+    let at = c.get(3).rejoin_at().unwrap();
+
+    // The cluster goes on in regency 0, far past the rejoiner's checkpoint floor.
+    for seq in 2..=30 {
+        c.submit(&request(100, seq, b"op", 4));
+    }
+    let r3 = c.get(3);
+    assert_eq!(r3.regency(), 0, "{}", r3.summary());
+    assert!(r3.stable_checkpoint() >= at, "{}", r3.summary());
+    assert!(
+        r3.is_rejoining(),
+        "votes in regency 0 again: {}",
+        r3.summary()
+    );
+
+    // Regency 1 is installed after all, with the old STOPDATA counted:
+    // replica 3 rejoins there and everyone agrees on what came before.
+    for (to, f) in held {
+        c.inject(to, &f);
+    }
+    c.inject(0, &stop(1, 0, 1));
+    c.inject(0, &stop(2, 0, 1));
+    c.settle();
+    c.submit(&request(100, 31, b"op", 4));
+    c.advance(Span::from_millis(500));
+    for r in 0..4 {
+        let rep = c.get(r);
+        assert_eq!(rep.regency(), 1, "{r}: {}", rep.summary());
+        assert_eq!(rep.last_executed(), 32, "{r}: {}", rep.summary());
+    }
+    assert!(!c.get(3).is_rejoining(), "{}", c.get(3).summary());
+    assert_eq!(c.get(3).stats().rejoined, 1);
+    let mut by_instance = std::collections::BTreeMap::new();
+    for d in &c.delivered {
+        let first = by_instance.entry(d.instance).or_insert(d.digest);
+        assert_eq!(*first, d.digest, "instance {} decided twice", d.instance);
+    }
+}
+
+/// The STOP floor a rejoiner learns must outlive its peers' own restarts
+/// from disk: the stop target is journaled, comes back, and is asked for again.
+#[test]
+fn a_stop_target_survives_a_restart_from_the_journal() {
+    let mut r = replica(config(4, 1)).with_journal();
+    let mut journal = Vec::new();
+    r.handle_message(bft_core::Time(1), &client_frame(&request(200, 1, b"op", 4)));
+    while let Some(t) = r.poll_timeout().filter(|t| t.0 < 250_000_000) {
+        r.handle_timeout(t);
+        journal.extend(r.take_journal());
+    }
+    assert!(r.summary().contains("stop=Some(1)"), "{}", r.summary());
+    let mut durable = bft_core::replica::genesis_durable(&ChainApp::default());
+    for rec in journal {
+        durable.apply(rec).unwrap();
+    }
+    assert_eq!(durable.stop_target, Some(1));
+    let mut back = Replica::recover(
+        config(4, 1),
+        Box::new(crypto(Peer::Replica(1), 4)),
+        Box::new(ChainApp::default()),
+        durable,
+        8,
+        bft_core::Time(300_000_000),
+    )
+    .unwrap();
+    assert!(
+        back.summary().contains("stop=Some(1)"),
+        "{}",
+        back.summary()
+    );
+    let mut stops = 0;
+    while let Some(out) = back.poll_output() {
+        if let bft_core::replica::Output::Send { frame, .. } = out {
+            if let Ok((_, Message::Stop { regency: 1 })) = bft_core::wire::peek(&frame, 4) {
+                stops += 1;
+            }
+        }
+    }
+    assert_eq!(stops, 3, "STOP(1) to each peer again");
+}

@@ -242,8 +242,8 @@ fn a_cluster_runs_ycsb_a_and_survives_a_follower_then_the_leader_being_killed() 
 }
 
 /// The io_uring back end under the same load and faults: YCSB-A, a follower
-/// killed, then the leader (a leader change, reconnections), then a state
-/// transfer to a restarted replica; the replicas report what io_uring carried.
+/// killed and restarted (a state transfer, the rejoin rule), then the leader
+/// (a leader change, reconnections); the replicas report what io_uring carried.
 #[test]
 fn the_io_uring_back_end_serves_ycsb_a_through_kills_and_a_restart() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -259,13 +259,19 @@ fn the_io_uring_back_end_serves_ycsb_a_through_kills_and_a_restart() {
         run_for(&mut gen, &mut w, 2, &o).unwrap() > 100,
         "a follower down"
     );
-    c.kill(0);
+    // Restarted without state, replica 3 counts as faulty until it has
+    // rejoined: the leader is killed only after that.
     c.spawn(3);
+    assert!(
+        run_for(&mut gen, &mut w, 3, &o).unwrap() > 100,
+        "a replica rejoining"
+    );
+    c.kill(0);
     let ops = run_for(&mut gen, &mut w, 4, &o).unwrap();
     assert!(
         ops > 50,
         "a leader change, then commits ({ops}): {}",
-        c.log(1)
+        c.log(3)
     );
     drop(gen);
     std::thread::sleep(Duration::from_millis(300));
@@ -443,9 +449,9 @@ fn a_killed_replica_restarted_later_catches_up_by_state_transfer() {
     let (mut gen, mut w) = loaded(&c, &o);
     c.kill(2);
     assert!(run_for(&mut gen, &mut w, 2, &o).unwrap() > 100);
-    // Restarts empty (memory storage): it must fetch what it missed, and
-    // votes again only under the rejoin rule.
-    c.spawn_with(2, &["--rejoin"]);
+    // Restarts empty (memory storage): its data folder says it ran before,
+    // so it fetches what it missed and votes again only under the rejoin rule.
+    c.spawn(2);
     assert!(run_for(&mut gen, &mut w, 3, &o).unwrap() > 100);
     drop(gen);
     std::thread::sleep(Duration::from_millis(500));
@@ -458,6 +464,10 @@ fn a_killed_replica_restarted_later_catches_up_by_state_transfer() {
     assert!(
         finals[2].0 + 64 >= exec,
         "and caught up to within two checkpoints: {finals:?}"
+    );
+    assert!(
+        c.log(2).contains("rejoining without state"),
+        "replica 2 knew it ran before"
     );
     assert_eq!(
         final_field(&c.log(2), "rejoined="),
@@ -713,8 +723,12 @@ fn raft_on_disk_keeps_every_acknowledged_operation_through_a_whole_cluster_crash
 
 /// Kills all four BFT replicas at once (SIGKILL), restarts them, and stops
 /// them gracefully before any new request: returns each one's `ops=`, the
-/// operations its recovered state holds, and the operations acknowledged.
-fn whole_bft_cluster_crash(name: &str, flags: &'static [&'static str]) -> (Vec<u64>, u64) {
+/// operations its recovered state holds, the operations acknowledged, and
+/// the replicas' logs.
+fn whole_bft_cluster_crash(
+    name: &str,
+    flags: &'static [&'static str],
+) -> (Vec<u64>, u64, Vec<String>) {
     let mut c = TestCluster::start_flags(name, "bft", 4, "epoll", flags);
     let o = opts();
     let (mut gen, mut w) = loaded(&c, &o); // 200 records
@@ -728,10 +742,12 @@ fn whole_bft_cluster_crash(name: &str, flags: &'static [&'static str]) -> (Vec<u
     }
     std::thread::sleep(Duration::from_millis(1500));
     c.stop_all();
-    let ops = (0..4)
-        .map(|id| final_field(&c.log(id), "ops=").parse().unwrap())
+    let logs: Vec<String> = (0..4).map(|id| c.log(id)).collect();
+    let ops = logs
+        .iter()
+        .map(|l| final_field(l, "ops=").parse().unwrap())
         .collect();
-    (ops, acked)
+    (ops, acked, logs)
 }
 
 /// With `--storage disk` every acknowledged operation survives a SIGKILL of
@@ -741,16 +757,22 @@ fn whole_bft_cluster_crash(name: &str, flags: &'static [&'static str]) -> (Vec<u
 #[test]
 fn bft_on_disk_keeps_every_acknowledged_operation_through_a_whole_cluster_crash() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (ops, acked) = whole_bft_cluster_crash("bft-disk", &["--storage", "disk"]);
+    let (ops, acked, _) = whole_bft_cluster_crash("bft-disk", &["--storage", "disk"]);
     eprintln!("on disk: {acked} acknowledged, the restarted replicas hold {ops:?}");
     let kept = ops.iter().filter(|s| **s >= acked).count();
     assert!(kept >= 2, "{acked} acknowledged; recovered {ops:?}");
-    let (ops, acked) = whole_bft_cluster_crash("bft-memory", &[]);
+    let (ops, acked, logs) = whole_bft_cluster_crash("bft-memory", &[]);
     eprintln!("in memory: {acked} acknowledged, the restarted replicas hold {ops:?}");
     assert!(
         ops.iter().all(|s| *s < acked),
         "control: in memory they are lost ({acked} acknowledged; recovered {ops:?})"
     );
+    // And the cluster knows it: no replica votes again from nothing, as a
+    // genesis restart would (serving an empty store as if it were the data).
+    for (id, log) in logs.iter().enumerate() {
+        assert!(log.contains("rejoining without state"), "replica {id}");
+        assert_eq!(final_field(log, "rejoined="), "0", "replica {id}");
+    }
 }
 
 #[test]

@@ -40,16 +40,27 @@ pub enum OpenError {
     Config(#[from] ConfigError),
 }
 
+/// How a replica whose log is empty starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EmptyLog {
+    /// The cluster's first launch: at genesis, voting at once.
+    Genesis,
+    /// The replica ran before and its log was lost: it rejoins without
+    /// state (`Replica::amnesiac`), and the log records that it does.
+    Rejoin,
+}
+
 impl DurableReplica {
-    /// Opens (or creates) the log at `path`. An empty log starts a fresh
-    /// replica; otherwise its records rebuild the durable state the
-    /// replica restarts from.
+    /// Opens (or creates) the log at `path`. A log with records rebuilds
+    /// the durable state the replica restarts from; an empty one starts it
+    /// as `empty` says.
     pub fn open(
         cfg: Config,
         crypto: Box<dyn Crypto + Send>,
         app: Box<dyn App>,
         seed: u64,
         path: &Path,
+        empty: EmptyLog,
     ) -> Result<DurableReplica, OpenError> {
         let mut durable = genesis_durable(app.as_ref());
         let mut fresh = true;
@@ -57,15 +68,21 @@ impl DurableReplica {
             fresh = false;
             replay(kind, payload, &mut durable)
         })?;
-        let replica = if fresh {
-            Replica::new(cfg, crypto, app, seed)?
-        } else {
-            Replica::recover(cfg, crypto, app, durable, seed, Time::ZERO)?
+        let replica = match (fresh, empty) {
+            (true, EmptyLog::Genesis) => Replica::new(cfg, crypto, app, seed)?,
+            (true, EmptyLog::Rejoin) => Replica::amnesiac(cfg, crypto, app, seed, Time::ZERO)?,
+            (false, _) => Replica::recover(cfg, crypto, app, durable, seed, Time::ZERO)?,
         };
-        Ok(DurableReplica {
+        let mut d = DurableReplica {
             replica: replica.with_journal(),
             log,
-        })
+        };
+        if fresh && empty == EmptyLog::Rejoin {
+            // Before any frame leaves: a crash while rejoining must not
+            // come back as a replica that may vote.
+            d.rewrite()?;
+        }
+        Ok(d)
     }
 
     pub fn replica(&self) -> &Replica {

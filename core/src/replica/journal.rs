@@ -48,6 +48,9 @@ pub enum DurableRecord {
     },
     /// A new stable checkpoint: the log at and below it is dropped.
     Stable(Stable),
+    /// The replica started rejoining without its earlier state (true) or
+    /// was allowed to vote again (false).
+    Rejoining(bool),
 }
 
 /// A journal that does not describe a state this replica could have been in.
@@ -67,6 +70,7 @@ const ACCEPTED: u8 = 3;
 const DECIDED: u8 = 4;
 const DECIDED_ACCEPTED: u8 = 5;
 const STABLE: u8 = 6;
+const REJOINING: u8 = 7;
 
 impl DurableRecord {
     pub fn encode(&self, w: &mut Writer) {
@@ -119,6 +123,10 @@ impl DurableRecord {
                 encode_checkpoint_cert(w, &s.cert);
                 w.bytes(&s.snapshot);
             }
+            DurableRecord::Rejoining(on) => {
+                w.u8(REJOINING);
+                w.u8(u8::from(*on));
+            }
         }
     }
 
@@ -155,6 +163,11 @@ impl DurableRecord {
                 cert: decode_checkpoint_cert(r)?,
                 snapshot: Arc::new(r.bytes("snapshot", FRAME_BYTES_MAX)?.to_vec()),
             }),
+            REJOINING => match r.u8()? {
+                0 => DurableRecord::Rejoining(false),
+                1 => DurableRecord::Rejoining(true),
+                t => return Err(DecodeError::BadTag(t)),
+            },
             tag => return Err(DecodeError::BadTag(tag)),
         })
     }
@@ -189,6 +202,7 @@ impl Durable {
                 self.synced_last = synced_last;
                 self.stop_target = stop_target;
             }
+            DurableRecord::Rejoining(on) => self.rejoining = on,
             DurableRecord::Stable(stable) => {
                 let c = stable.cert.instance;
                 if c > low {
@@ -257,6 +271,9 @@ impl Durable {
                 stop_target: self.stop_target,
             },
         ];
+        if self.rejoining {
+            out.push(DurableRecord::Rejoining(true));
+        }
         for (i, slot) in &self.slots {
             slot_records(*i, slot, &mut out);
         }
@@ -316,6 +333,7 @@ mod tests {
                 synced_last: 3,
                 stop_target: Some(4),
             },
+            DurableRecord::Rejoining(true),
             DurableRecord::Wrote {
                 instance: 4,
                 regency: 1,

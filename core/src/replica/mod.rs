@@ -240,7 +240,7 @@ impl Replica {
             stats: Stats::default(),
             authenticated_client: None,
             journal: None,
-            rejoin: None,
+            rejoin: durable.rejoining.then(Rejoin::default),
         };
         r.restore_stable_snapshot();
         r.replay_decided();
@@ -253,7 +253,8 @@ impl Replica {
             // The STOP may not have reached every peer before the crash.
             r.broadcast(Message::Stop { regency: t });
         }
-        if r.stable.cert.instance > 0 || !r.slots.is_empty() || r.regency > 0 {
+        let knows_nothing = r.stable.cert.instance == 0 && r.slots.is_empty() && r.regency == 0;
+        if !knows_nothing || r.rejoin.is_some() {
             r.start_state_transfer();
         }
         Ok(r)
@@ -272,11 +273,11 @@ impl Replica {
         seed: u64,
         now: Time,
     ) -> Result<Replica, ConfigError> {
-        let genesis = genesis_durable(app.as_ref());
-        let mut r = Replica::recover(cfg, crypto, app, genesis, seed, now)?;
-        r.rejoin = Some(Rejoin::default());
-        r.start_state_transfer();
-        Ok(r)
+        let genesis = Durable {
+            rejoining: true,
+            ..genesis_durable(app.as_ref())
+        };
+        Replica::recover(cfg, crypto, app, genesis, seed, now)
     }
 
     /// Records every change to the durable state as a [`DurableRecord`], for
@@ -346,9 +347,18 @@ impl Replica {
         let (Some(at), Some(floor)) = (rj.at, rj.regency_floor(f)) else {
             return;
         };
-        if self.stable.cert.instance >= at && self.regency >= floor {
+        if self.stable.cert.instance < at {
+            return;
+        }
+        if self.regency >= floor {
             self.rejoin = None;
+            self.record(|_| DurableRecord::Rejoining(false));
             self.stats.rejoined += 1;
+        } else if self.stop_target.is_none_or(|st| st < floor) {
+            // Only the regency is missing. Peers that asked for it alone
+            // (their STOPs lost before the network settled) get one more
+            // vote: with ours they may be enough to install it.
+            self.start_stop(floor);
         }
     }
 
@@ -621,6 +631,7 @@ impl Replica {
             synced_regency: self.synced_regency,
             synced_last: self.synced_last,
             stop_target: self.stop_target,
+            rejoining: self.rejoin.is_some(),
             stable: self.stable.clone(),
             slots: self.slots.clone(),
         }
@@ -668,6 +679,7 @@ pub fn genesis_durable(app: &dyn App) -> Durable {
         synced_regency: 0,
         synced_last: 0,
         stop_target: None,
+        rejoining: false,
         stable: Stable {
             cert: CheckpointCert {
                 instance: 0,

@@ -76,7 +76,11 @@ impl Replica {
     pub(super) fn install(&mut self, t: Regency) {
         debug_assert!(t > self.regency);
         self.regency = t;
-        self.stop_target = None;
+        // A target above t stays asked for (as in `enter_normal`): peers
+        // report it to rejoiners, and it must not fall.
+        if self.stop_target.is_some_and(|st| st <= t) {
+            self.stop_target = None;
+        }
         self.record_regency();
         self.mode = Mode::Syncing;
         self.stats.regencies_installed += 1;

@@ -114,6 +114,9 @@ pub struct Durable {
     /// replicas asked for every regency anyone installed, so a rejoiner
     /// learns from any 2f peers a floor above every STOPDATA it may have sent.
     pub stop_target: Option<Regency>,
+    /// Restarted without its earlier state and not yet allowed to vote (the
+    /// rejoin rule): a second restart in the meantime must not end it.
+    pub rejoining: bool,
     pub stable: Stable,
     pub slots: BTreeMap<Instance, Slot>,
 }

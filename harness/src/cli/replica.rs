@@ -9,7 +9,7 @@ use bft_core::crypto::Peer;
 use bft_core::message::ReplicaId;
 use bft_core::preverify::PreVerified;
 use bft_core::replica::Replica;
-use bft_net::bft_wal::DurableReplica;
+use bft_net::bft_wal::{DurableReplica, EmptyLog};
 use bft_net::cluster::SigningKey;
 use bft_net::cluster::{hex, load_secret, Cluster};
 use bft_net::raft_engine::RaftEngine;
@@ -182,11 +182,15 @@ pub struct ReplicaArgs {
     /// with this process's CPU, peak memory and bytes; end of input stops it.
     #[arg(long, alias = "exit-on-stdin-eof")]
     pub control_stdio: bool,
-    /// BFT with `--storage memory`: this replica ran before and lost its
-    /// state; it rejoins under the amnesia rule (it votes again only once a
-    /// stable checkpoint passes everything it can have voted on; see
-    /// ARCHITECTURE.md, "Restarts"). Without it, a restarted replica could
-    /// contradict its own earlier votes.
+    /// Where this replica keeps what must outlive it: `replica-<id>.started`
+    /// (written at its first launch), and with `--storage disk` its log.
+    /// Default: the cluster file's folder.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// BFT: this replica ran before, even though its data folder says
+    /// otherwise (it was lost): it rejoins without state. A replica whose
+    /// `replica-<id>.started` exists does so by itself unless its log has
+    /// its state (ARCHITECTURE.md, "Restarts").
     #[arg(long)]
     pub rejoin: bool,
     /// Keep looking up replica names that do not resolve yet for this long
@@ -238,11 +242,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         let seed = std::process::id() as u64; // draws election timeouts
         let (n, app) = (cluster.n(), app_for(&a.execution)?);
         let engine = if a.protocol.on_disk() {
-            let wal = a
-                .cluster
-                .parent()
-                .unwrap_or(std::path::Path::new("."))
-                .join(format!("raft-{}.wal", a.id));
+            let wal = data_dir(&a)?.join(format!("raft-{}.wal", a.id));
             RaftEngine::durable(a.id, n, Box::new(crypto), app, seed, &wal)?
         } else {
             RaftEngine::new(a.id, n, Box::new(crypto), app, seed)?
@@ -296,19 +296,26 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     let (crypto, app) = (Box::new(crypto), app_for(&a.execution)?);
     let what = format!("replica {}", a.id);
     let verifier = (verifier, a.protocol.io.as_str());
+    let ran_before = mark_started(&a)? || a.rejoin;
     if a.protocol.on_disk() {
-        if a.rejoin {
-            bail!("--rejoin: a replica with --storage disk restarts from its log; drop --rejoin");
-        }
-        let wal = folder(&a.cluster).join(format!("replica-{}.wal", a.id));
-        let replica = DurableReplica::open(cfg, crypto, app, seed, &wal)
+        let wal = data_dir(&a)?.join(format!("replica-{}.wal", a.id));
+        let empty = if ran_before {
+            EmptyLog::Rejoin
+        } else {
+            EmptyLog::Genesis
+        };
+        let replica = DurableReplica::open(cfg, crypto, app, seed, &wal, empty)
             .with_context(|| format!("{what}: --storage disk"))?;
+        if replica.replica().is_rejoining() {
+            eprintln!("{what}: ran before and has no state: rejoining without it");
+        }
         let mut node = bind(&cluster, a.id, replica, verifier, &what)?;
         node.run(&stop)?;
         report_bft(&node, node.engine().replica(), a.id);
         return Ok(0);
     }
-    let replica = if a.rejoin {
+    let replica = if ran_before {
+        eprintln!("{what}: ran before with --storage memory: rejoining without state");
         Replica::amnesiac(cfg, crypto, app, seed, bft_core::Time::ZERO)
     } else {
         Replica::new(cfg, crypto, app, seed)
@@ -320,8 +327,37 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-fn folder(cluster_file: &std::path::Path) -> &std::path::Path {
-    cluster_file.parent().unwrap_or(std::path::Path::new("."))
+fn data_dir(a: &ReplicaArgs) -> anyhow::Result<PathBuf> {
+    let dir = a.data_dir.clone().unwrap_or_else(|| {
+        a.cluster
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf()
+    });
+    std::fs::create_dir_all(&dir).with_context(|| format!("--data-dir {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Whether this replica ran before in this cluster: its
+/// `replica-<id>.started` holds the digest of the cluster file (new keys make
+/// a new cluster). Marks it as started, durably, before it can send anything.
+fn mark_started(a: &ReplicaArgs) -> anyhow::Result<bool> {
+    let dir = data_dir(a)?;
+    let marker = dir.join(format!("replica-{}.started", a.id));
+    let cluster =
+        std::fs::read(&a.cluster).with_context(|| format!("--cluster {}", a.cluster.display()))?;
+    let mark = format!("{}\n", hex(&bft_core::crypto::hash(&cluster)));
+    if std::fs::read(&marker).is_ok_and(|m| m == mark.as_bytes()) {
+        return Ok(true);
+    }
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&marker)?;
+        std::io::Write::write_all(&mut f, mark.as_bytes())?;
+        f.sync_all()?;
+        std::fs::File::open(&dir)?.sync_all()
+    };
+    write().with_context(|| format!("writing {}", marker.display()))?;
+    Ok(false)
 }
 
 fn report_bft<E: Engine>(node: &ReplicaNode<E>, r: &Replica, id: ReplicaId) {

@@ -140,6 +140,29 @@ fn config_mounts() -> Value {
     ])
 }
 
+/// The replica's own volume: its first-launch mark and, on disk, its log. A
+/// claim per pod outlives restarts and rescheduling, so a restarted replica
+/// knows it ran before (and rejoins) instead of starting from genesis.
+const DATA_DIR: &str = "/var/lib/bftbench";
+
+fn replica_mounts() -> Value {
+    let mut m = config_mounts();
+    if let Some(v) = m.as_array_mut() {
+        v.push(json!({"name": "data", "mountPath": DATA_DIR}));
+    }
+    m
+}
+
+fn data_claim() -> Value {
+    json!({
+        "metadata": {"name": "data"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    })
+}
+
 fn tcp_probe(port: u16) -> Value {
     json!({"tcpSocket": {"port": port}, "periodSeconds": 2, "failureThreshold": 3})
 }
@@ -155,6 +178,8 @@ fn replica_container(s: &K8sSpec) -> Value {
         "/etc/bftbench-keys/replica-$(POD_INDEX).key",
         "--resolve-wait",
         START_WAIT,
+        "--data-dir",
+        DATA_DIR,
         "--execution",
     ]
     .map(String::from)
@@ -176,7 +201,7 @@ fn replica_container(s: &K8sSpec) -> Value {
         }],
         "ports": [{"name": "replica", "containerPort": REPLICA_PORT}],
         "readinessProbe": tcp_probe(REPLICA_PORT),
-        "volumeMounts": config_mounts(),
+        "volumeMounts": replica_mounts(),
         "resources": {"requests": {"cpu": "1", "memory": "256Mi"}},
     })
 }
@@ -214,6 +239,9 @@ fn statefulset(s: &K8sSpec, config_digest: &str) -> Value {
             "replicas": s.replicas,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector},
+            "volumeClaimTemplates": [data_claim()],
+            // A deleted deployment takes its claims: a later one is a new cluster.
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
             "template": {
                 "metadata": {
                     "labels": s.labels("replica"),

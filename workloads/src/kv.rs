@@ -1,9 +1,14 @@
 //! The key-value App: YCSB's records (named fields) under ordered keys.
 //!
-//! The state digest is kept incrementally: the wrapping sum, in four 64-bit
-//! lanes, of a SHA-256 per key and one per (key, field, value). An update
-//! re-hashes only the fields it writes (YCSB updates one field of ten), and the
-//! sum does not depend on insertion order, only on content.
+//! The state digest is a two-level SHA-256 tree: each record keeps the
+//! SHA-256 of its canonical encoding (rehashed when it is written), and the
+//! digest hashes every key with its record's hash, in key order. A Byzantine
+//! replica cannot serve other contents under a genuine checkpoint certificate
+//! without a SHA-256 collision. An additive (multiset) hash kept per update
+//! was forgeable (Wagner's generalized birthday); a lattice one strong enough
+//! (LtHash16, 2 KiB per element) costs far more per update, and hashing the
+//! whole store at each checkpoint stalls the replica (ARCHITECTURE.md, "The
+//! App's digest", with measurements).
 //!
 //! A record is kept as its fields encode in a read result and a snapshot, so
 //! a read of every field (YCSB's default) and a checkpoint's snapshot copy
@@ -13,7 +18,8 @@
 use crate::op::*;
 use bft_core::app::{App, RestoreError};
 use bft_core::codec::{Reader, Writer};
-use bft_core::crypto::{hash_parts, Digest};
+use bft_core::crypto::Digest;
+use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
@@ -30,6 +36,8 @@ const _: () = assert!(SCAN_RESULT_BYTES_MAX + 16 <= bft_core::limits::RESULT_BYT
 pub struct Record {
     count: usize,
     encoded: Vec<u8>,
+    /// SHA-256 of `count` and `encoded` (`rehash`), for the state digest.
+    digest: Digest,
 }
 
 /// Reads a little-endian u32 length at `at`, if the bytes are there.
@@ -48,10 +56,21 @@ impl Record {
             w.bytes(v);
             count += 1;
         }
-        Record {
+        let mut r = Record {
             count,
             encoded: w.finish(),
-        }
+            digest: [0; 32],
+        };
+        r.rehash();
+        r
+    }
+
+    fn rehash(&mut self) {
+        let mut h = Sha256::new();
+        h.update(RECORD_TAG);
+        h.update((self.count as u32).to_le_bytes());
+        h.update(&self.encoded);
+        self.digest = h.finalize().into();
     }
 
     pub fn len(&self) -> usize {
@@ -95,6 +114,7 @@ impl Record {
 
     /// Sets a field found at `found` (by `find`): in place if the value keeps
     /// its length, otherwise by re-encoding the record with the field in order.
+    /// The caller rehashes once it has set every field it writes.
     fn set_at(&mut self, found: Option<(usize, usize)>, name: &str, value: &[u8]) {
         if let Some((at, len)) = found.filter(|(_, len)| *len == value.len()) {
             self.encoded[at..at + len].copy_from_slice(value);
@@ -125,7 +145,6 @@ pub enum Status {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvApp {
     records: BTreeMap<String, Record>,
-    lanes: [u64; 4],
     bytes: usize,
 }
 
@@ -137,46 +156,6 @@ fn record_bytes(key: &str, r: &Record) -> usize {
 /// A field's encoded size (with its length prefixes), as in a snapshot.
 fn field_bytes(name: &str, value: &[u8]) -> usize {
     8 + name.len() + value.len()
-}
-
-type Lanes = [u64; 4];
-
-fn lanes_of(h: Digest) -> Lanes {
-    let lane = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&h[i * 8..i * 8 + 8]);
-        u64::from_le_bytes(b)
-    };
-    [lane(0), lane(1), lane(2), lane(3)]
-}
-
-/// The record's presence, so that a record with no fields still counts.
-fn key_hash(key: &str) -> Lanes {
-    lanes_of(hash_parts(&[b"kv-key", key.as_bytes()]))
-}
-
-/// One field. `hash_parts` length-prefixes key, name and value, so no two
-/// triples share an input (and nothing is copied to build it).
-fn field_hash(key: &str, name: &[u8], value: &[u8]) -> Lanes {
-    lanes_of(hash_parts(&[b"kv-field", key.as_bytes(), name, value]))
-}
-
-fn record_hash(key: &str, r: &Record) -> Lanes {
-    let mut sum = key_hash(key);
-    for (n, v) in r.fields() {
-        add_lanes(&mut sum, field_hash(key, n, v), true);
-    }
-    sum
-}
-
-fn add_lanes(sum: &mut Lanes, x: Lanes, add: bool) {
-    for (l, x) in sum.iter_mut().zip(x) {
-        *l = if add {
-            l.wrapping_add(x)
-        } else {
-            l.wrapping_sub(x)
-        };
-    }
 }
 
 fn encode_record(w: &mut Writer, key: &str, r: &Record) {
@@ -219,7 +198,6 @@ impl KvApp {
     }
 
     fn account(&mut self, key: &str, r: &Record, add: bool) {
-        add_lanes(&mut self.lanes, record_hash(key, r), add);
         let b = record_bytes(key, r);
         self.bytes = if add { self.bytes + b } else { self.bytes - b };
     }
@@ -255,8 +233,8 @@ impl KvApp {
     }
 
     /// Writes `values` into an existing record in place (a later duplicate
-    /// name wins), re-hashing only the written fields. Limits are checked
-    /// first, so a refused update changes nothing.
+    /// name wins). Limits are checked first, so a refused update changes
+    /// nothing.
     fn update(&mut self, key: &str, values: Vec<(String, Vec<u8>)>) -> Vec<u8> {
         let Some(r) = self.records.get_mut(key) else {
             return result(Status::NotFound, |_| {});
@@ -288,13 +266,9 @@ impl KvApp {
         for (n, v) in values {
             // An earlier write of several may have moved the field: look again.
             let at = if several { r.find(&n) } else { found_last };
-            if let Some((start, len)) = at {
-                let old = &r.encoded[start..start + len];
-                add_lanes(&mut self.lanes, field_hash(key, n.as_bytes(), old), false);
-            }
-            add_lanes(&mut self.lanes, field_hash(key, n.as_bytes(), &v), true);
             r.set_at(at, &n, &v);
         }
+        r.rehash();
         self.bytes = bytes;
         result(Status::Ok, |_| {})
     }
@@ -367,27 +341,11 @@ impl KvApp {
             }
         }
     }
-
-    /// Digest recomputed from scratch; equals `digest()` (checked by tests).
-    pub fn full_digest(&self) -> Digest {
-        let mut lanes = [0u64; 4];
-        for (k, r) in &self.records {
-            for (l, x) in lanes.iter_mut().zip(record_hash(k, r)) {
-                *l = l.wrapping_add(x);
-            }
-        }
-        digest_of(self.records.len(), &lanes)
-    }
 }
 
-fn digest_of(count: usize, lanes: &[u64; 4]) -> Digest {
-    let mut b = Vec::with_capacity(40);
-    b.extend_from_slice(&(count as u64).to_le_bytes());
-    for l in lanes {
-        b.extend_from_slice(&l.to_le_bytes());
-    }
-    hash_parts(&[b"bftbench-kv", &b])
-}
+/// Name what each level of the digest covers (and this encoding of it).
+const DIGEST_TAG: &[u8] = b"bftbench-kv-state-sha256\0";
+const RECORD_TAG: &[u8] = b"bftbench-kv-record-sha256\0";
 
 fn encode_fields(w: &mut Writer, r: &Record, fields: &Option<Vec<String>>) {
     match fields {
@@ -415,7 +373,16 @@ impl App for KvApp {
     }
 
     fn digest(&self) -> Digest {
-        digest_of(self.records.len(), &self.lanes)
+        // Length-prefixed keys and fixed-size record hashes: one reading.
+        let mut h = Sha256::new();
+        h.update(DIGEST_TAG);
+        h.update((self.records.len() as u64).to_le_bytes());
+        for (k, r) in &self.records {
+            h.update((k.len() as u32).to_le_bytes());
+            h.update(k.as_bytes());
+            h.update(r.digest);
+        }
+        h.finalize().into()
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -443,6 +410,10 @@ impl App for KvApp {
             let mut rec = BTreeMap::new();
             for _ in 0..nf {
                 let name = r.bytes("field name", FIELD_NAME_BYTES_MAX).map_err(bad)?;
+                // Canonical only (as `snapshot` writes): one encoding per state.
+                if rec.last_key_value().is_some_and(|(last, _)| *last >= name) {
+                    return Err(RestoreError("KV snapshot: fields out of order".into()));
+                }
                 std::str::from_utf8(name)
                     .map_err(|_| RestoreError("KV snapshot: a field name is not UTF-8".into()))?;
                 let v = r

@@ -121,9 +121,9 @@ fn a_rejoiner_does_not_vote_below_a_regency_it_may_have_sent_stopdata_for() {
 }
 
 /// The STOP floor a rejoiner learns must outlive its peers' own restarts
-/// from disk: the stop target is journaled, comes back, and is asked for again.
+/// from disk: it is journaled, comes back, and is reported in state replies.
 #[test]
-fn a_stop_target_survives_a_restart_from_the_journal() {
+fn a_stop_floor_survives_a_restart_from_the_journal() {
     let mut r = replica(config(4, 1)).with_journal();
     let mut journal = Vec::new();
     r.handle_message(bft_core::Time(1), &client_frame(&request(200, 1, b"op", 4)));
@@ -136,7 +136,7 @@ fn a_stop_target_survives_a_restart_from_the_journal() {
     for rec in journal {
         durable.apply(rec).unwrap();
     }
-    assert_eq!(durable.stop_target, Some(1));
+    assert_eq!(durable.stop_floor, 1);
     let mut back = Replica::recover(
         config(4, 1),
         Box::new(crypto(Peer::Replica(1), 4)),
@@ -146,18 +146,60 @@ fn a_stop_target_survives_a_restart_from_the_journal() {
         bft_core::Time(300_000_000),
     )
     .unwrap();
-    assert!(
-        back.summary().contains("stop=Some(1)"),
-        "{}",
-        back.summary()
+    while back.poll_output().is_some() {}
+    let ask = Message::StateRequest { nonce: 77, from: 0 };
+    back.handle_message(
+        bft_core::Time(300_000_001),
+        &frame(2, Peer::Replica(1), &ask, 4),
     );
-    let mut stops = 0;
+    let mut floors = Vec::new();
     while let Some(out) = back.poll_output() {
         if let bft_core::replica::Output::Send { frame, .. } = out {
-            if let Ok((_, Message::Stop { regency: 1 })) = bft_core::wire::peek(&frame, 4) {
-                stops += 1;
+            if let Ok((_, Message::StateReply(rep))) = bft_core::wire::peek(&frame, 4) {
+                floors.push((rep.regency, rep.stop_floor));
             }
         }
     }
-    assert_eq!(stops, 3, "STOP(1) to each peer again");
+    assert_eq!(floors, vec![(0, 1)], "regency 0, asked for 1");
+}
+
+/// A replica restarted without state that crashes again while rejoining
+/// (from its log: `--storage disk` after the log was lost) is still rejoining
+/// when it comes back: its journal says so.
+#[test]
+fn a_crash_while_rejoining_does_not_end_the_rejoin() {
+    let fresh = || {
+        Replica::amnesiac(
+            config(4, 2),
+            Box::new(crypto(Peer::Replica(2), 4)),
+            Box::new(ChainApp::default()),
+            5,
+            bft_core::Time(1),
+        )
+        .unwrap()
+    };
+    let log = fresh().durable().image();
+    assert!(log.contains(&bft_core::replica::DurableRecord::Rejoining(true)));
+    let back = |records: Vec<bft_core::replica::DurableRecord>| {
+        let mut d = bft_core::replica::genesis_durable(&ChainApp::default());
+        for rec in records {
+            d.apply(rec).unwrap();
+        }
+        Replica::recover(
+            config(4, 2),
+            Box::new(crypto(Peer::Replica(2), 4)),
+            Box::new(ChainApp::default()),
+            d,
+            6,
+            bft_core::Time(2),
+        )
+        .unwrap()
+    };
+    assert!(back(log.clone()).is_rejoining());
+    // Control: the same log without the record comes back voting.
+    let without: Vec<_> = log
+        .into_iter()
+        .filter(|r| !matches!(r, bft_core::replica::DurableRecord::Rejoining(_)))
+        .collect();
+    assert!(!back(without).is_rejoining());
 }

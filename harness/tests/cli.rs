@@ -265,3 +265,44 @@ fn bench_refuses_a_replica_configuration_before_starting_anything() {
     assert!(!csv.exists(), "nothing ran, nothing written");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A data folder that marks a replica of another cluster (other keys) is
+/// refused before the replica starts: it would otherwise take that cluster's
+/// log or first-launch mark for its own.
+#[test]
+fn a_replica_refuses_a_data_folder_of_another_cluster() {
+    let root = std::env::temp_dir().join(format!("bftbench-mark-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let addrs = "127.0.0.1:47391,127.0.0.1:47392,127.0.0.1:47393,127.0.0.1:47394";
+    for c in ["a", "b"] {
+        let out = root.join(c);
+        let (code, _, err) =
+            bftbench(&["keygen", "--addrs", addrs, "--out", out.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let data = root.join("data");
+    let run = |c: &str| {
+        let cluster = root.join(c).join("cluster.toml");
+        // stdin is closed: the replica starts, marks its launch, and stops.
+        bftbench(&[
+            "replica",
+            "--cluster",
+            cluster.to_str().unwrap(),
+            "--id",
+            "0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--control-stdio",
+        ])
+    };
+    let (code, _, err) = run("a");
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("rejoining"), "a first launch: {err}");
+    let (code, _, err) = run("a");
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("rejoining without state"), "ran before: {err}");
+    let (code, _, err) = run("b");
+    assert_ne!(code, 0);
+    assert!(err.contains("another cluster"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}

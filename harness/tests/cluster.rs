@@ -469,6 +469,10 @@ fn a_killed_replica_restarted_later_catches_up_by_state_transfer() {
         c.log(2).contains("rejoining without state"),
         "replica 2 knew it ran before"
     );
+    assert!(
+        !c.log(0).contains("rejoining"),
+        "replica 0, launched once, started at genesis"
+    );
     assert_eq!(
         final_field(&c.log(2), "rejoined="),
         "1",

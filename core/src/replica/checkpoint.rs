@@ -217,7 +217,7 @@ impl Replica {
         let reply = StateReply {
             nonce,
             regency: self.regency,
-            stop_floor: self.regency.max(self.stop_target.unwrap_or(0)),
+            stop_floor: self.regency.max(self.stop_floor),
             checkpoint: self.stable.cert.clone(),
             snapshot,
             suffix,

@@ -20,12 +20,13 @@ use std::sync::Arc;
 /// One change to a replica's durable state.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DurableRecord {
-    /// The regency changed (asked for, installed or synchronised).
+    /// The regency changed (installed or synchronised), or a higher one was
+    /// asked for.
     Regency {
         regency: Regency,
         synced_regency: Regency,
         synced_last: Instance,
-        stop_target: Option<Regency>,
+        stop_floor: Regency,
     },
     /// We sent WRITE(regency, instance, digest).
     Wrote {
@@ -79,14 +80,13 @@ impl DurableRecord {
                 regency,
                 synced_regency,
                 synced_last,
-                stop_target,
+                stop_floor,
             } => {
                 w.u8(REGENCY);
                 w.u64(*regency);
                 w.u64(*synced_regency);
                 w.u64(*synced_last);
-                // Regency 0 is never a target (targets exceed the regency).
-                w.u64(stop_target.unwrap_or(0));
+                w.u64(*stop_floor);
             }
             DurableRecord::Wrote {
                 instance,
@@ -137,7 +137,7 @@ impl DurableRecord {
                 regency: r.u64()?,
                 synced_regency: r.u64()?,
                 synced_last: r.u64()?,
-                stop_target: Some(r.u64()?).filter(|t| *t > 0),
+                stop_floor: r.u64()?,
             },
             WROTE => DurableRecord::Wrote {
                 instance: r.u64()?,
@@ -195,12 +195,12 @@ impl Durable {
                 regency,
                 synced_regency,
                 synced_last,
-                stop_target,
+                stop_floor,
             } => {
                 self.regency = regency;
                 self.synced_regency = synced_regency;
                 self.synced_last = synced_last;
-                self.stop_target = stop_target;
+                self.stop_floor = stop_floor;
             }
             DurableRecord::Rejoining(on) => self.rejoining = on,
             DurableRecord::Stable(stable) => {
@@ -268,7 +268,7 @@ impl Durable {
                 regency: self.regency,
                 synced_regency: self.synced_regency,
                 synced_last: self.synced_last,
-                stop_target: self.stop_target,
+                stop_floor: self.stop_floor,
             },
         ];
         if self.rejoining {
@@ -331,7 +331,7 @@ mod tests {
                 regency: 2,
                 synced_regency: 1,
                 synced_last: 3,
-                stop_target: Some(4),
+                stop_floor: 4,
             },
             DurableRecord::Rejoining(true),
             DurableRecord::Wrote {

@@ -102,6 +102,8 @@ struct Rejoin {
     at: Option<Instance>,
     /// The lowest STOP floor each peer reported (`StateReply::stop_floor`).
     floors: BTreeMap<ReplicaId, Regency>,
+    /// When this replica last sent STOP(floor) while waiting for it.
+    stop_sent: Option<Time>,
 }
 
 impl Rejoin {
@@ -147,6 +149,8 @@ pub struct Replica {
     progress_phase: u8,
     stop_votes: BTreeMap<ReplicaId, Regency>,
     stop_target: Option<Regency>,
+    /// Durable: the highest regency ever asked for (`Durable::stop_floor`).
+    stop_floor: Regency,
     view_deadline: Option<Time>,
     view_failures: u32,
     synced_regency: Regency,
@@ -220,7 +224,8 @@ impl Replica {
             progress_deadline: None,
             progress_phase: 0,
             stop_votes: BTreeMap::new(),
-            stop_target: durable.stop_target.filter(|t| *t > durable.regency),
+            stop_target: None,
+            stop_floor: durable.stop_floor,
             view_deadline: None,
             view_failures: 0,
             synced_regency: durable.synced_regency,
@@ -248,10 +253,6 @@ impl Replica {
             // Crashed during a leader change: resume waiting for its SYNC.
             r.mode = Mode::Syncing;
             r.view_deadline = Some(now + r.cfg.view_change_timeout);
-        }
-        if let Some(t) = r.stop_target {
-            // The STOP may not have reached every peer before the crash.
-            r.broadcast(Message::Stop { regency: t });
         }
         let knows_nothing = r.stable.cert.instance == 0 && r.slots.is_empty() && r.regency == 0;
         if !knows_nothing || r.rejoin.is_some() {
@@ -313,7 +314,7 @@ impl Replica {
             regency: r.regency,
             synced_regency: r.synced_regency,
             synced_last: r.synced_last,
-            stop_target: r.stop_target,
+            stop_floor: r.stop_floor,
         });
     }
 
@@ -340,8 +341,8 @@ impl Replica {
     }
 
     fn check_rejoin(&mut self) {
-        let f = self.cfg.f();
-        let Some(rj) = self.rejoin.as_ref() else {
+        let (f, now, every) = (self.cfg.f(), self.now, self.cfg.view_change_timeout);
+        let Some(rj) = self.rejoin.as_mut() else {
             return;
         };
         let (Some(at), Some(floor)) = (rj.at, rj.regency_floor(f)) else {
@@ -354,10 +355,11 @@ impl Replica {
             self.rejoin = None;
             self.record(|_| DurableRecord::Rejoining(false));
             self.stats.rejoined += 1;
-        } else if self.stop_target.is_none_or(|st| st < floor) {
+        } else if rj.stop_sent.is_none_or(|t| now >= t + every) {
             // Only the regency is missing. Peers that asked for it alone
             // (their STOPs lost before the network settled) get one more
-            // vote: with ours they may be enough to install it.
+            // vote, again now and then: with ours they may be enough.
+            rj.stop_sent = Some(now);
             self.start_stop(floor);
         }
     }
@@ -630,7 +632,7 @@ impl Replica {
             regency: self.regency,
             synced_regency: self.synced_regency,
             synced_last: self.synced_last,
-            stop_target: self.stop_target,
+            stop_floor: self.stop_floor,
             rejoining: self.rejoin.is_some(),
             stable: self.stable.clone(),
             slots: self.slots.clone(),
@@ -678,7 +680,7 @@ pub fn genesis_durable(app: &dyn App) -> Durable {
         regency: 0,
         synced_regency: 0,
         synced_last: 0,
-        stop_target: None,
+        stop_floor: 0,
         rejoining: false,
         stable: Stable {
             cert: CheckpointCert {

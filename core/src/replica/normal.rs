@@ -552,7 +552,10 @@ impl Replica {
             self.progress_deadline = Some(self.now + self.cfg.request_timeout);
             return;
         }
-        let target = self.regency.max(self.stop_target.unwrap_or(0)) + 1;
+        let target = self
+            .regency
+            .max(self.stop_target.unwrap_or(0))
+            .saturating_add(1);
         self.start_stop(target);
         self.start_state_transfer();
         self.progress_deadline =

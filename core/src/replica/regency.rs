@@ -23,13 +23,17 @@ use std::sync::Arc;
 
 impl Replica {
     pub(super) fn start_stop(&mut self, target: Regency) {
+        // Peers drop STOPs further ahead than this: asking for more only
+        // raises the floor reported to rejoiners.
+        let target = target.min(self.regency.saturating_add(REGENCY_LOOKAHEAD_MAX));
         if target <= self.regency {
             return;
         }
         let t = self.stop_target.map_or(target, |old| old.max(target));
-        if self.stop_target != Some(t) {
+        self.stop_target = Some(t);
+        if t > self.stop_floor {
             // Durable: peers report it to replicas rejoining without state.
-            self.stop_target = Some(t);
+            self.stop_floor = t;
             self.record_regency();
         }
         self.broadcast(Message::Stop { regency: t });
@@ -76,11 +80,7 @@ impl Replica {
     pub(super) fn install(&mut self, t: Regency) {
         debug_assert!(t > self.regency);
         self.regency = t;
-        // A target above t stays asked for (as in `enter_normal`): peers
-        // report it to rejoiners, and it must not fall.
-        if self.stop_target.is_some_and(|st| st <= t) {
-            self.stop_target = None;
-        }
+        self.stop_target = None;
         self.record_regency();
         self.mode = Mode::Syncing;
         self.stats.regencies_installed += 1;
@@ -298,7 +298,10 @@ impl Replica {
     /// The new leader did not synchronise in time: ask for the next regency.
     pub(super) fn on_view_timeout(&mut self) {
         self.view_failures = (self.view_failures + 1).min(BACKOFF_EXP_MAX);
-        let target = self.regency.max(self.stop_target.unwrap_or(0)) + 1;
+        let target = self
+            .regency
+            .max(self.stop_target.unwrap_or(0))
+            .saturating_add(1);
         self.start_stop(target);
         self.start_state_transfer();
         self.view_deadline =

@@ -109,11 +109,12 @@ pub struct Durable {
     /// PROPOSE at or below it is taken (a replica that could not adopt the
     /// plan there, being out of window, must not take a leader's other value).
     pub synced_last: Instance,
-    /// The regency this replica asked for with STOP and has not installed yet.
-    /// Peers report it to a replica rejoining without its state: 2f+1
-    /// replicas asked for every regency anyone installed, so a rejoiner
-    /// learns from any 2f peers a floor above every STOPDATA it may have sent.
-    pub stop_target: Option<Regency>,
+    /// The highest regency this replica ever asked for with STOP (0: none);
+    /// it only grows. Peers report it (with their regency) to a replica
+    /// rejoining without its state: 2f+1 replicas asked for every regency
+    /// anyone installed, so a rejoiner learns from any 2f peers a floor
+    /// above every STOPDATA it may have sent.
+    pub stop_floor: Regency,
     /// Restarted without its earlier state and not yet allowed to vote (the
     /// rejoin rule): a second restart in the meantime must not end it.
     pub rejoining: bool,

@@ -296,7 +296,8 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     let (crypto, app) = (Box::new(crypto), app_for(&a.execution)?);
     let what = format!("replica {}", a.id);
     let verifier = (verifier, a.protocol.io.as_str());
-    let ran_before = mark_started(&a)? || a.rejoin;
+    let mark = LaunchMark::new(&a, &cluster)?;
+    let ran_before = mark.ran_before()? || a.rejoin;
     if a.protocol.on_disk() {
         let wal = data_dir(&a)?.join(format!("replica-{}.wal", a.id));
         let empty = if ran_before {
@@ -306,10 +307,17 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         };
         let replica = DurableReplica::open(cfg, crypto, app, seed, &wal, empty)
             .with_context(|| format!("{what}: --storage disk"))?;
+        if a.rejoin && !replica.replica().is_rejoining() {
+            bail!(
+                "--rejoin: {} holds this replica's state and it restarts from it; drop --rejoin",
+                wal.display()
+            );
+        }
         if replica.replica().is_rejoining() {
             eprintln!("{what}: ran before and has no state: rejoining without it");
         }
         let mut node = bind(&cluster, a.id, replica, verifier, &what)?;
+        mark.write()?;
         node.run(&stop)?;
         report_bft(&node, node.engine().replica(), a.id);
         return Ok(0);
@@ -322,6 +330,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     };
     let replica = replica.context("replica configuration")?;
     let mut node = bind(&cluster, a.id, replica, verifier, &what)?;
+    mark.write()?;
     node.run(&stop)?;
     report_bft(&node, node.engine(), a.id);
     Ok(0)
@@ -334,30 +343,60 @@ fn data_dir(a: &ReplicaArgs) -> anyhow::Result<PathBuf> {
             .unwrap_or(std::path::Path::new("."))
             .to_path_buf()
     });
-    std::fs::create_dir_all(&dir).with_context(|| format!("--data-dir {}", dir.display()))?;
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the data folder {}", dir.display()))?;
     Ok(dir)
 }
 
-/// Whether this replica ran before in this cluster: its
-/// `replica-<id>.started` holds the digest of the cluster file (new keys make
-/// a new cluster). Marks it as started, durably, before it can send anything.
-fn mark_started(a: &ReplicaArgs) -> anyhow::Result<bool> {
-    let dir = data_dir(a)?;
-    let marker = dir.join(format!("replica-{}.started", a.id));
-    let cluster =
-        std::fs::read(&a.cluster).with_context(|| format!("--cluster {}", a.cluster.display()))?;
-    let mark = format!("{}\n", hex(&bft_core::crypto::hash(&cluster)));
-    if std::fs::read(&marker).is_ok_and(|m| m == mark.as_bytes()) {
-        return Ok(true);
+/// `replica-<id>.started` in the data folder: this replica ran before in
+/// this cluster (the mark names the cluster by its protocol and replica keys,
+/// so edited addresses keep it and new keys are another cluster). Written
+/// after the replica bound its ports and before it sends anything, so a
+/// launch that failed to start does not count.
+struct LaunchMark {
+    dir: PathBuf,
+    path: PathBuf,
+    mark: String,
+}
+
+impl LaunchMark {
+    fn new(a: &ReplicaArgs, cluster: &Cluster) -> anyhow::Result<LaunchMark> {
+        let dir = data_dir(a)?;
+        let mut parts: Vec<&[u8]> = vec![b"bftbench-cluster", cluster.file.protocol.as_bytes()];
+        let keys: Vec<[u8; 32]> = cluster.replica_keys.iter().map(|k| k.to_bytes()).collect();
+        parts.extend(keys.iter().map(|k| k.as_slice()));
+        Ok(LaunchMark {
+            path: dir.join(format!("replica-{}.started", a.id)),
+            dir,
+            mark: format!("{}\n", hex(&bft_core::crypto::hash_parts(&parts))),
+        })
     }
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&marker)?;
-        std::io::Write::write_all(&mut f, mark.as_bytes())?;
-        f.sync_all()?;
-        std::fs::File::open(&dir)?.sync_all()
-    };
-    write().with_context(|| format!("writing {}", marker.display()))?;
-    Ok(false)
+
+    fn ran_before(&self) -> anyhow::Result<bool> {
+        match std::fs::read(&self.path) {
+            Ok(m) if m == self.mark.as_bytes() => Ok(true),
+            Ok(_) => bail!(
+                "{} marks a replica of another cluster (other keys): this data folder is not \
+                 this replica's; use another --data-dir, or remove the folder to start afresh",
+                self.path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("reading {}", self.path.display())),
+        }
+    }
+
+    /// Durably: a temporary file, fsynced, renamed into place, the folder fsynced.
+    fn write(&self) -> anyhow::Result<()> {
+        let tmp = self.path.with_extension("started.tmp");
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, self.mark.as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)?;
+            std::fs::File::open(&self.dir)?.sync_all()
+        };
+        write().with_context(|| format!("writing {}", self.path.display()))
+    }
 }
 
 fn report_bft<E: Engine>(node: &ReplicaNode<E>, r: &Replica, id: ReplicaId) {

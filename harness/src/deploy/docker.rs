@@ -196,6 +196,10 @@ pub struct Docker {
     pub image: String,
 }
 
+/// The replicas' data folder in their containers (the run folder's `state`,
+/// writable; the cluster folder is mounted read-only).
+const STATE_DIR: &str = "/state";
+
 impl Docker {
     /// Checks that Docker and the image are there before any run starts.
     pub fn new() -> anyhow::Result<Docker> {
@@ -215,6 +219,8 @@ impl Docker {
             .args(["--network", &net.name, "--ip", ip])
             .arg("-v")
             .arg(format!("{}:/cluster:ro", dir.display()))
+            .arg("-v")
+            .arg(format!("{}:{STATE_DIR}", dir.join("state").display()))
             .arg(&self.image);
         cmd
     }
@@ -228,6 +234,7 @@ impl Docker {
     ) -> anyhow::Result<()> {
         let dir = &spec.dir;
         let run = &net.name.clone();
+        std::fs::create_dir_all(dir.join("state"))?;
         for id in 0..spec.n {
             let execution = if spec.remote_execution {
                 let ip = format!("{prefix}.{}", 100 + id);
@@ -245,6 +252,7 @@ impl Docker {
             let mut cmd = self.container(net, dir, &format!("{run}-replica-{id}"), &ip);
             cmd.args(["replica", "--cluster", "/cluster/cluster.toml"])
                 .args(["--id", &id.to_string(), "--control-stdio"])
+                .args(["--data-dir", STATE_DIR])
                 .args(["--execution", &execution])
                 .args(spec.protocol_args.to_flags());
             fleet.spawn(Role::Replica, &format!("replica {id}"), cmd, &log)?;

@@ -153,9 +153,9 @@ fn replica_mounts() -> Value {
     m
 }
 
-fn data_claim() -> Value {
+fn data_claim(s: &K8sSpec) -> Value {
     json!({
-        "metadata": {"name": "data"},
+        "metadata": {"name": "data", "labels": s.labels("replica")},
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "resources": {"requests": {"storage": "1Gi"}},
@@ -239,7 +239,7 @@ fn statefulset(s: &K8sSpec, config_digest: &str) -> Value {
             "replicas": s.replicas,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector},
-            "volumeClaimTemplates": [data_claim()],
+            "volumeClaimTemplates": [data_claim(s)],
             // A deleted deployment takes its claims: a later one is a new cluster.
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
             "template": {
@@ -433,7 +433,7 @@ pub fn delete_args(name: &str, namespace: &str) -> Vec<String> {
         "--namespace".into(),
         namespace.into(),
         "--ignore-not-found".into(),
-        "statefulset,service,job,configmap,secret,pod".into(),
+        "statefulset,service,job,configmap,secret,pod,persistentvolumeclaim".into(),
         "-l".into(),
         format!("app.kubernetes.io/name=bftbench,app.kubernetes.io/instance={name}"),
     ]
@@ -507,6 +507,37 @@ mod tests {
         assert_eq!(d[4]["spec"]["template"]["spec"]["restartPolicy"], "Never");
         let digest = &sts["template"]["metadata"]["annotations"]["bftbench.dev/config-sha256"];
         assert_eq!(digest.as_str().map(str::len), Some(64), "{digest}");
+    }
+
+    /// A restarted or rescheduled pod must find its first-launch mark (and
+    /// log): the data folder is a claim per pod, deleted with the deployment.
+    #[test]
+    fn each_replica_keeps_its_data_folder_on_a_claim_of_its_own() {
+        let d = docs(false);
+        let sts = &d[3]["spec"];
+        let claim = &sts["volumeClaimTemplates"][0];
+        assert_eq!(claim["metadata"]["name"], "data");
+        assert_eq!(
+            claim["metadata"]["labels"]["app.kubernetes.io/instance"],
+            "bft"
+        );
+        assert_eq!(
+            sts["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
+            "Delete"
+        );
+        let c = &sts["template"]["spec"]["containers"][0];
+        let args = c["args"].to_string();
+        assert!(
+            args.contains(&format!("\"--data-dir\",\"{DATA_DIR}\"")),
+            "{args}"
+        );
+        let mounts = c["volumeMounts"].as_array().unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m["name"] == "data" && m["mountPath"] == DATA_DIR));
+        assert!(delete_args("bft", "bench")
+            .iter()
+            .any(|a| a.contains("persistentvolumeclaim")));
     }
 
     #[test]

@@ -52,12 +52,12 @@ pub struct RunSpec {
     pub keep: bool,
 }
 
-/// Refuses a disk-backed replica where the cluster folder is mounted
-/// read-only (the write-ahead log lives beside the cluster file).
+/// Refuses a disk-backed replica on a back end that has not been run with
+/// one (replicas there have a writable data folder, but no test covers it).
 pub fn refuse_disk_storage(spec: &RunSpec, backend: &str) -> anyhow::Result<()> {
     if spec.protocol != "bare" && spec.protocol_args.on_disk() {
         bail!(
-            "storage = disk runs on the local and ssh back ends only: {backend} mounts the cluster folder read-only"
+            "storage = disk runs on the local and ssh back ends only: the {backend} back end is not tested with it"
         );
     }
     Ok(())

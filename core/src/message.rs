@@ -211,6 +211,9 @@ pub struct InstanceReport {
 pub struct StopData {
     pub regency: Regency,
     pub from: ReplicaId,
+    /// The sender's incarnation: a STOPDATA of an earlier one (a run whose
+    /// state was lost) is a promise nobody keeps, and is refused.
+    pub incarnation: u64,
     pub checkpoint: CheckpointCert,
     pub reports: Vec<InstanceReport>,
     pub sig: Signature,
@@ -221,6 +224,35 @@ impl StopData {
         let mut w = Writer::new();
         w.raw(b"STOPDATA");
         encode_stop_data_unsigned(&mut w, self);
+        w.finish()
+    }
+}
+
+/// One run of a replica: 0 at genesis, raised (and signed by the replica)
+/// each time it restarts without its durable state. Peers keep the highest
+/// they have seen of each replica and refuse older runs' STOPDATA.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incarnation {
+    pub replica: ReplicaId,
+    pub number: u64,
+    /// The replica's signature over `sign_bytes` (none for number 0).
+    pub sig: Signature,
+}
+
+impl Incarnation {
+    pub fn genesis(replica: ReplicaId) -> Incarnation {
+        Incarnation {
+            replica,
+            number: 0,
+            sig: Signature([0; 64]),
+        }
+    }
+
+    pub fn sign_bytes(replica: ReplicaId, number: u64) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.raw(b"INCARNATION");
+        w.u32(replica);
+        w.u64(number);
         w.finish()
     }
 }
@@ -249,6 +281,9 @@ pub struct StateReply {
     pub suffix: Vec<(Instance, Arc<Batch>)>,
     /// The SYNC of the replier's regency, so a laggard can synchronise too.
     pub sync: Option<SyncProof>,
+    /// The highest incarnation the replier knows of each replica (those
+    /// above 0), so a replica that lost its state learns them again.
+    pub incarnations: Vec<Incarnation>,
 }
 
 /// Wire tags of the messages that carry signatures worth batch-verifying.
@@ -301,6 +336,8 @@ pub enum Message {
     StateRequest {
         nonce: u64,
         from: Instance,
+        /// The requester's current run: a reply proves the replier knows it.
+        incarnation: Incarnation,
     },
     StateReply(StateReply),
     /// A Raft message (protobuf bytes) for the Raft baseline, inside our authenticated frame.
@@ -429,6 +466,7 @@ pub(crate) fn decode_checkpoint_cert(r: &mut Reader) -> Result<CheckpointCert, D
 fn encode_stop_data_unsigned(w: &mut Writer, s: &StopData) {
     w.u64(s.regency);
     w.u32(s.from);
+    w.u64(s.incarnation);
     encode_checkpoint_cert(w, &s.checkpoint);
     w.len(s.reports.len());
     for rep in &s.reports {
@@ -475,6 +513,7 @@ fn encode_stop_data(w: &mut Writer, s: &StopData) {
 fn decode_stop_data(r: &mut Reader) -> Result<StopData, DecodeError> {
     let regency = r.u64()?;
     let from = r.u32()?;
+    let incarnation = r.u64()?;
     let checkpoint = decode_checkpoint_cert(r)?;
     let n = r.len("stopdata reports", LOG_WINDOW_MAX as usize, 13)?;
     let reports = (0..n)
@@ -483,8 +522,23 @@ fn decode_stop_data(r: &mut Reader) -> Result<StopData, DecodeError> {
     Ok(StopData {
         regency,
         from,
+        incarnation,
         checkpoint,
         reports,
+        sig: Signature(r.array()?),
+    })
+}
+
+fn encode_incarnation(w: &mut Writer, inc: &Incarnation) {
+    w.u32(inc.replica);
+    w.u64(inc.number);
+    w.raw(&inc.sig.0);
+}
+
+fn decode_incarnation(r: &mut Reader) -> Result<Incarnation, DecodeError> {
+    Ok(Incarnation {
+        replica: r.u32()?,
+        number: r.u64()?,
         sig: Signature(r.array()?),
     })
 }
@@ -608,10 +662,15 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
             w.raw(digest);
             w.raw(&sig.0);
         }
-        Message::StateRequest { nonce, from } => {
+        Message::StateRequest {
+            nonce,
+            from,
+            incarnation,
+        } => {
             w.u8(10);
             w.u64(*nonce);
             w.u64(*from);
+            encode_incarnation(w, incarnation);
         }
         Message::StateReply(s) => {
             w.u8(11);
@@ -631,6 +690,10 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
                     w.u8(1);
                     encode_sync(w, sync);
                 }
+            }
+            w.len(s.incarnations.len());
+            for inc in &s.incarnations {
+                encode_incarnation(w, inc);
             }
         }
         Message::Raft(b) => {
@@ -682,6 +745,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
         10 => Message::StateRequest {
             nonce: r.u64()?,
             from: r.u64()?,
+            incarnation: decode_incarnation(r)?,
         },
         11 => {
             let nonce = r.u64()?;
@@ -698,6 +762,10 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
                 1 => Some(decode_sync(r)?),
                 t => return Err(DecodeError::BadTag(t)),
             };
+            let n = r.len("incarnations", REPLICAS_MAX, 76)?;
+            let incarnations = (0..n)
+                .map(|_| decode_incarnation(r))
+                .collect::<Result<_, DecodeError>>()?;
             Message::StateReply(StateReply {
                 nonce,
                 regency,
@@ -706,6 +774,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
                 snapshot,
                 suffix,
                 sync,
+                incarnations,
             })
         }
         12 => Message::Raft(r.bytes("raft message", FRAME_BYTES_MAX)?.to_vec()),

@@ -221,6 +221,7 @@ fn state_reply(
         snapshot,
         suffix,
         sync: None,
+        incarnations: vec![],
     })
 }
 
@@ -391,7 +392,11 @@ fn a_flood_of_state_requests_is_answered_at_a_bounded_rate() {
     let mut r = replica(config(4, 0));
     let mut replies = 0;
     for k in 0..1000u64 {
-        let req = Message::StateRequest { nonce: k, from: 0 };
+        let req = Message::StateRequest {
+            nonce: k,
+            from: 0,
+            incarnation: Incarnation::genesis(3),
+        };
         r.handle_message(bft_core::Time(1 + k), &frame(3, Peer::Replica(0), &req, 4));
         while let Some(out) = r.poll_output() {
             if matches!(out, bft_core::replica::Output::Send { .. }) {
@@ -407,6 +412,7 @@ fn stop_data(from: ReplicaId, regency: Regency, checkpoint: CheckpointCert) -> S
     let mut sd = StopData {
         regency,
         from,
+        incarnation: 0,
         checkpoint,
         reports: vec![],
         sig: bft_core::crypto::Signature([0; 64]),
@@ -455,6 +461,7 @@ fn a_regency_learned_from_state_replies_is_not_entered_without_its_sync() {
             snapshot: vec![],
             suffix: vec![],
             sync: None,
+            incarnations: vec![],
         });
         r.handle_message(bft_core::Time(10), &frame(from, Peer::Replica(0), &m, 4));
     }
@@ -490,6 +497,7 @@ fn a_regency_learned_from_state_replies_is_not_entered_without_its_sync() {
         snapshot: vec![],
         suffix: vec![],
         sync: Some(sync.clone()),
+        incarnations: vec![],
     });
     r.handle_message(
         bft_core::Time(12),
@@ -514,6 +522,7 @@ fn a_regency_learned_from_state_replies_is_not_entered_without_its_sync() {
         snapshot: vec![],
         suffix: vec![],
         sync: Some(weak),
+        incarnations: vec![],
     });
     r2.handle_message(bft_core::Time(12), &frame(1, Peer::Replica(0), &m, 4));
     assert_ne!(r2.regency(), 3);

@@ -6,7 +6,7 @@
 mod support;
 
 use bft_core::app::ChainApp;
-use bft_core::crypto::Peer;
+use bft_core::crypto::{Crypto, Peer};
 use bft_core::message::*;
 use bft_core::replica::Replica;
 use bft_core::time::Span;
@@ -62,6 +62,7 @@ fn a_rejoiner_does_not_vote_below_a_regency_it_may_have_sent_stopdata_for() {
         Box::new(ChainApp::default()),
         99,
         c.now,
+        1,
     )
     .unwrap();
     c.replicas[3] = Some(amnesiac);
@@ -113,6 +114,13 @@ fn a_rejoiner_does_not_vote_below_a_regency_it_may_have_sent_stopdata_for() {
     }
     assert!(!c.get(3).is_rejoining(), "{}", c.get(3).summary());
     assert_eq!(c.get(3).stats().rejoined, 1);
+    for r in 0..3 {
+        assert_eq!(
+            c.get(r).incarnation_of(3),
+            1,
+            "{r} knows replica 3's new run"
+        );
+    }
     let mut by_instance = std::collections::BTreeMap::new();
     for d in &c.delivered {
         let first = by_instance.entry(d.instance).or_insert(d.digest);
@@ -147,7 +155,11 @@ fn a_stop_floor_survives_a_restart_from_the_journal() {
     )
     .unwrap();
     while back.poll_output().is_some() {}
-    let ask = Message::StateRequest { nonce: 77, from: 0 };
+    let ask = Message::StateRequest {
+        nonce: 77,
+        from: 0,
+        incarnation: Incarnation::genesis(2),
+    };
     back.handle_message(
         bft_core::Time(300_000_001),
         &frame(2, Peer::Replica(1), &ask, 4),
@@ -175,6 +187,7 @@ fn a_crash_while_rejoining_does_not_end_the_rejoin() {
             Box::new(ChainApp::default()),
             5,
             bft_core::Time(1),
+            1,
         )
         .unwrap()
     };
@@ -202,4 +215,76 @@ fn a_crash_while_rejoining_does_not_end_the_rejoin() {
         .filter(|r| !matches!(r, bft_core::replica::DurableRecord::Rejoining(_)))
         .collect();
     assert!(!back(without).is_rejoining());
+}
+
+fn signed_stop_data(from: ReplicaId, regency: Regency, incarnation: u64) -> StopData {
+    let genesis = replica(config(4, 0)).durable().stable.cert;
+    let mut sd = StopData {
+        regency,
+        from,
+        incarnation,
+        checkpoint: genesis,
+        reports: vec![],
+        sig: bft_core::crypto::Signature([0; 64]),
+    };
+    sd.sig = crypto(Peer::Replica(from), 4).sign(&sd.sign_bytes());
+    sd
+}
+
+fn run_of(replica: ReplicaId, number: u64) -> Incarnation {
+    let sig = crypto(Peer::Replica(replica), 4).sign(&Incarnation::sign_bytes(replica, number));
+    Incarnation {
+        replica,
+        number,
+        sig,
+    }
+}
+
+/// Found in review: a STOP or STOPDATA of a run that later lost its state
+/// (and rejoined) could still be counted, and with a few such restarts a
+/// SYNC could call a decided instance free. A replica that knows a later run
+/// refuses a SYNC built on an earlier run's STOPDATA; one that does not yet
+/// know takes it (the control), and a forged run is not learned.
+#[test]
+fn a_sync_built_on_a_stopdata_of_an_earlier_run_is_refused() {
+    let sync = |run_of_3: u64| {
+        Message::Sync(SyncProof {
+            regency: 1,
+            proofs: vec![
+                signed_stop_data(1, 1, 0),
+                signed_stop_data(2, 1, 0),
+                signed_stop_data(3, 1, run_of_3),
+            ],
+            batches: vec![],
+        })
+    };
+    let learn = |r: &mut Replica, inc: Incarnation| {
+        let ask = Message::StateRequest {
+            nonce: 5,
+            from: 0,
+            incarnation: inc,
+        };
+        r.handle_message(bft_core::Time(10), &frame(3, Peer::Replica(0), &ask, 4));
+        while r.poll_output().is_some() {}
+    };
+    let applies = |r: &mut Replica, m: &Message| {
+        r.handle_message(bft_core::Time(20), &frame(1, Peer::Replica(0), m, 4));
+        while r.poll_output().is_some() {}
+        r.regency() == 1 && !r.is_synchronising()
+    };
+    // Knows run 5 of replica 3: the SYNC resting on its run 0 is refused.
+    let mut knows = replica(config(4, 0));
+    learn(&mut knows, run_of(3, 5));
+    assert_eq!(knows.incarnation_of(3), 5);
+    assert!(!applies(&mut knows, &sync(0)), "{}", knows.summary());
+    assert!(applies(&mut knows, &sync(5)), "{}", knows.summary());
+    // Control: without the later run, the same SYNC is taken.
+    let mut unaware = replica(config(4, 0));
+    assert!(applies(&mut unaware, &sync(0)), "{}", unaware.summary());
+    // A run signed by someone else is not learned.
+    let mut forged = replica(config(4, 0));
+    let mut fake = run_of(3, 9);
+    fake.sig = crypto(Peer::Replica(2), 4).sign(&Incarnation::sign_bytes(3, 9));
+    learn(&mut forged, fake);
+    assert_eq!(forged.incarnation_of(3), 0);
 }

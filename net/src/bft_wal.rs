@@ -46,8 +46,9 @@ pub enum EmptyLog {
     /// The cluster's first launch: at genesis, voting at once.
     Genesis,
     /// The replica ran before and its log was lost: it rejoins without
-    /// state (`Replica::amnesiac`), and the log records that it does.
-    Rejoin,
+    /// state (`Replica::amnesiac`) as run `incarnation`, and the log
+    /// records that it does.
+    Rejoin { incarnation: u64 },
 }
 
 impl DurableReplica {
@@ -70,14 +71,16 @@ impl DurableReplica {
         })?;
         let replica = match (fresh, empty) {
             (true, EmptyLog::Genesis) => Replica::new(cfg, crypto, app, seed)?,
-            (true, EmptyLog::Rejoin) => Replica::amnesiac(cfg, crypto, app, seed, Time::ZERO)?,
+            (true, EmptyLog::Rejoin { incarnation }) => {
+                Replica::amnesiac(cfg, crypto, app, seed, Time::ZERO, incarnation)?
+            }
             (false, _) => Replica::recover(cfg, crypto, app, durable, seed, Time::ZERO)?,
         };
         let mut d = DurableReplica {
             replica: replica.with_journal(),
             log,
         };
-        if fresh && empty == EmptyLog::Rejoin {
+        if fresh && matches!(empty, EmptyLog::Rejoin { .. }) {
             // Before any frame leaves: a crash while rejoining must not
             // come back as a replica that may vote.
             d.rewrite()?;

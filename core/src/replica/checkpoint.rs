@@ -161,13 +161,20 @@ impl Replica {
                     Message::StateRequest {
                         nonce,
                         from: self.last_executed,
+                        incarnation: self.own_incarnation(),
                     },
                 );
             }
         }
     }
 
-    pub(super) fn on_state_request(&mut self, s: ReplicaId, nonce: u64, from: Instance) {
+    pub(super) fn on_state_request(
+        &mut self,
+        s: ReplicaId,
+        nonce: u64,
+        from: Instance,
+        incarnation: Incarnation,
+    ) {
         // A reply may carry a whole snapshot: answer each peer at most a few
         // times per state-transfer timeout, so a flood cannot amplify.
         let gap = crate::time::Span(self.cfg.state_transfer_timeout.0 / 4);
@@ -180,6 +187,10 @@ impl Replica {
             return;
         }
         self.state_replied.insert(s, self.now);
+        // Before the reply: the reply tells the requester we know its run.
+        if incarnation.replica == s {
+            self.note_incarnation(&incarnation);
+        }
         let with_snapshot = self.stable.cert.instance > from;
         let base = if with_snapshot {
             self.stable.cert.instance
@@ -222,6 +233,7 @@ impl Replica {
             snapshot,
             suffix,
             sync,
+            incarnations: self.incarnations.values().cloned().collect(),
         };
         self.send_replica(s, Message::StateReply(reply));
     }
@@ -229,6 +241,7 @@ impl Replica {
     fn state_reply_valid(&self, reply: &StateReply) -> bool {
         let low = reply.checkpoint.instance;
         reply.stop_floor >= reply.regency
+            && reply.incarnations.len() <= self.cfg.n
             && reply
                 .suffix
                 .windows(2)
@@ -250,6 +263,9 @@ impl Replica {
         }
         if !self.state_reply_valid(&reply) {
             self.stats.dropped_invalid += 1;
+            return;
+        }
+        if self.note_reported_incarnations(&reply.incarnations) {
             return;
         }
         self.note_rejoin_evidence(s, reply.checkpoint.instance, reply.stop_floor);

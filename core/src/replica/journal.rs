@@ -52,6 +52,8 @@ pub enum DurableRecord {
     /// The replica started rejoining without its earlier state (true) or
     /// was allowed to vote again (false).
     Rejoining(bool),
+    /// A replica's run (this one's own, or a peer's it learned), verified.
+    Incarnation(Incarnation),
 }
 
 /// A journal that does not describe a state this replica could have been in.
@@ -72,6 +74,7 @@ const DECIDED: u8 = 4;
 const DECIDED_ACCEPTED: u8 = 5;
 const STABLE: u8 = 6;
 const REJOINING: u8 = 7;
+const INCARNATION: u8 = 8;
 
 impl DurableRecord {
     pub fn encode(&self, w: &mut Writer) {
@@ -127,6 +130,12 @@ impl DurableRecord {
                 w.u8(REJOINING);
                 w.u8(u8::from(*on));
             }
+            DurableRecord::Incarnation(inc) => {
+                w.u8(INCARNATION);
+                w.u32(inc.replica);
+                w.u64(inc.number);
+                w.raw(&inc.sig.0);
+            }
         }
     }
 
@@ -168,6 +177,11 @@ impl DurableRecord {
                 1 => DurableRecord::Rejoining(true),
                 t => return Err(DecodeError::BadTag(t)),
             },
+            INCARNATION => DurableRecord::Incarnation(Incarnation {
+                replica: r.u32()?,
+                number: r.u64()?,
+                sig: crate::crypto::Signature(r.array()?),
+            }),
             tag => return Err(DecodeError::BadTag(tag)),
         })
     }
@@ -203,6 +217,12 @@ impl Durable {
                 self.stop_floor = stop_floor;
             }
             DurableRecord::Rejoining(on) => self.rejoining = on,
+            DurableRecord::Incarnation(inc) => {
+                let known = self.incarnations.get(&inc.replica).map_or(0, |i| i.number);
+                if inc.number > known {
+                    self.incarnations.insert(inc.replica, inc);
+                }
+            }
             DurableRecord::Stable(stable) => {
                 let c = stable.cert.instance;
                 if c > low {
@@ -274,6 +294,12 @@ impl Durable {
         if self.rejoining {
             out.push(DurableRecord::Rejoining(true));
         }
+        out.extend(
+            self.incarnations
+                .values()
+                .cloned()
+                .map(DurableRecord::Incarnation),
+        );
         for (i, slot) in &self.slots {
             slot_records(*i, slot, &mut out);
         }
@@ -334,6 +360,11 @@ mod tests {
                 stop_floor: 4,
             },
             DurableRecord::Rejoining(true),
+            DurableRecord::Incarnation(Incarnation {
+                replica: 2,
+                number: 9,
+                sig: crate::crypto::Signature([3; 64]),
+            }),
             DurableRecord::Wrote {
                 instance: 4,
                 regency: 1,

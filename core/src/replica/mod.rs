@@ -13,6 +13,7 @@
 //! and the leader-change decision rule).
 
 mod checkpoint;
+mod incarnation;
 pub mod journal;
 mod normal;
 mod regency;
@@ -98,7 +99,8 @@ enum Mode {
 struct Rejoin {
     /// The stable checkpoint each peer's state reply proved (certificates verified).
     certs: BTreeMap<ReplicaId, Instance>,
-    /// Set once 2f peers answered: their highest checkpoint plus two log windows.
+    /// Set once 2f+1 peers answered (so that they know this run: see
+    /// `incarnation.rs`): their highest checkpoint plus two log windows.
     at: Option<Instance>,
     /// The lowest STOP floor each peer reported (`StateReply::stop_floor`).
     floors: BTreeMap<ReplicaId, Regency>,
@@ -115,6 +117,9 @@ impl Rejoin {
     /// rejoiner out.
     fn regency_floor(&self, f: usize) -> Option<Regency> {
         let mut v: Vec<Regency> = self.floors.values().copied().collect();
+        if v.len() <= 2 * f {
+            return None;
+        }
         v.sort_unstable();
         v.get(2 * f - 1).copied()
     }
@@ -135,6 +140,8 @@ pub struct Replica {
     now: Time,
     // Durable.
     regency: Regency,
+    /// The highest run known of each replica (`incarnation.rs`).
+    incarnations: BTreeMap<ReplicaId, Incarnation>,
     stable: Stable,
     slots: BTreeMap<Instance, Slot>,
     // Executed state (rebuilt on restart).
@@ -213,6 +220,7 @@ impl Replica {
             app,
             now,
             regency: durable.regency,
+            incarnations: durable.incarnations,
             stable: durable.stable,
             slots: durable.slots,
             clients: ClientTable::default(),
@@ -262,22 +270,34 @@ impl Replica {
     }
 
     /// A replica restarted *without* its durable state (kept in memory only):
-    /// it starts from genesis, asks its peers for state and votes again only
-    /// under the rejoin rule (see [`Rejoin`]), so that nothing it sends can
-    /// contradict what it sent before it lost its state. `seed` must differ
-    /// from the earlier run's, so its state requests are not answered by
-    /// replies to that run's.
+    /// it starts from genesis as a new run (`incarnation`, above any earlier
+    /// run's: a clock reading will do, and one found too low is raised), asks
+    /// its peers for state and votes again only under the rejoin rule (see
+    /// [`Rejoin`]), so that nothing it sends can contradict what it sent
+    /// before it lost its state. `seed` must differ from the earlier run's,
+    /// so its state requests are not answered by replies to that run's.
     pub fn amnesiac(
         cfg: Config,
         crypto: Box<dyn Crypto + Send>,
         app: Box<dyn App>,
         seed: u64,
         now: Time,
+        incarnation: u64,
     ) -> Result<Replica, ConfigError> {
-        let genesis = Durable {
+        let mut genesis = Durable {
             rejoining: true,
             ..genesis_durable(app.as_ref())
         };
+        let (me, number) = (cfg.me, incarnation.max(1));
+        let sig = crypto.sign(&Incarnation::sign_bytes(me, number));
+        genesis.incarnations.insert(
+            me,
+            Incarnation {
+                replica: me,
+                number,
+                sig,
+            },
+        );
         Replica::recover(cfg, crypto, app, genesis, seed, now)
     }
 
@@ -334,7 +354,7 @@ impl Replica {
         *e = (*e).max(c);
         let e = rj.floors.entry(s).or_insert(floor);
         *e = (*e).min(floor);
-        if rj.at.is_none() && rj.certs.len() >= 2 * f {
+        if rj.at.is_none() && rj.certs.len() > 2 * f {
             let high = rj.certs.values().copied().max().unwrap_or(0);
             rj.at = Some(high.saturating_add(2 * window));
         }
@@ -461,7 +481,11 @@ impl Replica {
                 digest,
                 sig,
             } => self.on_checkpoint(s, instance, digest, sig),
-            Message::StateRequest { nonce, from } => self.on_state_request(s, nonce, from),
+            Message::StateRequest {
+                nonce,
+                from,
+                incarnation,
+            } => self.on_state_request(s, nonce, from, incarnation),
             Message::StateReply(reply) => self.on_state_reply(s, reply),
             Message::Reply(_) | Message::ReplyDigest(_) | Message::Raft(_) => {
                 self.stats.dropped_invalid += 1
@@ -634,6 +658,7 @@ impl Replica {
             synced_last: self.synced_last,
             stop_floor: self.stop_floor,
             rejoining: self.rejoin.is_some(),
+            incarnations: self.incarnations.clone(),
             stable: self.stable.clone(),
             slots: self.slots.clone(),
         }
@@ -682,6 +707,7 @@ pub fn genesis_durable(app: &dyn App) -> Durable {
         synced_last: 0,
         stop_floor: 0,
         rejoining: false,
+        incarnations: BTreeMap::new(),
         stable: Stable {
             cert: CheckpointCert {
                 instance: 0,

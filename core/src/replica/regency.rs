@@ -130,6 +130,7 @@ impl Replica {
         let mut sd = StopData {
             regency: t,
             from: self.cfg.me,
+            incarnation: self.incarnation_of(self.cfg.me),
             checkpoint: self.stable.cert.clone(),
             reports,
             sig: crate::crypto::Signature([0; 64]),
@@ -154,6 +155,11 @@ impl Replica {
         }
         if !verify::stop_data_valid(&self.cfg, self.crypto.as_ref(), &sd) {
             self.stats.dropped_bad_auth += 1;
+            return;
+        }
+        if !self.is_current(&sd) {
+            // A promise of a run that lost its state: nobody keeps it.
+            self.stats.dropped_invalid += 1;
             return;
         }
         self.stop_data.insert(s, (sd, batches));
@@ -209,6 +215,11 @@ impl Replica {
         let t = sync.regency;
         let fresh = t > self.regency || (t == self.regency && self.mode == Mode::Syncing);
         if !fresh || t <= self.synced_regency {
+            return false;
+        }
+        if !sync.proofs.iter().all(|p| self.is_current(p)) {
+            // Built on a promise of a run that lost its state.
+            self.stats.dropped_invalid += 1;
             return false;
         }
         let Some(plan) = verify::sync_plan(&self.cfg, self.crypto.as_ref(), &sync) else {

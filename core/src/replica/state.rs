@@ -118,6 +118,9 @@ pub struct Durable {
     /// Restarted without its earlier state and not yet allowed to vote (the
     /// rejoin rule): a second restart in the meantime must not end it.
     pub rejoining: bool,
+    /// The highest run (`Incarnation`) known of each replica, its own
+    /// included; absent: 0.
+    pub incarnations: BTreeMap<ReplicaId, Incarnation>,
     pub stable: Stable,
     pub slots: BTreeMap<Instance, Slot>,
 }

@@ -294,6 +294,7 @@ mod tests {
         let sd = |from, reports: Vec<InstanceReport>| StopData {
             regency: 3,
             from,
+            incarnation: 0,
             checkpoint: genesis.clone(),
             reports,
             sig: crate::crypto::Signature([0; 64]),

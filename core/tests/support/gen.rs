@@ -100,6 +100,7 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
             let mut sd = StopData {
                 regency: r,
                 from: 3,
+                incarnation: rng.below(3),
                 checkpoint,
                 reports,
                 sig: Signature([0; 64]),
@@ -123,6 +124,7 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
         7 => Message::StateRequest {
             nonce: rng.next_u64(),
             from: i,
+            incarnation: random_incarnation(rng, &by3),
         },
         8 => Message::StateReply(StateReply {
             nonce: rng.next_u64(),
@@ -136,6 +138,9 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
             snapshot: vec![rng.below(256) as u8; rng.below(64) as usize],
             suffix: vec![(i, random_batch(rng))],
             sync: None,
+            incarnations: (0..rng.below(3))
+                .map(|_| random_incarnation(rng, &by3))
+                .collect(),
         }),
         9 => Message::Reply(Reply {
             client: 1,
@@ -151,5 +156,25 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
             let replier = random_replier(rng);
             Message::Request(request_for(rng.below(4), near(rng, 1), b"z", 4, replier))
         }
+    }
+}
+
+/// A run of replica 3 (signed by it, or not), or of another replica (forged).
+pub fn random_incarnation(rng: &mut Rng, by3: &dyn Crypto) -> Incarnation {
+    let replica = if rng.chance(0.7) {
+        3
+    } else {
+        rng.below(6) as ReplicaId
+    };
+    let number = near(rng, 5);
+    let sig = if rng.chance(0.7) {
+        by3.sign(&Incarnation::sign_bytes(replica, number))
+    } else {
+        Signature([rng.below(256) as u8; 64])
+    };
+    Incarnation {
+        replica,
+        number,
+        sig,
     }
 }

@@ -289,10 +289,10 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     let cfg = a.protocol.config(cluster.n(), a.id)?;
     let (crypto, verifier) = a.protocol.crypto(&cluster, a.id, secret)?;
     // A restarted process draws other state-transfer nonces than its last run.
-    let seed = std::process::id() as u64
-        ^ std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = std::process::id() as u64 ^ clock;
     let (crypto, app) = (Box::new(crypto), app_for(&a.execution)?);
     let what = format!("replica {}", a.id);
     let verifier = (verifier, a.protocol.io.as_str());
@@ -300,8 +300,10 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     let ran_before = mark.ran_before()? || a.rejoin;
     if a.protocol.on_disk() {
         let wal = data_dir(&a)?.join(format!("replica-{}.wal", a.id));
+        // A new run after one whose state was lost: numbered by the clock
+        // (peers raise it if an earlier run had a later reading).
         let empty = if ran_before {
-            EmptyLog::Rejoin
+            EmptyLog::Rejoin { incarnation: clock }
         } else {
             EmptyLog::Genesis
         };
@@ -324,7 +326,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
     }
     let replica = if ran_before {
         eprintln!("{what}: ran before with --storage memory: rejoining without state");
-        Replica::amnesiac(cfg, crypto, app, seed, bft_core::Time::ZERO)
+        Replica::amnesiac(cfg, crypto, app, seed, bft_core::Time::ZERO, clock)
     } else {
         Replica::new(cfg, crypto, app, seed)
     };

@@ -284,7 +284,8 @@ impl World {
         } else if self.opts.amnesia && self.opts.amnesia_without_rule {
             Replica::recover(cfg, crypto, app, disk.clone(), seed, self.now)
         } else if self.opts.amnesia {
-            Replica::amnesiac(cfg, crypto, app, seed, self.now)
+            // Runs numbered by the simulated clock: later restarts, higher runs.
+            Replica::amnesiac(cfg, crypto, app, seed, self.now, self.now.0)
         } else {
             Replica::recover(cfg, crypto, app, disk.clone(), seed, self.now)
         };

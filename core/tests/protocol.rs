@@ -419,3 +419,44 @@ fn the_normal_case_signs_and_verifies_nothing() {
     assert_eq!(c.get(1).last_executed(), 4);
     assert!(count(&signed) > 0 && count(&verified) > 0);
 }
+
+/// Found in review (Aardvark's slow primary, unbounded): any executed
+/// instance reset every request timer, so a leader that kept ordering a
+/// stale request just under each timeout held power with no useful
+/// throughput, and censored a client forever. The timer times the request
+/// waiting longest; the leader is replaced and the censored request runs.
+#[test]
+fn a_leader_that_orders_only_stale_requests_is_replaced() {
+    let mut c = Cluster::new(4);
+    let stale = request(100, 1, b"op", 4);
+    c.submit(&stale);
+    assert_eq!(c.executed_count(1), 1);
+    // Replica 0, the leader, turns Byzantine: the test speaks for it.
+    c.replicas[0] = None;
+    c.isolated.push(0);
+    let censored = request(200, 1, b"op", 4);
+    c.offer(&censored);
+    let batch = Arc::new(Batch::new(vec![stale.clone()]));
+    for instance in 2..=12 {
+        for r in 1..4 {
+            let m = Message::Propose {
+                regency: 0,
+                instance,
+                batch: batch.clone(),
+            };
+            c.inject(r, &frame(0, Peer::Replica(r), &m, 4));
+        }
+        c.settle();
+        c.advance(Span::from_millis(80));
+    }
+    for r in 1..4 {
+        let rep = c.get(r);
+        assert!(rep.regency() >= 1, "{r}: {}", rep.summary());
+        assert_eq!(
+            rep.client_last_seq(200),
+            Some(1),
+            "{r} ran the censored request: {}",
+            rep.summary()
+        );
+    }
+}

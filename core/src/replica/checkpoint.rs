@@ -392,6 +392,8 @@ impl Replica {
         }
         self.next_propose = self.next_propose.max(c + 1);
         self.progress_phase = 0;
+        self.progress_deadline = None;
+        self.rearm_request_timer();
     }
 
     /// Decides instances above our state that f+1 replies report with the same batch.

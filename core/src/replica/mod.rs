@@ -154,6 +154,9 @@ pub struct Replica {
     batch_deadline: Option<Time>,
     progress_deadline: Option<Time>,
     progress_phase: u8,
+    /// When this regency began working: request timers count from here at
+    /// the earliest, so a new leader gets a full timeout for old requests.
+    timer_base: Time,
     stop_votes: BTreeMap<ReplicaId, Regency>,
     stop_target: Option<Regency>,
     /// Durable: the highest regency ever asked for (`Durable::stop_floor`).
@@ -231,6 +234,7 @@ impl Replica {
             batch_deadline: None,
             progress_deadline: None,
             progress_phase: 0,
+            timer_base: now,
             stop_votes: BTreeMap::new(),
             stop_target: None,
             stop_floor: durable.stop_floor,
@@ -512,7 +516,7 @@ impl Replica {
             self.progress_deadline = None;
             self.progress_phase = 0;
         } else if self.progress_deadline.is_none() && self.mode == Mode::Normal {
-            self.progress_deadline = Some(self.now + self.cfg.request_timeout);
+            self.rearm_request_timer();
         }
     }
 

@@ -449,13 +449,34 @@ impl Replica {
     }
 
     fn on_progress(&mut self) {
-        self.progress_phase = 0;
         self.view_failures = 0;
-        self.progress_deadline = if self.pending.is_empty() {
-            None
-        } else {
-            Some(self.now + self.cfg.request_timeout)
+        self.rearm_request_timer();
+    }
+
+    /// When the request waiting longest started waiting in this regency.
+    fn oldest_wait_start(&self) -> Option<crate::time::Time> {
+        self.pending
+            .oldest_arrival()
+            .map(|t| t.max(self.timer_base))
+    }
+
+    /// The request timer times the request waiting longest: others executing
+    /// do not reset it, so a leader cannot hold on by ordering some requests
+    /// (or stale ones) and not others (BFT-SMaRt times each request).
+    pub(super) fn rearm_request_timer(&mut self) {
+        let Some(start) = self.oldest_wait_start() else {
+            self.progress_deadline = None;
+            self.progress_phase = 0;
+            return;
         };
+        let first = start + self.cfg.request_timeout;
+        if self.now < first {
+            self.progress_phase = 0;
+            self.progress_deadline = Some(first);
+        } else if self.progress_deadline.is_none() {
+            // Waited a full timeout already: the timer is due.
+            self.progress_deadline = Some(self.now);
+        }
     }
 
     /// Runs a decided batch: the requests new for their clients (applied in
@@ -549,7 +570,10 @@ impl Replica {
             }
             self.resend_checkpoint_votes();
             self.progress_phase = 1;
-            self.progress_deadline = Some(self.now + self.cfg.request_timeout);
+            // Its second timeout, counted from when it started waiting.
+            let start = self.oldest_wait_start().unwrap_or(self.now);
+            let second = start + self.cfg.request_timeout + self.cfg.request_timeout;
+            self.progress_deadline = Some(second.max(self.now));
             return;
         }
         let target = self

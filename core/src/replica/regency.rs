@@ -300,10 +300,10 @@ impl Replica {
         self.pending.in_flight.clear();
         self.pending.requeue();
         self.next_propose = self.last_executed + 1;
+        self.timer_base = self.now;
         self.progress_phase = 0;
-        if !self.pending.is_empty() {
-            self.progress_deadline = Some(self.now + self.cfg.request_timeout);
-        }
+        self.progress_deadline = None;
+        self.rearm_request_timer();
     }
 
     /// The new leader did not synchronise in time: ask for the next regency.

@@ -278,6 +278,8 @@ pub struct Pending {
     pub requests: BTreeMap<(ClientId, u64), (Request, Time)>,
     pub unproposed: VecDeque<(ClientId, u64)>,
     pub in_flight: BTreeSet<(ClientId, u64)>,
+    /// `requests` by arrival, for the request timer (the oldest one's age).
+    by_arrival: BTreeSet<(Time, (ClientId, u64))>,
 }
 
 /// What [`Pending::insert`] did with a request.
@@ -311,6 +313,7 @@ impl Pending {
             Entry::Vacant(_) if full => Insert::Full,
             Entry::Vacant(v) => {
                 v.insert((req, now));
+                self.by_arrival.insert((now, id));
                 Insert::Added
             }
         }
@@ -326,8 +329,15 @@ impl Pending {
     }
 
     pub fn remove(&mut self, id: (ClientId, u64)) {
-        self.requests.remove(&id);
+        if let Some((_, t)) = self.requests.remove(&id) {
+            self.by_arrival.remove(&(t, id));
+        }
         self.in_flight.remove(&id);
+    }
+
+    /// When the request waiting longest arrived.
+    pub fn oldest_arrival(&self) -> Option<Time> {
+        self.by_arrival.first().map(|(t, _)| *t)
     }
 
     /// Removes every pending request of `client` up to `seq` (executed or superseded).

@@ -4,7 +4,7 @@
 //! the hash of its encoding and two replicas agree on digests byte for byte.
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::crypto::{hash, Digest, Mac, Signature, MAC_BYTES, SIGNATURE_BYTES};
+use crate::crypto::{hash, Crypto, Digest, Mac, Signature, MAC_BYTES, SIGNATURE_BYTES};
 use crate::limits::*;
 use std::sync::{Arc, OnceLock};
 
@@ -235,6 +235,9 @@ impl StopData {
 pub struct Incarnation {
     pub replica: ReplicaId,
     pub number: u64,
+    /// Drawn at random by the run: two runs that got the same number (a
+    /// clock set back) still differ, and the later one takes a higher number.
+    pub tag: u64,
     /// The replica's signature over `sign_bytes` (none for number 0).
     pub sig: Signature,
 }
@@ -244,16 +247,35 @@ impl Incarnation {
         Incarnation {
             replica,
             number: 0,
+            tag: 0,
             sig: Signature([0; 64]),
         }
     }
 
-    pub fn sign_bytes(replica: ReplicaId, number: u64) -> Vec<u8> {
+    /// Run `number` of `replica`, signed with its key.
+    pub fn signed(replica: ReplicaId, number: u64, tag: u64, crypto: &dyn Crypto) -> Incarnation {
+        let mut inc = Incarnation {
+            replica,
+            number,
+            tag,
+            sig: Signature([0; 64]),
+        };
+        inc.sig = crypto.sign(&inc.sign_bytes());
+        inc
+    }
+
+    pub fn sign_bytes(&self) -> Vec<u8> {
         let mut w = Writer::new();
         w.raw(b"INCARNATION");
-        w.u32(replica);
-        w.u64(number);
+        w.u32(self.replica);
+        w.u64(self.number);
+        w.u64(self.tag);
         w.finish()
+    }
+
+    /// Signed by its replica (genesis needs no signature).
+    pub fn valid(&self, crypto: &dyn Crypto) -> bool {
+        self.number == 0 || crypto.verify_replica(self.replica, &self.sign_bytes(), &self.sig)
     }
 }
 
@@ -529,16 +551,18 @@ fn decode_stop_data(r: &mut Reader) -> Result<StopData, DecodeError> {
     })
 }
 
-fn encode_incarnation(w: &mut Writer, inc: &Incarnation) {
+pub fn encode_incarnation(w: &mut Writer, inc: &Incarnation) {
     w.u32(inc.replica);
     w.u64(inc.number);
+    w.u64(inc.tag);
     w.raw(&inc.sig.0);
 }
 
-fn decode_incarnation(r: &mut Reader) -> Result<Incarnation, DecodeError> {
+pub fn decode_incarnation(r: &mut Reader) -> Result<Incarnation, DecodeError> {
     Ok(Incarnation {
         replica: r.u32()?,
         number: r.u64()?,
+        tag: r.u64()?,
         sig: Signature(r.array()?),
     })
 }
@@ -762,7 +786,7 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
                 1 => Some(decode_sync(r)?),
                 t => return Err(DecodeError::BadTag(t)),
             };
-            let n = r.len("incarnations", REPLICAS_MAX, 76)?;
+            let n = r.len("incarnations", REPLICAS_MAX, 84)?;
             let incarnations = (0..n)
                 .map(|_| decode_incarnation(r))
                 .collect::<Result<_, DecodeError>>()?;

@@ -232,12 +232,7 @@ fn signed_stop_data(from: ReplicaId, regency: Regency, incarnation: u64) -> Stop
 }
 
 fn run_of(replica: ReplicaId, number: u64) -> Incarnation {
-    let sig = crypto(Peer::Replica(replica), 4).sign(&Incarnation::sign_bytes(replica, number));
-    Incarnation {
-        replica,
-        number,
-        sig,
-    }
+    Incarnation::signed(replica, number, 7, &crypto(Peer::Replica(replica), 4))
 }
 
 /// Found in review: a STOP or STOPDATA of a run that later lost its state
@@ -284,7 +279,75 @@ fn a_sync_built_on_a_stopdata_of_an_earlier_run_is_refused() {
     // A run signed by someone else is not learned.
     let mut forged = replica(config(4, 0));
     let mut fake = run_of(3, 9);
-    fake.sig = crypto(Peer::Replica(2), 4).sign(&Incarnation::sign_bytes(3, 9));
+    fake.sig = crypto(Peer::Replica(2), 4).sign(&fake.sign_bytes());
     learn(&mut forged, fake);
     assert_eq!(forged.incarnation_of(3), 0);
+}
+
+/// Found in review: a run number can repeat (a clock set back), and peers
+/// echo the run they just learned, so the number alone cannot tell an
+/// earlier run from this one. Runs carry a random tag: a rejoiner that is
+/// told of another run of its own with its number takes a higher one and
+/// asks again; told of its own run, it goes on.
+#[test]
+fn a_rejoiner_whose_run_number_was_used_before_takes_a_higher_one() {
+    let mut r = Replica::amnesiac(
+        config(4, 3),
+        Box::new(crypto(Peer::Replica(3), 4)),
+        Box::new(ChainApp::default()),
+        99,
+        bft_core::Time(1),
+        5,
+    )
+    .unwrap();
+    let asked = |r: &mut Replica| {
+        let mut runs = Vec::new();
+        while let Some(out) = r.poll_output() {
+            if let bft_core::replica::Output::Send { frame, .. } = out {
+                if let Ok((
+                    _,
+                    Message::StateRequest {
+                        nonce, incarnation, ..
+                    },
+                )) = bft_core::wire::peek(&frame, 4)
+                {
+                    runs.push((nonce, incarnation));
+                }
+            }
+        }
+        runs
+    };
+    let first = asked(&mut r);
+    let (nonce, mine) = first[0].clone();
+    assert_eq!(mine.number, 5);
+    let genesis = r.durable().stable.cert;
+    let reply = |incarnations: Vec<Incarnation>| {
+        Message::StateReply(StateReply {
+            nonce,
+            regency: 0,
+            stop_floor: 0,
+            checkpoint: genesis.clone(),
+            snapshot: vec![],
+            suffix: vec![],
+            sync: None,
+            incarnations,
+        })
+    };
+    // Its own run echoed back: nothing changes.
+    r.handle_message(
+        bft_core::Time(2),
+        &frame(0, Peer::Replica(3), &reply(vec![mine.clone()]), 4),
+    );
+    assert!(asked(&mut r).is_empty());
+    assert_eq!(r.incarnation_of(3), 5);
+    // An earlier run with the same number (another tag): a higher number.
+    let earlier = Incarnation::signed(3, 5, 1234, &crypto(Peer::Replica(3), 4));
+    r.handle_message(
+        bft_core::Time(3),
+        &frame(1, Peer::Replica(3), &reply(vec![earlier]), 4),
+    );
+    assert_eq!(r.incarnation_of(3), 6);
+    let again = asked(&mut r);
+    assert_eq!(again.len(), 3, "asks every peer again");
+    assert!(again.iter().all(|(n, inc)| *n != nonce && inc.number == 6));
 }

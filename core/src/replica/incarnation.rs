@@ -3,15 +3,16 @@
 //! A STOPDATA(t) is a promise (every instance it does not name reads as
 //! "accepted nothing" below t), kept because the sender's regency is
 //! durable. A replica that restarts without its state cannot keep the
-//! promises of its earlier run, so it starts a new run: a higher number,
-//! signed by it. Its peers keep the highest run they know of each replica
-//! (durably), refuse STOPDATA of older runs, and refuse a SYNC built on one.
-//! A rejoiner votes only once 2f+1 peers have answered a state request that
-//! named its run, so f+1 correct replicas refuse its old promises from then
-//! on and no SYNC resting on one can gather 2f+1 WRITEs. Knowledge of runs
-//! survives other replicas' own restarts: it is durable, and a rejoiner
-//! learns it again from the state replies of those 2f+1 (any f correct
-//! knowers among its 3f peers are among them).
+//! promises of its earlier run, so it starts a new run: a higher number and
+//! a random tag, signed by it. Its peers keep the highest run they know of
+//! each replica (durably), refuse STOPDATA of older runs, and refuse a SYNC
+//! built on one. A rejoiner votes only once 2f+1 peers have answered a state
+//! request that named its run, and only at a regency at or above the floor
+//! they report (`Rejoin` in mod.rs). The floor is what keeps a SYNC applied
+//! before the new run was known from deciding against the new run's votes;
+//! runs keep an old STOPDATA out of every SYNC built or applied afterwards.
+//! Knowledge of runs survives other replicas' own restarts: it is durable,
+//! and a rejoiner learns it again from the state replies of those 2f+1.
 
 use super::Replica;
 use crate::message::*;
@@ -41,8 +42,7 @@ impl Replica {
         if r as usize >= self.cfg.n || r == self.cfg.me || inc.number <= self.incarnation_of(r) {
             return;
         }
-        let bytes = Incarnation::sign_bytes(r, inc.number);
-        if !self.crypto.verify_replica(r, &bytes, &inc.sig) {
+        if !inc.valid(self.crypto.as_ref()) {
             self.stats.dropped_bad_auth += 1;
             return;
         }
@@ -53,46 +53,36 @@ impl Replica {
             .retain(|from, (sd, _)| *from != r || sd.incarnation >= n);
     }
 
-    /// Signs and takes `number` as this replica's run.
-    pub(super) fn take_incarnation(&mut self, number: u64) {
-        let me = self.cfg.me;
-        let sig = self.crypto.sign(&Incarnation::sign_bytes(me, number));
-        let inc = Incarnation {
-            replica: me,
-            number,
-            sig,
-        };
-        self.incarnations.insert(me, inc.clone());
-        self.record(|_| super::DurableRecord::Incarnation(inc));
-    }
-
-    /// The runs a state reply reports. A rejoiner that finds one of its own
-    /// runs above its current one (its clock went back) takes a higher one
-    /// and asks again, with none of the evidence gathered for the lower.
-    /// (Its current run comes back from every peer that learned it.)
-    /// Returns whether it started over.
+    /// The runs a state reply reports; returns whether this replica started
+    /// over. A rejoiner that finds another run of its own with its number or
+    /// a higher one (its clock went back) takes a higher number and asks
+    /// again, with none of the evidence gathered for the lower run. (Its own
+    /// current run comes back from every peer that learned it: same tag.)
     pub(super) fn note_reported_incarnations(&mut self, incs: &[Incarnation]) -> bool {
         for inc in incs {
             self.note_incarnation(inc);
         }
-        let me = self.cfg.me;
-        let mine = self.incarnation_of(me);
-        let Some(seen) = incs
+        let mine = self.own_incarnation();
+        let crypto = self.crypto.as_ref();
+        let clash = incs
             .iter()
-            .filter(|i| i.replica == me && i.number > mine)
+            .filter(|i| i.replica == mine.replica && i.number >= mine.number && **i != mine)
+            .filter(|i| i.valid(crypto))
             .map(|i| i.number)
-            .max()
-        else {
+            .max();
+        let Some(seen) = clash else {
             return false;
         };
-        let bytes = Incarnation::sign_bytes(me, seen);
-        let genuine = incs.iter().any(|i| {
-            i.replica == me && i.number == seen && self.crypto.verify_replica(me, &bytes, &i.sig)
-        });
-        if self.rejoin.is_none() || !genuine {
+        if self.rejoin.is_none() {
+            // Restarted from a log older than a run of its own that peers saw
+            // (a restored backup): its STOPDATA are refused; say so.
+            self.stats.dropped_invalid += 1;
             return false;
         }
-        self.take_incarnation(seen.saturating_add(1));
+        let tag = self.rng.next_u64();
+        let run = Incarnation::signed(mine.replica, seen.saturating_add(1), tag, crypto);
+        self.incarnations.insert(run.replica, run.clone());
+        self.record(|_| super::DurableRecord::Incarnation(run));
         self.rejoin = Some(super::Rejoin::default());
         self.transfer = None;
         self.start_state_transfer();

@@ -132,9 +132,7 @@ impl DurableRecord {
             }
             DurableRecord::Incarnation(inc) => {
                 w.u8(INCARNATION);
-                w.u32(inc.replica);
-                w.u64(inc.number);
-                w.raw(&inc.sig.0);
+                encode_incarnation(w, inc);
             }
         }
     }
@@ -177,11 +175,7 @@ impl DurableRecord {
                 1 => DurableRecord::Rejoining(true),
                 t => return Err(DecodeError::BadTag(t)),
             },
-            INCARNATION => DurableRecord::Incarnation(Incarnation {
-                replica: r.u32()?,
-                number: r.u64()?,
-                sig: crate::crypto::Signature(r.array()?),
-            }),
+            INCARNATION => DurableRecord::Incarnation(decode_incarnation(r)?),
             tag => return Err(DecodeError::BadTag(tag)),
         })
     }
@@ -363,6 +357,7 @@ mod tests {
             DurableRecord::Incarnation(Incarnation {
                 replica: 2,
                 number: 9,
+                tag: 11,
                 sig: crate::crypto::Signature([3; 64]),
             }),
             DurableRecord::Wrote {

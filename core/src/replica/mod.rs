@@ -293,15 +293,8 @@ impl Replica {
             ..genesis_durable(app.as_ref())
         };
         let (me, number) = (cfg.me, incarnation.max(1));
-        let sig = crypto.sign(&Incarnation::sign_bytes(me, number));
-        genesis.incarnations.insert(
-            me,
-            Incarnation {
-                replica: me,
-                number,
-                sig,
-            },
-        );
+        let run = Incarnation::signed(me, number, seed, crypto.as_ref());
+        genesis.incarnations.insert(me, run);
         Replica::recover(cfg, crypto, app, genesis, seed, now)
     }
 

@@ -166,15 +166,10 @@ pub fn random_incarnation(rng: &mut Rng, by3: &dyn Crypto) -> Incarnation {
     } else {
         rng.below(6) as ReplicaId
     };
-    let number = near(rng, 5);
-    let sig = if rng.chance(0.7) {
-        by3.sign(&Incarnation::sign_bytes(replica, number))
-    } else {
-        Signature([rng.below(256) as u8; 64])
-    };
-    Incarnation {
-        replica,
-        number,
-        sig,
+    let (number, tag) = (near(rng, 5), rng.below(3));
+    let mut inc = Incarnation::signed(replica, number, tag, by3);
+    if rng.chance(0.3) {
+        inc.sig = Signature([rng.below(256) as u8; 64]);
     }
+    inc
 }

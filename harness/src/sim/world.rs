@@ -279,11 +279,10 @@ impl World {
             Some(Persisted::Bft(d)) => *d,
             _ => bft_core::replica::genesis_durable(app.as_ref()),
         };
+        let amnesiac = restart && self.opts.amnesia && !self.opts.amnesia_without_rule;
         let replica = if !restart {
             Replica::new(cfg, crypto, app, seed)
-        } else if self.opts.amnesia && self.opts.amnesia_without_rule {
-            Replica::recover(cfg, crypto, app, disk.clone(), seed, self.now)
-        } else if self.opts.amnesia {
+        } else if amnesiac {
             // Runs numbered by the simulated clock: later restarts, higher runs.
             Replica::amnesiac(cfg, crypto, app, seed, self.now, self.now.0)
         } else {
@@ -292,6 +291,9 @@ impl World {
         let replica = replica
             .expect("the simulator builds valid configurations")
             .with_journal();
+        // A new run starts its log with its own state (the binary rewrites
+        // the log with it before any frame leaves).
+        let disk = if amnesiac { replica.durable() } else { disk };
         let node = SimReplica::Bft(Box::new(replica));
         (node, Some(Persisted::Bft(Box::new(disk))))
     }

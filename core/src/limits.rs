@@ -42,6 +42,10 @@ pub const CERT_ENTRIES_MAX: usize = REPLICAS_MAX;
 pub const WRITESET_MAX: usize = REPLICAS_MAX + 1;
 /// Exponent cap for timer back-off (timeout × 2^k).
 pub const BACKOFF_EXP_MAX: u32 = 6;
+/// State-transfer tries back off less: 2^3 × `state_transfer_timeout` (8 s
+/// at the default 1 s) carries a 32 MiB snapshot over 100 Mbit/s (2.7 s)
+/// with room, while a rejoiner keeps asking often enough.
+pub const TRANSFER_BACKOFF_EXP_MAX: u32 = 3;
 /// Largest decided-log suffix one state-transfer reply carries.
 pub const STATE_SUFFIX_MAX: usize = LOG_WINDOW_MAX as usize;
 /// PROPOSEs buffered while waiting for the SYNC of their regency.

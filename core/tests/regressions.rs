@@ -289,6 +289,59 @@ fn poisoned_state_transfer_is_rejected() {
     assert_eq!(r.client_last_seq(100), Some(4));
 }
 
+/// Found in review: every state-transfer try drew a new nonce and dropped
+/// the replies still in flight, with a fixed timeout, so a transfer slower
+/// than the timeout never completed. Tries back off, and a reply to the try
+/// before still counts.
+#[test]
+fn a_state_transfer_slower_than_its_timeout_still_completes() {
+    let mut c = Cluster::new(4);
+    for s in 1..=4 {
+        c.submit(&request(100, s, b"op", 4));
+    }
+    let stable = c.get(1).durable().stable;
+    // A replica restarted without state keeps asking until 2f+1 answer.
+    let mut r = Replica::amnesiac(
+        config(4, 0),
+        Box::new(crypto(Peer::Replica(0), 4)),
+        Box::new(bft_core::app::ChainApp::default()),
+        3,
+        bft_core::Time(5),
+        1,
+    )
+    .unwrap();
+    let mut first = None;
+    while let Some(out) = r.poll_output() {
+        if let bft_core::replica::Output::Send { frame, .. } = out {
+            if let Ok((_, Message::StateRequest { nonce, .. })) = bft_core::wire::peek(&frame, 4) {
+                first = Some(nonce);
+            }
+        }
+    }
+    let first = first.unwrap();
+    // The first try times out; the second waits twice as long.
+    let t1 = r.poll_timeout().unwrap();
+    r.handle_timeout(t1);
+    while r.poll_output().is_some() {}
+    let t2 = r.poll_timeout().unwrap();
+    assert!(
+        t2.0 - t1.0 >= 2 * (t1.0 - 5),
+        "backs off: {t1:?} then {t2:?}"
+    );
+    // The snapshot answering the first try arrives now, and is taken.
+    let late = state_reply(
+        first,
+        stable.cert.clone(),
+        stable.snapshot.as_ref().clone(),
+        vec![],
+    );
+    r.handle_message(
+        bft_core::Time(t1.0 + 1),
+        &frame(3, Peer::Replica(0), &late, 4),
+    );
+    assert_eq!(r.last_executed(), 4, "{}", r.summary());
+}
+
 /// BFT-SMaRt bug: unbounded queues ran out of memory.
 #[test]
 fn pending_requests_are_bounded_per_client_and_in_total() {

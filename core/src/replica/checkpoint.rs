@@ -9,6 +9,7 @@
 
 use super::{split_snapshot, state_digest, Mode, Output, Replica, Stable, Transfer};
 use crate::crypto::{Digest, Signature};
+use crate::limits::TRANSFER_BACKOFF_EXP_MAX;
 use crate::message::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -144,14 +145,23 @@ impl Replica {
     }
 
     pub(super) fn start_state_transfer(&mut self) {
+        self.start_state_transfer_after(None);
+    }
+
+    fn start_state_transfer_after(&mut self, prior: Option<u64>) {
         if self.transfer.is_some() {
             return;
         }
         let nonce = self.rng.next_u64();
+        let wait = self
+            .cfg
+            .state_transfer_timeout
+            .backoff(self.transfer_failures);
         self.transfer = Some(Transfer {
             nonce,
+            prior,
             replies: BTreeMap::new(),
-            deadline: self.now + self.cfg.state_transfer_timeout,
+            deadline: self.now + wait,
         });
         self.stats.state_transfers_started += 1;
         for r in 0..self.cfg.n as ReplicaId {
@@ -255,10 +265,10 @@ impl Replica {
     }
 
     pub(super) fn on_state_reply(&mut self, s: ReplicaId, reply: StateReply) {
-        let Some(nonce) = self.transfer.as_ref().map(|t| t.nonce) else {
+        let Some(t) = self.transfer.as_ref() else {
             return;
         };
-        if reply.nonce != nonce {
+        if reply.nonce != t.nonce && Some(reply.nonce) != t.prior {
             return;
         }
         if !self.state_reply_valid(&reply) {
@@ -287,6 +297,7 @@ impl Replica {
             .is_some_and(|t| t.replies.len() + 1 >= self.cfg.n);
         if restored || self.last_executed > before {
             self.stats.state_transfers_applied += 1;
+            self.transfer_failures = 0;
         }
         if done {
             self.transfer = None;
@@ -427,7 +438,17 @@ impl Replica {
     }
 
     pub(super) fn on_transfer_timeout(&mut self) {
-        self.transfer = None;
+        let Some(t) = self.transfer.take() else {
+            return;
+        };
+        let prior = Some(t.nonce);
+        // Nothing came back in time (a snapshot too large for the link, say):
+        // wait longer next time. Some replies came: peers answer, ask again.
+        self.transfer_failures = if t.replies.is_empty() {
+            (self.transfer_failures + 1).min(TRANSFER_BACKOFF_EXP_MAX)
+        } else {
+            0
+        };
         let lagging = self
             .known_stable
             .as_ref()
@@ -435,7 +456,9 @@ impl Replica {
             || self.mode == Mode::Syncing
             || self.rejoin.as_ref().is_some_and(|r| r.at.is_none());
         if lagging {
-            self.start_state_transfer();
+            self.start_state_transfer_after(prior);
+        } else {
+            self.transfer_failures = 0;
         }
     }
 }

@@ -128,6 +128,9 @@ impl Rejoin {
 #[derive(Debug)]
 struct Transfer {
     nonce: u64,
+    /// The try before this one (if it timed out): its replies, still in
+    /// flight, count too, so a transfer slower than the timeout completes.
+    prior: Option<u64>,
     replies: BTreeMap<ReplicaId, StateReply>,
     deadline: Time,
 }
@@ -181,6 +184,8 @@ pub struct Replica {
     /// When each peer was last answered a state request (replies can be large).
     state_replied: BTreeMap<ReplicaId, Time>,
     transfer: Option<Transfer>,
+    /// Tries timed out in a row with no reply: each waits twice as long.
+    transfer_failures: u32,
     outputs: VecDeque<Output>,
     to_self: VecDeque<Message>,
     stats: Stats,
@@ -252,6 +257,7 @@ impl Replica {
             beyond: std::collections::BTreeSet::new(),
             state_replied: BTreeMap::new(),
             transfer: None,
+            transfer_failures: 0,
             outputs: VecDeque::new(),
             to_self: VecDeque::new(),
             stats: Stats::default(),

@@ -460,3 +460,23 @@ fn a_leader_that_orders_only_stale_requests_is_replaced() {
         );
     }
 }
+
+/// Found in review: a request larger than any batch may be stayed first in
+/// the leader's queue, and every PROPOSE that carried it was refused, so the
+/// cluster stalled on it under every leader. It is refused on arrival.
+#[test]
+fn a_request_no_batch_can_carry_does_not_stall_the_leader() {
+    let mut c = Cluster::with(4, |cfg| cfg.batch_max_bytes = 1024);
+    c.submit(&request(7, 1, &[0u8; 2000], 4));
+    c.submit(&request(8, 1, b"op", 4));
+    for r in 0..4 {
+        assert_eq!(
+            c.get(r).client_last_seq(8),
+            Some(1),
+            "{}",
+            c.get(r).summary()
+        );
+        assert_eq!(c.get(r).client_last_seq(7), None);
+        assert!(c.get(r).stats().dropped_out_of_bounds > 0);
+    }
+}

@@ -736,3 +736,30 @@ fn a_replica_writes_a_fresh_value_only_where_it_wrote_nothing_else() {
     assert!(sent_kinds(&mut r).contains(&"WRITE"));
     assert_eq!(r.stats().fresh_values_declined, 1);
 }
+
+/// Found in review: only unstable checkpoints' votes were sent again, so a
+/// replica that lost every vote for a checkpoint the others made stable
+/// kept its low watermark there. The stable checkpoint's vote is re-sent too.
+#[test]
+fn a_replica_that_lost_every_checkpoint_vote_catches_up_on_the_resend() {
+    let mut c = Cluster::new(4);
+    for s in 1..=4 {
+        c.offer(&request(100, s, b"op", 4));
+        // Route by hand: replica 3 loses every CHECKPOINT.
+        while let Some((to, f)) = c.net.pop_front() {
+            let checkpoint =
+                bft_core::wire::peek(&f, 4).is_ok_and(|(_, m)| m.kind() == "CHECKPOINT");
+            if !(to == 3 && checkpoint) {
+                c.inject(to, &f);
+            }
+        }
+    }
+    assert_eq!(c.get(0).stable_checkpoint(), 4);
+    assert_eq!(c.get(3).stable_checkpoint(), 0);
+    // A request only followers 1 and 2 hold: their request timer re-sends votes.
+    let r = request(200, 1, b"op", 4);
+    c.inject(1, &client_frame(&r));
+    c.inject(2, &client_frame(&r));
+    c.advance(Span::from_millis(150));
+    assert_eq!(c.get(3).stable_checkpoint(), 4, "{}", c.get(3).summary());
+}

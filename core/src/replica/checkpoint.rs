@@ -104,12 +104,17 @@ impl Replica {
 
     /// Re-sends our votes for checkpoints not yet stable (a lost vote must not
     /// pin the low watermark forever).
+    /// Unstable checkpoints' votes, and the stable one's: a peer that lost
+    /// every vote for it would otherwise keep its low watermark there.
     pub(super) fn resend_checkpoint_votes(&mut self) {
-        let own: Vec<(Instance, Digest)> = self
+        let mut own: Vec<(Instance, Digest)> = self
             .own_checkpoints
             .iter()
             .map(|(i, (d, _))| (*i, *d))
             .collect();
+        if self.stable.cert.instance > 0 {
+            own.push((self.stable.cert.instance, self.stable.cert.digest));
+        }
         for (i, d) in own {
             let sig = self.crypto.sign(&CheckpointCert::sign_bytes(i, &d));
             self.broadcast(Message::Checkpoint {

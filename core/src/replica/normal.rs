@@ -43,6 +43,12 @@ impl Replica {
     }
 
     pub(super) fn on_request(&mut self, req: Request, forwarded: bool) {
+        // No well-formed batch can carry it: held, it would stall every
+        // leader (always first in the queue, refused in every PROPOSE).
+        if request_encoded_len(&req) + 4 > self.cfg.batch_max_bytes {
+            self.stats.dropped_out_of_bounds += 1;
+            return;
+        }
         if !self.request_is_authentic(&req) {
             self.stats.dropped_bad_auth += 1;
             return;
@@ -68,7 +74,7 @@ impl Replica {
             }
         }
         if self.leader() == self.cfg.me {
-            self.pending.unproposed.push_back(id);
+            self.pending.queue(id);
         }
     }
 

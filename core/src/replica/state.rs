@@ -362,6 +362,18 @@ impl Pending {
         self.unproposed = ids.into_iter().map(|(_, id)| id).collect();
     }
 
+    /// Queues a held request for proposal. Ids of requests executed
+    /// meanwhile linger until `take_batch` meets them; while no batch is
+    /// taken (a leader change) the queue is rebuilt before it outgrows the
+    /// requests held.
+    pub fn queue(&mut self, id: (ClientId, u64)) {
+        if self.unproposed.len() >= PENDING_REQUESTS_MAX {
+            self.requeue();
+        }
+        self.unproposed.push_back(id);
+        debug_assert!(self.unproposed.len() <= PENDING_REQUESTS_MAX + 1);
+    }
+
     pub fn oldest_unproposed(&mut self) -> Option<Time> {
         while let Some(id) = self.unproposed.front() {
             match self.requests.get(id) {
@@ -417,6 +429,23 @@ mod tests {
             op: vec![1],
             auth: RequestAuth::Macs(vec![]),
         }
+    }
+
+    /// Found in review: while a leader synchronised (no batch taken), the
+    /// ids of requests executed meanwhile piled up in the proposal queue.
+    #[test]
+    fn the_proposal_queue_stays_bounded_while_nothing_is_proposed() {
+        let mut p = Pending::default();
+        for k in 0..3 * PENDING_REQUESTS_MAX as u64 {
+            assert_eq!(p.insert(req(k as ClientId, 1), Time(k)), Insert::Added);
+            p.queue((k as ClientId, 1));
+            p.remove((k as ClientId, 1)); // executed through another path
+        }
+        assert!(
+            p.unproposed.len() <= PENDING_REQUESTS_MAX,
+            "{}",
+            p.unproposed.len()
+        );
     }
 
     #[test]

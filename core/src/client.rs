@@ -30,10 +30,16 @@ pub enum ClientOutput {
     },
     Complete {
         seq: u64,
-        result: Vec<u8>,
+        result: Result<Vec<u8>, ResultLost>,
         latency: Span,
     },
 }
+
+/// The request was executed, but f+1 replicas report its result evicted
+/// from their client tables (`CLIENT_RESULTS_BYTES_MAX`) before this client
+/// got it: it is known to have run, and what it returned is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResultLost;
 
 struct Outstanding {
     seq: u64,
@@ -236,7 +242,13 @@ impl Client {
                 take_vouched_result(&mut o.answers, from, self.f)
             }
         };
-        let Some(result) = result else { return };
+        let evicted = result_evicted_digest();
+        let lost = o.answers.values().filter(|(d, _)| *d == evicted).count() > self.f;
+        let result = match result {
+            Some(r) => Ok(r),
+            None if lost => Err(ResultLost),
+            None => return,
+        };
         let latency = now - o.sent_at;
         self.outputs.push_back(ClientOutput::Complete {
             seq: o.seq,
@@ -318,7 +330,7 @@ mod tests {
         c.handle_message(Time(2), &reply_from(1, b"ok"));
         c.handle_message(Time(2), &reply_from(2, b"ok"));
         match c.poll_output() {
-            Some(ClientOutput::Complete { result, .. }) => assert_eq!(result, b"ok"),
+            Some(ClientOutput::Complete { result, .. }) => assert_eq!(result.unwrap(), b"ok"),
             other => panic!("{other:?}"),
         }
     }

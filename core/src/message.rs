@@ -308,6 +308,14 @@ pub struct StateReply {
     pub incarnations: Vec<Incarnation>,
 }
 
+/// The digest replicas answer with for an executed request whose result
+/// the client table evicted (`CLIENT_RESULTS_BYTES_MAX`): f+1 of them tell
+/// the client its request ran and its result is gone. (A real result would
+/// have to be these exact bytes to be taken for it.)
+pub fn result_evicted_digest() -> Digest {
+    hash(b"bftbench: this result was evicted from the client table")
+}
+
 /// Wire tags of the messages that carry signatures worth batch-verifying.
 pub const TAG_REQUEST: u8 = 1;
 pub const TAG_PROPOSE: u8 = 3;

@@ -259,7 +259,7 @@ fn route(c: &mut Cluster, client: &mut bft_core::client::Client, up: &[ReplicaId
 
 fn completion(client: &mut bft_core::client::Client) -> Option<Vec<u8>> {
     std::iter::from_fn(|| client.poll_output()).find_map(|o| match o {
-        bft_core::client::ClientOutput::Complete { result, .. } => Some(result),
+        bft_core::client::ClientOutput::Complete { result, .. } => result.ok(),
         _ => None,
     })
 }
@@ -478,5 +478,62 @@ fn a_request_no_batch_can_carry_does_not_stall_the_leader() {
         );
         assert_eq!(c.get(r).client_last_seq(7), None);
         assert!(c.get(r).stats().dropped_out_of_bounds > 0);
+    }
+}
+
+/// Found in review: a client whose result the client tables evicted (their
+/// byte budget) got nothing back for its retransmission, and with its
+/// designated replier down it waited forever. Replicas say the result is
+/// gone; f+1 of them complete the request as run with its result lost.
+#[test]
+fn a_client_whose_result_was_evicted_learns_it_ran() {
+    use bft_core::client::{ClientOutput, ResultLost};
+    use bft_core::limits::CLIENT_RESULTS_BYTES_MAX;
+    use bft_core::replica::{encode_snapshot, genesis_durable, ClientTable};
+    let big = vec![1u8; 200 << 10];
+    let mut table = ClientTable::default();
+    table.record(7, 1, big.clone());
+    for c in 0..(CLIENT_RESULTS_BYTES_MAX / big.len()) as u64 + 2 {
+        table.record(1000 + c, 1, big.clone());
+    }
+    assert!(table.result(7).is_none() && table.last_seq(7) == Some(1));
+    let app = bft_core::app::ChainApp::default();
+    let mut replicas: Vec<_> = (0..4)
+        .map(|r| {
+            let mut d = genesis_durable(&app);
+            d.stable.snapshot = Arc::new(encode_snapshot(&app, &table));
+            bft_core::replica::Replica::recover(
+                config(4, r),
+                Box::new(crypto(Peer::Replica(r), 4)),
+                Box::new(bft_core::app::ChainApp::default()),
+                d,
+                1,
+                Time(1),
+            )
+            .unwrap()
+        })
+        .collect();
+    for r in &mut replicas {
+        while r.poll_output().is_some() {}
+    }
+    // Client 7 retransmits its request 1 (its first), executed long ago.
+    let mut cl = client(7, 4);
+    cl.submit(Time(2), b"op".to_vec());
+    for (to, frame) in client_frames(&mut cl) {
+        let r = &mut replicas[to as usize];
+        r.handle_message(Time(3), &frame);
+        while let Some(out) = r.poll_output() {
+            if let Output::Send {
+                to: Peer::Client(7),
+                frame,
+            } = out
+            {
+                cl.handle_message(Time(4), &frame);
+            }
+        }
+    }
+    match cl.poll_output() {
+        Some(ClientOutput::Complete { seq: 1, result, .. }) => assert_eq!(result, Err(ResultLost)),
+        other => panic!("{other:?}"),
     }
 }

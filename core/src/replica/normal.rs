@@ -80,7 +80,17 @@ impl Replica {
 
     fn resend_cached_reply(&mut self, client: ClientId) {
         let Some((seq, result)) = self.clients.result(client) else {
-            return; // evicted under the results budget
+            // Evicted under the results budget: say so, or the client waits
+            // for a result that no replica can send.
+            if let Some(seq) = self.clients.last_seq(client) {
+                let msg = Message::ReplyDigest(ReplyDigest {
+                    client,
+                    seq,
+                    digest: result_evicted_digest(),
+                });
+                self.send(Peer::Client(client), &msg);
+            }
+            return;
         };
         let reply = Message::Reply(Reply {
             client,

@@ -6,7 +6,7 @@
 use bft_core::time::{Span, Time};
 use bft_harness::sim::scenario::{Crash, Partition};
 use bft_harness::sim::world::World;
-use bft_harness::sim::{run, CryptoKind, RunResult, Scenario, SimOptions};
+use bft_harness::sim::{run, CryptoKind, RunResult, Scenario, SimApp, SimOptions};
 
 fn opts() -> SimOptions {
     SimOptions::default()
@@ -524,4 +524,28 @@ fn the_durability_check_catches_a_journal_that_forgets() {
         caught,
         "a journal without its ACCEPT records must be caught"
     );
+}
+
+/// The key-value App under YCSB's operations, with mutated messages and a
+/// crash: replicas agree (the checkers compare the record-tree digests), and
+/// state transfers restore KV snapshots. Control: a broken quorum is caught
+/// under the same App.
+#[test]
+fn the_kv_app_under_faults_stays_in_agreement_and_a_broken_quorum_is_caught() {
+    let o = SimOptions {
+        app: SimApp::Kv,
+        mutate: true,
+        crash: 1,
+        ..opts()
+    };
+    let runs = all_pass(&o, 1..=40);
+    let transfers: u64 = runs.iter().map(|r| r.stats.state_transfers_applied).sum();
+    assert!(transfers > 0, "no KV snapshot was ever transferred");
+    let broken = SimOptions {
+        app: SimApp::Kv,
+        twins: 1,
+        broken_quorum: Some(2),
+        ..opts()
+    };
+    assert!((1..=40).map(|s| run(s, &broken)).any(|r| !r.passed()));
 }

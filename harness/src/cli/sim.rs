@@ -1,6 +1,6 @@
 //! `bftbench sim`: run seeds of the deterministic simulator and report.
 
-use crate::sim::{self, CryptoKind, SimOptions};
+use crate::sim::{self, CryptoKind, SimApp, SimOptions};
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use std::io::Write;
@@ -55,6 +55,10 @@ pub struct SimArgs {
     /// No loss, duplication, reordering or partitions.
     #[arg(long)]
     pub no_network_faults: bool,
+    /// The App: `chain` (a hash chain of the operations) or `kv` (the
+    /// key-value App under YCSB's operations).
+    #[arg(long, default_value = "chain", value_parser = ["chain", "kv"])]
+    pub app: String,
     #[arg(long, default_value_t = 6)]
     pub clients: usize,
     /// Requests each client submits (closed loop).
@@ -130,6 +134,7 @@ impl SimArgs {
             (self.crypto == CryptoArg::Ed25519).then(|| "ed25519".to_string()),
         );
         for (set, flag) in [
+            (self.app == "kv", " --app kv"),
             (self.mutate, " --mutate"),
             (self.equivocate, " --equivocate"),
             (self.crash_together, " --crash-together"),
@@ -197,6 +202,11 @@ impl SimArgs {
             },
             broken_quorum: None,
             trace: self.trace,
+            app: if self.app == "kv" {
+                SimApp::Kv
+            } else {
+                SimApp::Chain
+            },
         })
     }
 }
@@ -239,8 +249,9 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
     );
     writeln!(
         out,
-        "sim protocol={} replicas={} seeds={}..={} twins={} mutate={} equivocate={} crash={} amnesia={}: {passed} passed, {failed} failed; {beyond_f} ended with more than f faulty (safety checked, liveness not required)",
+        "sim protocol={} app={:?} replicas={} seeds={}..={} twins={} mutate={} equivocate={} crash={} amnesia={}: {passed} passed, {failed} failed; {beyond_f} ended with more than f faulty (safety checked, liveness not required)",
         if opts.raft { "raft" } else { "bft" },
+        opts.app,
         opts.replicas,
         seeds.start(),
         seeds.end(),

@@ -7,7 +7,7 @@ pub mod node;
 pub mod scenario;
 pub mod world;
 
-pub use scenario::{CryptoKind, Scenario, SimOptions};
+pub use scenario::{CryptoKind, Scenario, SimApp, SimOptions};
 pub use world::{run, RunResult};
 
 impl RunResult {

@@ -45,6 +45,19 @@ pub struct SimOptions {
     pub broken_quorum: Option<usize>,
     /// Print each run's event trace (for debugging a seed).
     pub trace: bool,
+    /// The App the replicas run and the operations clients send.
+    pub app: SimApp,
+}
+
+/// The App under simulation.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SimApp {
+    /// `ChainApp`: each operation is hashed into a chain (order shows in every digest).
+    #[default]
+    Chain,
+    /// `KvApp` under YCSB's operations (insert, update, read, scan, delete)
+    /// on a small key space, so records are written over and over.
+    Kv,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +90,7 @@ impl Default for SimOptions {
             crypto: CryptoKind::Sim,
             broken_quorum: None,
             trace: false,
+            app: SimApp::Chain,
         }
     }
 }

@@ -255,7 +255,10 @@ impl World {
         durable: Option<Persisted>,
     ) -> (SimReplica, Option<Persisted>) {
         let crypto = self.crypto_for(Peer::Replica(id));
-        let app = Box::new(ChainApp::default());
+        let app: Box<dyn bft_core::app::App> = match self.opts.app {
+            super::SimApp::Chain => Box::new(ChainApp::default()),
+            super::SimApp::Kv => Box::new(bft_workloads::kv::KvApp::new()),
+        };
         let n = self.sc.n;
         let seed = self.sc.seed.wrapping_mul(31).wrapping_add(copy as u64) ^ self.now.0;
         if self.opts.raft {
@@ -512,8 +515,14 @@ impl World {
         if c.done >= self.opts.requests_per_client || !c.client.is_idle() {
             return;
         }
-        let mut op = c.client.id().to_le_bytes().to_vec();
-        op.extend_from_slice(&self.rng.next_u64().to_le_bytes());
+        let op = match self.opts.app {
+            super::SimApp::Chain => {
+                let mut op = c.client.id().to_le_bytes().to_vec();
+                op.extend_from_slice(&self.rng.next_u64().to_le_bytes());
+                op
+            }
+            super::SimApp::Kv => kv_op(&mut self.rng).encode(),
+        };
         let seq = c.client.submit(self.now, op);
         let id = c.client.id();
         self.checker.submitted((id, seq));
@@ -785,4 +794,38 @@ pub fn stats_map(s: &Stats) -> BTreeMap<&'static str, u64> {
         ("checkpoint_mismatches", s.checkpoint_mismatches),
         ("poisoned_rejected", s.poisoned_state_rejected),
     ])
+}
+
+/// A YCSB operation on one of 16 keys (so records are written over and
+/// over, and conflicting writes meet): inserts, updates of one or several
+/// fields, reads of all or some fields, scans and deletes.
+fn kv_op(rng: &mut bft_core::rng::Rng) -> bft_workloads::op::Op {
+    use bft_workloads::op::Op;
+    let key = format!("user{:02}", rng.below(16));
+    let field = |rng: &mut bft_core::rng::Rng| {
+        let v = vec![rng.below(256) as u8; 1 + rng.below(24) as usize];
+        (format!("field{}", rng.below(4)), v)
+    };
+    match rng.below(10) {
+        0..=2 => Op::Insert {
+            key,
+            values: (0..1 + rng.below(3)).map(|_| field(rng)).collect(),
+        },
+        3..=5 => Op::Update {
+            key,
+            values: (0..1 + rng.below(2)).map(|_| field(rng)).collect(),
+        },
+        6 | 7 => Op::Read {
+            key,
+            fields: rng
+                .chance(0.5)
+                .then(|| vec!["field0".into(), "field2".into()]),
+        },
+        8 => Op::Scan {
+            start: key,
+            count: 1 + rng.below(5) as u32,
+            fields: None,
+        },
+        _ => Op::Delete { key },
+    }
 }

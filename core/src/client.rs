@@ -35,7 +35,7 @@ pub enum ClientOutput {
     },
 }
 
-/// The request was executed, but f+1 replicas report its result evicted
+/// The request was executed, but 2f+1 replicas report its result evicted
 /// from their client tables (`CLIENT_RESULTS_BYTES_MAX`) before this client
 /// got it: it is known to have run, and what it returned is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,7 +243,9 @@ impl Client {
             }
         };
         let evicted = result_evicted_digest();
-        let lost = o.answers.values().filter(|(d, _)| *d == evicted).count() > self.f;
+        // 2f+1: one correct replica evicting it does not mean all have (they
+        // evict in the same order, but some may not have executed as far).
+        let lost = o.answers.values().filter(|(d, _)| *d == evicted).count() > 2 * self.f;
         let result = match result {
             Some(r) => Ok(r),
             None if lost => Err(ResultLost),

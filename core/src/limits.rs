@@ -24,6 +24,9 @@ pub const CHECKPOINT_INTERVAL_MAX: u64 = 4096;
 pub const LOG_WINDOW_MAX: u64 = 2 * CHECKPOINT_INTERVAL_MAX;
 /// Requests waiting to be ordered at one replica; beyond it new requests are dropped.
 pub const PENDING_REQUESTS_MAX: usize = 64 * 1024;
+/// Forwarded requests a replica could not authenticate itself, kept while
+/// it counts their forwarders (f+1 vouch for one).
+pub const FORWARDED_MAX: usize = 4096;
 /// Distinct clients a replica tracks (reply cache entries).
 pub const CLIENTS_MAX: usize = 1 << 16;
 /// Largest App snapshot carried by state transfer.
@@ -42,9 +45,9 @@ pub const CERT_ENTRIES_MAX: usize = REPLICAS_MAX;
 pub const WRITESET_MAX: usize = REPLICAS_MAX + 1;
 /// Exponent cap for timer back-off (timeout × 2^k).
 pub const BACKOFF_EXP_MAX: u32 = 6;
-/// State-transfer tries back off less: 2^3 × `state_transfer_timeout` (8 s
-/// at the default 1 s) carries a 32 MiB snapshot over 100 Mbit/s (2.7 s)
-/// with room, while a rejoiner keeps asking often enough.
+/// State-transfer tries back off less: 2^3 × `state_transfer_timeout` (4 s
+/// at the default 500 ms) carries a 32 MiB snapshot over 100 Mbit/s (2.7 s),
+/// while a rejoiner keeps asking often enough.
 pub const TRANSFER_BACKOFF_EXP_MAX: u32 = 3;
 /// Largest decided-log suffix one state-transfer reply carries.
 pub const STATE_SUFFIX_MAX: usize = LOG_WINDOW_MAX as usize;

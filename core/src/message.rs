@@ -309,11 +309,11 @@ pub struct StateReply {
 }
 
 /// The digest replicas answer with for an executed request whose result
-/// the client table evicted (`CLIENT_RESULTS_BYTES_MAX`): f+1 of them tell
-/// the client its request ran and its result is gone. (A real result would
-/// have to be these exact bytes to be taken for it.)
+/// the client table evicted (`CLIENT_RESULTS_BYTES_MAX`): 2f+1 of them tell
+/// the client its request ran and its result is gone. No result is known to
+/// hash to it (that would be a SHA-256 preimage of all ones).
 pub fn result_evicted_digest() -> Digest {
-    hash(b"bftbench: this result was evicted from the client table")
+    [0xFF; 32]
 }
 
 /// Wire tags of the messages that carry signatures worth batch-verifying.

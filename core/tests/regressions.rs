@@ -763,3 +763,64 @@ fn a_replica_that_lost_every_checkpoint_vote_catches_up_on_the_resend() {
     c.advance(Span::from_millis(150));
     assert_eq!(c.get(3).stable_checkpoint(), 4, "{}", c.get(3).summary());
 }
+
+/// Found in review of the per-request timer: a client whose MACs are valid
+/// everywhere but at the leader left its request pending at every follower,
+/// so their timers deposed a correct leader every two timeouts. The
+/// followers forward it; f+1 forwards vouch for it at the leader (one of
+/// them is correct and authenticated it), and it is ordered.
+#[test]
+fn a_request_valid_everywhere_but_at_the_leader_does_not_depose_it() {
+    let mut c = Cluster::new(4);
+    let req = request_valid_at(9, &[1, 2, 3]);
+    c.offer(&req);
+    c.settle();
+    c.advance(Span::from_millis(400));
+    for r in 0..4 {
+        assert_eq!(c.get(r).regency(), 0, "{r}: {}", c.get(r).summary());
+        assert_eq!(
+            c.get(r).client_last_seq(9),
+            Some(1),
+            "{r}: {}",
+            c.get(r).summary()
+        );
+    }
+    // Control: one forwarder (f) does not vouch.
+    let mut lone = replica(config(4, 0));
+    let only = request_valid_at(10, &[1]);
+    let fwd = Message::Request(only);
+    lone.handle_message(bft_core::Time(1), &frame(1, Peer::Replica(0), &fwd, 4));
+    assert_eq!(lone.pending_len(), 0);
+    lone.handle_message(bft_core::Time(2), &frame(1, Peer::Replica(0), &fwd, 4));
+    assert_eq!(lone.pending_len(), 0, "the same forwarder twice is one");
+    lone.handle_message(bft_core::Time(3), &frame(2, Peer::Replica(0), &fwd, 4));
+    assert_eq!(lone.pending_len(), 1, "f+1 distinct forwarders vouch");
+}
+
+/// Found in review: the first timeout forwarded pending requests in client
+/// id order, so a request from a high id could stay behind newer ones and
+/// never reach the leader. Forwarding takes the oldest first.
+#[test]
+fn the_request_timer_forwards_the_oldest_requests_first() {
+    let mut r = replica(config(4, 1)); // batch_max_requests = 8
+    r.handle_message(
+        bft_core::Time(1),
+        &client_frame(&request(900, 1, b"old", 4)),
+    );
+    for c in 1..=12 {
+        r.handle_message(bft_core::Time(2), &client_frame(&request(c, 1, b"new", 4)));
+    }
+    while r.poll_output().is_some() {}
+    let t = r.poll_timeout().unwrap();
+    r.handle_timeout(t);
+    let mut forwarded = Vec::new();
+    while let Some(out) = r.poll_output() {
+        if let bft_core::replica::Output::Send { frame, .. } = out {
+            if let Ok((_, Message::Request(q))) = bft_core::wire::peek(&frame, 4) {
+                forwarded.push(q.client);
+            }
+        }
+    }
+    assert_eq!(forwarded.len(), 8);
+    assert_eq!(forwarded[0], 900, "{forwarded:?}");
+}

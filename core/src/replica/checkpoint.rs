@@ -447,13 +447,10 @@ impl Replica {
             return;
         };
         let prior = Some(t.nonce);
-        // Nothing came back in time (a snapshot too large for the link, say):
-        // wait longer next time. Some replies came: peers answer, ask again.
-        self.transfer_failures = if t.replies.is_empty() {
-            (self.transfer_failures + 1).min(TRANSFER_BACKOFF_EXP_MAX)
-        } else {
-            0
-        };
+        // No progress in time (a snapshot too large for the link, say): wait
+        // longer next time. Progress resets it (`apply_transfer`), replies
+        // alone do not: one fast useless reply must not cancel the back-off.
+        self.transfer_failures = (self.transfer_failures + 1).min(TRANSFER_BACKOFF_EXP_MAX);
         let lagging = self
             .known_stable
             .as_ref()

@@ -195,6 +195,9 @@ pub struct Replica {
     journal: Option<Vec<DurableRecord>>,
     /// Started without its durable state, and not yet allowed to vote.
     rejoin: Option<Rejoin>,
+    /// Requests this replica cannot authenticate (its MAC entry is bad),
+    /// by content, with the peers that forwarded them (`FORWARDED_MAX`).
+    forwarded: BTreeMap<(ClientId, u64, Digest), std::collections::BTreeSet<ReplicaId>>,
 }
 
 impl Replica {
@@ -264,6 +267,7 @@ impl Replica {
             authenticated_client: None,
             journal: None,
             rejoin: durable.rejoining.then(Rejoin::default),
+            forwarded: BTreeMap::new(),
         };
         r.restore_stable_snapshot();
         r.replay_decided();
@@ -452,7 +456,7 @@ impl Replica {
 
     fn dispatch(&mut self, from: Peer, msg: Message) {
         match (from, msg) {
-            (Peer::Client(_), Message::Request(req)) => self.on_request(req, false),
+            (Peer::Client(_), Message::Request(req)) => self.on_request(req, None),
             (Peer::Client(_), _) => self.stats.dropped_invalid += 1,
             (Peer::Replica(s), msg) => self.on_replica_message(s, msg),
         }
@@ -460,7 +464,7 @@ impl Replica {
 
     fn on_replica_message(&mut self, s: ReplicaId, msg: Message) {
         match msg {
-            Message::Request(req) => self.on_request(req, true),
+            Message::Request(req) => self.on_request(req, Some(s)),
             Message::Propose {
                 regency,
                 instance,

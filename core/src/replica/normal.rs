@@ -42,17 +42,19 @@ impl Replica {
         }
     }
 
-    pub(super) fn on_request(&mut self, req: Request, forwarded: bool) {
+    /// A request from its client (`from` None) or forwarded by a peer.
+    pub(super) fn on_request(&mut self, req: Request, from: Option<ReplicaId>) {
         // No well-formed batch can carry it: held, it would stall every
         // leader (always first in the queue, refused in every PROPOSE).
         if request_encoded_len(&req) + 4 > self.cfg.batch_max_bytes {
             self.stats.dropped_out_of_bounds += 1;
             return;
         }
-        if !self.request_is_authentic(&req) {
+        if !self.request_is_authentic(&req) && !self.vouched_by_forwards(&req, from) {
             self.stats.dropped_bad_auth += 1;
             return;
         }
+        let forwarded = from.is_some();
         if !forwarded {
             self.authenticated_client = Some(req.client);
         }
@@ -76,6 +78,28 @@ impl Replica {
         if self.leader() == self.cfg.me {
             self.pending.queue(id);
         }
+    }
+
+    /// A request whose MAC for this replica is bad, forwarded by f+1 distinct
+    /// peers (so by a correct one, which authenticated it): taken as theirs.
+    /// Otherwise a client could make its requests valid everywhere but at
+    /// the leader, and have the followers' request timers depose it.
+    fn vouched_by_forwards(&mut self, req: &Request, from: Option<ReplicaId>) -> bool {
+        let Some(s) = from else { return false };
+        if !matches!(req.auth, RequestAuth::Macs(_)) {
+            return false; // a signature is the same check everywhere
+        }
+        let key = (req.client, req.seq, hash(&req.signed_bytes()));
+        if !self.forwarded.contains_key(&key) && self.forwarded.len() >= FORWARDED_MAX {
+            self.forwarded.pop_first();
+        }
+        let by = self.forwarded.entry(key).or_default();
+        by.insert(s);
+        if by.len() <= self.cfg.f() {
+            return false;
+        }
+        self.forwarded.remove(&key);
+        true
     }
 
     fn resend_cached_reply(&mut self, client: ClientId) {
@@ -485,13 +509,19 @@ impl Replica {
             self.progress_phase = 0;
             return;
         };
-        let first = start + self.cfg.request_timeout;
+        let t = self.cfg.request_timeout;
+        let first = start + t;
         if self.now < first {
             self.progress_phase = 0;
             self.progress_deadline = Some(first);
-        } else if self.progress_deadline.is_none() {
-            // Waited a full timeout already: the timer is due.
+        } else if self.progress_phase == 0 {
+            // Waited a full timeout already: forwarding is due.
             self.progress_deadline = Some(self.now);
+        } else if self.progress_phase == 1 {
+            // Forwarded: STOP once this request, not an older one, waited
+            // twice (and the leader had a full timeout since the forward).
+            let second = start + t + t;
+            self.progress_deadline = Some(self.progress_deadline.map_or(second, |d| d.max(second)));
         }
     }
 
@@ -570,28 +600,30 @@ impl Replica {
             self.progress_deadline = None;
             return;
         }
+        let t = self.cfg.request_timeout;
         if self.progress_phase == 0 {
             let leader = self.leader();
             if leader != self.cfg.me {
-                let reqs: Vec<Request> = self
-                    .pending
-                    .requests
-                    .values()
-                    .take(self.cfg.batch_max_requests)
-                    .map(|(r, _)| r.clone())
-                    .collect();
+                // Oldest first: the ones the timer is about.
+                let reqs = self.pending.oldest(self.cfg.batch_max_requests);
                 for req in reqs {
                     self.send_replica(leader, Message::Request(req));
                 }
             }
             self.resend_checkpoint_votes();
             self.progress_phase = 1;
-            // Its second timeout, counted from when it started waiting.
+            // Its second timeout, counted from when it started waiting, and
+            // a full timeout for the leader to take what was forwarded.
             let start = self.oldest_wait_start().unwrap_or(self.now);
-            let second = start + self.cfg.request_timeout + self.cfg.request_timeout;
-            self.progress_deadline = Some(second.max(self.now));
+            self.progress_deadline = Some((start + t + t).max(self.now + t));
             return;
         }
+        if self.transfer.is_some() {
+            // Catching up: what is pending may have run already.
+            self.progress_deadline = Some(self.now + t);
+            return;
+        }
+        self.progress_phase = 2;
         let target = self
             .regency
             .max(self.stop_target.unwrap_or(0))

@@ -340,6 +340,15 @@ impl Pending {
         self.by_arrival.first().map(|(t, _)| *t)
     }
 
+    /// Up to `max` requests, those waiting longest first.
+    pub fn oldest(&self, max: usize) -> Vec<Request> {
+        self.by_arrival
+            .iter()
+            .take(max)
+            .filter_map(|(_, id)| self.requests.get(id).map(|(r, _)| r.clone()))
+            .collect()
+    }
+
     /// Removes every pending request of `client` up to `seq` (executed or superseded).
     pub fn remove_through(&mut self, client: ClientId, seq: u64) {
         // A closed-loop client has just this one pending: it goes by its id,
@@ -367,11 +376,12 @@ impl Pending {
     /// taken (a leader change) the queue is rebuilt before it outgrows the
     /// requests held.
     pub fn queue(&mut self, id: (ClientId, u64)) {
-        if self.unproposed.len() >= PENDING_REQUESTS_MAX {
-            self.requeue();
+        if self.unproposed.len() >= 2 * self.requests.len() + 64 {
+            self.requeue(); // `id` is held: it is queued again in arrival order
+        } else {
+            self.unproposed.push_back(id);
         }
-        self.unproposed.push_back(id);
-        debug_assert!(self.unproposed.len() <= PENDING_REQUESTS_MAX + 1);
+        debug_assert!(self.unproposed.len() <= 2 * PENDING_REQUESTS_MAX + 64);
     }
 
     pub fn oldest_unproposed(&mut self) -> Option<Time> {

@@ -824,3 +824,51 @@ fn the_request_timer_forwards_the_oldest_requests_first() {
     assert_eq!(forwarded.len(), 8);
     assert_eq!(forwarded[0], 900, "{forwarded:?}");
 }
+
+/// Found in review: the forwarded-request table evicted the smallest key
+/// when full, so one Byzantine replica's flood of junk forwards pushed out
+/// the correct replicas' entries before they reached f+1. Each peer holds
+/// only its share, and past it loses only its own oldest entries.
+#[test]
+fn a_flood_of_junk_forwards_does_not_keep_a_request_from_being_vouched() {
+    let mut leader = replica(config(4, 0));
+    for k in 0..5000u64 {
+        let junk = Message::Request(request_valid_at(u64::MAX - k, &[3]));
+        leader.handle_message(bft_core::Time(1), &frame(3, Peer::Replica(0), &junk, 4));
+    }
+    let x = Message::Request(request_valid_at(9, &[1, 2, 3]));
+    leader.handle_message(bft_core::Time(2), &frame(1, Peer::Replica(0), &x, 4));
+    for k in 0..5000u64 {
+        let junk = Message::Request(request_valid_at(u64::MAX - 10_000 - k, &[3]));
+        leader.handle_message(bft_core::Time(3), &frame(3, Peer::Replica(0), &junk, 4));
+    }
+    leader.handle_message(bft_core::Time(4), &frame(2, Peer::Replica(0), &x, 4));
+    assert_eq!(
+        leader.pending_len(),
+        1,
+        "f+1 correct forwarders vouch despite the flood"
+    );
+}
+
+/// Found in review: a follower compared a proposed request with the one it
+/// authenticated byte for byte, MACs included, so a Byzantine peer's copy
+/// with other MACs (taken by the leader) made it wait for f+1 WRITEs. The
+/// signed content decides.
+#[test]
+fn a_copy_of_an_authenticated_request_with_other_macs_is_written_at_once() {
+    let mut f1 = replica(config(4, 1));
+    let x = request(9, 1, b"op", 4);
+    f1.handle_message(bft_core::Time(1), &client_frame(&x));
+    while f1.poll_output().is_some() {}
+    let mut other = x.clone();
+    if let RequestAuth::Macs(m) = &mut other.auth {
+        m[1] = [0; 32];
+    }
+    let propose = Message::Propose {
+        regency: 0,
+        instance: 1,
+        batch: Arc::new(Batch::new(vec![other])),
+    };
+    f1.handle_message(bft_core::Time(2), &frame(0, Peer::Replica(1), &propose, 4));
+    assert!(sent_kinds(&mut f1).contains(&"WRITE"));
+}

@@ -198,6 +198,8 @@ pub struct Replica {
     /// Requests this replica cannot authenticate (its MAC entry is bad),
     /// by content, with the peers that forwarded them (`FORWARDED_MAX`).
     forwarded: BTreeMap<(ClientId, u64, Digest), std::collections::BTreeSet<ReplicaId>>,
+    /// The keys of `forwarded` each peer added, oldest first (its share).
+    forwarded_by: BTreeMap<ReplicaId, VecDeque<(ClientId, u64, Digest)>>,
 }
 
 impl Replica {
@@ -268,6 +270,7 @@ impl Replica {
             journal: None,
             rejoin: durable.rejoining.then(Rejoin::default),
             forwarded: BTreeMap::new(),
+            forwarded_by: BTreeMap::new(),
         };
         r.restore_stable_snapshot();
         r.replay_decided();

@@ -89,17 +89,39 @@ impl Replica {
         if !matches!(req.auth, RequestAuth::Macs(_)) {
             return false; // a signature is the same check everywhere
         }
-        let key = (req.client, req.seq, hash(&req.signed_bytes()));
-        if !self.forwarded.contains_key(&key) && self.forwarded.len() >= FORWARDED_MAX {
-            self.forwarded.pop_first();
+        // Only what could still run and is not held already takes a place.
+        let last = self.clients.last_seq(req.client).unwrap_or(0);
+        if req.seq <= last || self.pending.requests.contains_key(&req.id()) {
+            return false;
         }
-        let by = self.forwarded.entry(key).or_default();
-        by.insert(s);
-        if by.len() <= self.cfg.f() {
+        let key = (req.client, req.seq, hash(&req.signed_bytes()));
+        if self.forwarded.entry(key).or_default().insert(s) {
+            self.note_forwarder(s, key);
+        }
+        let count = self.forwarded.get(&key).map_or(0, |by| by.len());
+        if count <= self.cfg.f() {
             return false;
         }
         self.forwarded.remove(&key);
         true
+    }
+
+    /// Each peer holds at most its share of `forwarded`; past it, its own
+    /// oldest entry goes (another peer's never does, so a flood from one
+    /// Byzantine replica cannot push out what correct ones forward).
+    fn note_forwarder(&mut self, s: ReplicaId, key: (ClientId, u64, Digest)) {
+        let share = FORWARDED_MAX / self.cfg.n;
+        let mine = self.forwarded_by.entry(s).or_default();
+        mine.push_back(key);
+        while mine.len() > share {
+            let Some(old) = mine.pop_front() else { break };
+            if let Some(by) = self.forwarded.get_mut(&old) {
+                by.remove(&s);
+                if by.is_empty() {
+                    self.forwarded.remove(&old);
+                }
+            }
+        }
     }
 
     fn resend_cached_reply(&mut self, client: ClientId) {
@@ -213,14 +235,16 @@ impl Replica {
             self.stats.dropped_invalid += 1;
             return;
         }
-        // A request identical to one authenticated on arrival (in `pending`) is
-        // not checked again: with signed requests that halves the verifications.
+        // A request whose signed content equals one authenticated on arrival
+        // (in `pending`) is not checked again: with signed requests that halves
+        // the verifications, and a copy with other MACs (a Byzantine peer's)
+        // is still the request this replica authenticated.
         let authentic = s == self.cfg.me
             || batch.requests().iter().all(|r| {
                 self.pending
                     .requests
                     .get(&r.id())
-                    .is_some_and(|(p, _)| p == r)
+                    .is_some_and(|(p, _)| p.replier == r.replier && p.op == r.op)
                     || self.request_is_authentic(r)
             });
         let d = batch.digest();

@@ -872,3 +872,22 @@ fn a_copy_of_an_authenticated_request_with_other_macs_is_written_at_once() {
     f1.handle_message(bft_core::Time(2), &frame(0, Peer::Replica(1), &propose, 4));
     assert!(sent_kinds(&mut f1).contains(&"WRITE"));
 }
+
+/// Found in review: a request that was not among the oldest when the timer
+/// forwarded them could reach its STOP without ever reaching the leader, and
+/// depose a leader that would have ordered it. It is forwarded first.
+#[test]
+fn a_request_left_out_of_the_first_forward_is_forwarded_before_any_stop() {
+    let mut c = Cluster::new(4); // batch_max_requests = 8: one forward carries 8
+    for client in 1..=12 {
+        c.inject(1, &client_frame(&request(client, 1, b"op", 4)));
+    }
+    c.net.clear(); // only replica 1 holds them
+    c.advance(Span::from_millis(500));
+    for r in 0..4 {
+        assert_eq!(c.get(r).regency(), 0, "{r}: {}", c.get(r).summary());
+    }
+    for client in 1..=12 {
+        assert_eq!(c.get(1).client_last_seq(client), Some(1), "client {client}");
+    }
+}

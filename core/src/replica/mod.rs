@@ -160,6 +160,8 @@ pub struct Replica {
     /// When this regency began working: request timers count from here at
     /// the earliest, so a new leader gets a full timeout for old requests.
     timer_base: Time,
+    /// The youngest request the last forward to the leader carried.
+    forwarded_through: Option<state::ArrivalKey>,
     stop_votes: BTreeMap<ReplicaId, Regency>,
     stop_target: Option<Regency>,
     /// Durable: the highest regency ever asked for (`Durable::stop_floor`).
@@ -245,6 +247,7 @@ impl Replica {
             progress_deadline: None,
             progress_phase: 0,
             timer_base: now,
+            forwarded_through: None,
             stop_votes: BTreeMap::new(),
             stop_target: None,
             stop_floor: durable.stop_floor,

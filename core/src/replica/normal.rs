@@ -619,27 +619,38 @@ impl Replica {
     }
 
     /// First expiry: forward pending requests to the leader. Later: ask for a leader change.
+    /// First expiry: hand the leader the requests waiting longest, then give
+    /// it a full timeout (and the oldest its second) before any STOP.
+    fn forward_oldest(&mut self) {
+        let t = self.cfg.request_timeout;
+        let leader = self.leader();
+        let oldest = self.pending.oldest(self.cfg.batch_max_requests);
+        self.forwarded_through = oldest.last().map(|(_, at)| *at);
+        if leader != self.cfg.me {
+            for (req, _) in oldest {
+                self.send_replica(leader, Message::Request(req));
+            }
+        }
+        self.resend_checkpoint_votes();
+        self.progress_phase = 1;
+        let start = self.oldest_wait_start().unwrap_or(self.now);
+        self.progress_deadline = Some((start + t + t).max(self.now + t));
+    }
+
     pub(super) fn on_progress_timeout(&mut self) {
         if self.pending.is_empty() || self.mode == super::Mode::Syncing {
             self.progress_deadline = None;
             return;
         }
         let t = self.cfg.request_timeout;
-        if self.progress_phase == 0 {
-            let leader = self.leader();
-            if leader != self.cfg.me {
-                // Oldest first: the ones the timer is about.
-                let reqs = self.pending.oldest(self.cfg.batch_max_requests);
-                for req in reqs {
-                    self.send_replica(leader, Message::Request(req));
-                }
-            }
-            self.resend_checkpoint_votes();
-            self.progress_phase = 1;
-            // Its second timeout, counted from when it started waiting, and
-            // a full timeout for the leader to take what was forwarded.
-            let start = self.oldest_wait_start().unwrap_or(self.now);
-            self.progress_deadline = Some((start + t + t).max(self.now + t));
+        // A request the last forward did not carry (it was not among the
+        // oldest then) is forwarded before any STOP is sent for it.
+        let unforwarded = self
+            .pending
+            .oldest_key()
+            .is_some_and(|k| self.forwarded_through.is_none_or(|f| k > f));
+        if self.progress_phase == 0 || (self.progress_phase == 1 && unforwarded) {
+            self.forward_oldest();
             return;
         }
         if self.transfer.is_some() {

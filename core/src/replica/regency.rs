@@ -301,6 +301,7 @@ impl Replica {
         self.pending.requeue();
         self.next_propose = self.last_executed + 1;
         self.timer_base = self.now;
+        self.forwarded_through = None;
         self.progress_phase = 0;
         self.progress_deadline = None;
         self.rearm_request_timer();

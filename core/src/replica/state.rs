@@ -279,8 +279,11 @@ pub struct Pending {
     pub unproposed: VecDeque<(ClientId, u64)>,
     pub in_flight: BTreeSet<(ClientId, u64)>,
     /// `requests` by arrival, for the request timer (the oldest one's age).
-    by_arrival: BTreeSet<(Time, (ClientId, u64))>,
+    by_arrival: BTreeSet<ArrivalKey>,
 }
+
+/// A request's place in arrival order: when it came, then its id.
+pub type ArrivalKey = (Time, (ClientId, u64));
 
 /// What [`Pending::insert`] did with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -340,13 +343,18 @@ impl Pending {
         self.by_arrival.first().map(|(t, _)| *t)
     }
 
-    /// Up to `max` requests, those waiting longest first.
-    pub fn oldest(&self, max: usize) -> Vec<Request> {
+    /// Up to `max` requests with their place in arrival order, oldest first.
+    pub fn oldest(&self, max: usize) -> Vec<(Request, ArrivalKey)> {
         self.by_arrival
             .iter()
             .take(max)
-            .filter_map(|(_, id)| self.requests.get(id).map(|(r, _)| r.clone()))
+            .filter_map(|k| self.requests.get(&k.1).map(|(r, _)| (r.clone(), *k)))
             .collect()
+    }
+
+    /// The place in arrival order of the request waiting longest.
+    pub fn oldest_key(&self) -> Option<ArrivalKey> {
+        self.by_arrival.first().copied()
     }
 
     /// Removes every pending request of `client` up to `seq` (executed or superseded).

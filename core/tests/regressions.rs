@@ -301,15 +301,7 @@ fn a_state_transfer_slower_than_its_timeout_still_completes() {
     }
     let stable = c.get(1).durable().stable;
     // A replica restarted without state keeps asking until 2f+1 answer.
-    let mut r = Replica::amnesiac(
-        config(4, 0),
-        Box::new(crypto(Peer::Replica(0), 4)),
-        Box::new(bft_core::app::ChainApp::default()),
-        3,
-        bft_core::Time(5),
-        1,
-    )
-    .unwrap();
+    let mut r = amnesiac(config(4, 0), 3, bft_core::Time(5), 1);
     let mut first = None;
     while let Some(out) = r.poll_output() {
         if let bft_core::replica::Output::Send { frame, .. } = out {

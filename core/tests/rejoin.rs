@@ -56,15 +56,7 @@ fn a_rejoiner_does_not_vote_below_a_regency_it_may_have_sent_stopdata_for() {
             && bft_core::wire::peek(f, 4).is_ok_and(|(_, m)| m.kind() == "STOPDATA")));
 
     // Replica 3 restarts without state; its peers answer its state request.
-    let amnesiac = Replica::amnesiac(
-        config(4, 3),
-        Box::new(crypto(Peer::Replica(3), 4)),
-        Box::new(ChainApp::default()),
-        99,
-        c.now,
-        1,
-    )
-    .unwrap();
+    let amnesiac = amnesiac(config(4, 3), 99, c.now, 1);
     c.replicas[3] = Some(amnesiac);
     c.collect(3);
     c.settle();
@@ -180,17 +172,7 @@ fn a_stop_floor_survives_a_restart_from_the_journal() {
 /// when it comes back: its journal says so.
 #[test]
 fn a_crash_while_rejoining_does_not_end_the_rejoin() {
-    let fresh = || {
-        Replica::amnesiac(
-            config(4, 2),
-            Box::new(crypto(Peer::Replica(2), 4)),
-            Box::new(ChainApp::default()),
-            5,
-            bft_core::Time(1),
-            1,
-        )
-        .unwrap()
-    };
+    let fresh = || amnesiac(config(4, 2), 5, bft_core::Time(1), 1);
     let log = fresh().durable().image();
     assert!(log.contains(&bft_core::replica::DurableRecord::Rejoining(true)));
     let back = |records: Vec<bft_core::replica::DurableRecord>| {
@@ -291,15 +273,7 @@ fn a_sync_built_on_a_stopdata_of_an_earlier_run_is_refused() {
 /// asks again; told of its own run, it goes on.
 #[test]
 fn a_rejoiner_whose_run_number_was_used_before_takes_a_higher_one() {
-    let mut r = Replica::amnesiac(
-        config(4, 3),
-        Box::new(crypto(Peer::Replica(3), 4)),
-        Box::new(ChainApp::default()),
-        99,
-        bft_core::Time(1),
-        5,
-    )
-    .unwrap();
+    let mut r = amnesiac(config(4, 3), 99, bft_core::Time(1), 5);
     let asked = |r: &mut Replica| {
         let mut runs = Vec::new();
         while let Some(out) = r.poll_output() {

@@ -43,6 +43,20 @@ pub fn replica(cfg: Config) -> Replica {
     .expect("valid config")
 }
 
+/// A replica restarted without its state (`Replica::amnesiac`), as run `incarnation`.
+pub fn amnesiac(cfg: Config, seed: u64, now: Time, incarnation: u64) -> Replica {
+    let (n, me) = (cfg.n, cfg.me);
+    Replica::amnesiac(
+        cfg,
+        Box::new(crypto(Peer::Replica(me), n)),
+        Box::new(ChainApp::default()),
+        seed,
+        now,
+        incarnation,
+    )
+    .expect("valid config")
+}
+
 /// A frame from replica `from` to `to`, authenticated with `from`'s keys.
 pub fn frame(from: ReplicaId, to: Peer, msg: &Message, n: usize) -> Vec<u8> {
     wire::encode_frame(

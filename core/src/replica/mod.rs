@@ -162,6 +162,8 @@ pub struct Replica {
     timer_base: Time,
     /// The youngest request the last forward to the leader carried.
     forwarded_through: Option<state::ArrivalKey>,
+    /// The oldest request a second forward was sent for (one per request).
+    reforwarded_for: Option<state::ArrivalKey>,
     stop_votes: BTreeMap<ReplicaId, Regency>,
     stop_target: Option<Regency>,
     /// Durable: the highest regency ever asked for (`Durable::stop_floor`).
@@ -248,6 +250,7 @@ impl Replica {
             progress_phase: 0,
             timer_base: now,
             forwarded_through: None,
+            reforwarded_for: None,
             stop_votes: BTreeMap::new(),
             stop_target: None,
             stop_floor: durable.stop_floor,

@@ -645,11 +645,16 @@ impl Replica {
         let t = self.cfg.request_timeout;
         // A request the last forward did not carry (it was not among the
         // oldest then) is forwarded before any STOP is sent for it.
-        let unforwarded = self
-            .pending
-            .oldest_key()
-            .is_some_and(|k| self.forwarded_through.is_none_or(|f| k > f));
+        // Once per oldest request: a leader that keeps clearing the forwarded
+        // ones (ordering a high seq of each of their clients) cannot keep
+        // putting its STOP off.
+        let oldest = self.pending.oldest_key();
+        let unforwarded = oldest.is_some_and(|k| self.forwarded_through.is_none_or(|f| k > f))
+            && oldest != self.reforwarded_for;
         if self.progress_phase == 0 || (self.progress_phase == 1 && unforwarded) {
+            if self.progress_phase == 1 {
+                self.reforwarded_for = oldest;
+            }
             self.forward_oldest();
             return;
         }

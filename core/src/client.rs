@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAuth {
-    /// A MAC per replica (cheap; a Byzantine client can at worst force a leader change).
+    /// A MAC per replica, with retransmissions signed (a Byzantine client can
+    /// at worst stall one regency before replicas strike it: `must_sign`).
     Macs,
     /// An ed25519 signature (every replica applies the same check).
     Signature,
@@ -45,6 +46,9 @@ struct Outstanding {
     seq: u64,
     replier: Replier,
     body: Vec<u8>,
+    /// The request while it has gone out with MACs only: its first
+    /// retransmission is signed instead (see `sign_for_retransmission`).
+    unsigned: Option<Request>,
     sent_at: Time,
     /// Each replica's latest answer: the result's digest, and the result
     /// itself if it sent it in full. A later answer replaces an earlier one,
@@ -176,11 +180,13 @@ impl Client {
             op,
             auth,
         };
-        let body = wire::encode_body(Peer::Client(self.id), &Message::Request(req));
+        let body = wire::encode_body(Peer::Client(self.id), &Message::Request(req.clone()));
+        let unsigned = matches!(req.auth, RequestAuth::Macs(_)).then_some(req);
         self.outstanding = Some(Outstanding {
             seq: self.seq,
             replier,
             body,
+            unsigned,
             sent_at: now,
             answers: BTreeMap::new(),
         });
@@ -265,8 +271,26 @@ impl Client {
         if self.deadline.is_some_and(|d| d <= now) {
             self.retries += 1;
             self.choose_another_replier();
+            self.sign_for_retransmission();
             self.transmit(now);
         }
+    }
+
+    /// MACs are the fast path, and a Byzantine client can make its entry
+    /// good at one replica and bad at another; so replicas send a STOP
+    /// only for a request every replica checks alike, a signed one, and
+    /// let go of one with MACs only after two request timeouts. A request
+    /// not answered in time is therefore retransmitted signed (Aardvark
+    /// signs every request; here only the slow path pays).
+    fn sign_for_retransmission(&mut self) {
+        let Some(o) = &mut self.outstanding else {
+            return;
+        };
+        let Some(mut req) = o.unsigned.take() else {
+            return;
+        };
+        req.auth = RequestAuth::Signature(self.crypto.sign(&req.signed_bytes()));
+        o.body = wire::encode_body(Peer::Client(self.id), &Message::Request(req));
     }
 
     /// No full result that f+1 replicas vouch for arrived in time: the chosen
@@ -357,6 +381,33 @@ mod tests {
         c.handle_message(Time(2), &forged);
         assert_eq!((c.dropped_frames, c.late_replies), (1, 2));
         assert!(c.poll_output().is_none());
+    }
+
+    /// The slow path is signed: replicas STOP only for a signed request,
+    /// so a request not answered in time goes out again signed.
+    #[test]
+    fn a_retransmission_is_signed() {
+        let crypto = Box::new(SimCrypto::new(Peer::Client(7), MASTER, 4));
+        let mut c = Client::new(7, 4, crypto, ClientAuth::Macs, Span::from_millis(100));
+        c.submit(Time::ZERO, b"op".to_vec());
+        let auth_of = |c: &mut Client| {
+            let mut auths = Vec::new();
+            while let Some(ClientOutput::Send { frame, .. }) = c.poll_output() {
+                match wire::peek(&frame, 4) {
+                    Ok((_, Message::Request(r))) => auths.push(r.auth),
+                    other => panic!("{other:?}"),
+                }
+            }
+            auths
+        };
+        let first = auth_of(&mut c);
+        assert_eq!(first.len(), 4);
+        assert!(first.iter().all(|a| matches!(a, RequestAuth::Macs(_))));
+        let t = c.poll_timeout().unwrap();
+        c.handle_timeout(t);
+        let again = auth_of(&mut c);
+        assert_eq!(again.len(), 4);
+        assert!(again.iter().all(|a| matches!(a, RequestAuth::Signature(_))));
     }
 
     #[test]

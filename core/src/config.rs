@@ -25,6 +25,9 @@ pub struct Config {
     pub state_transfer_timeout: Span,
     /// Test-only: overrides the 2f+1 quorum to show the checkers catch a broken quorum.
     pub broken_quorum_for_tests: Option<usize>,
+    /// Test-only: never strike a client (`replica::must_sign`), to show the
+    /// simulator's latency bound catches clients stalling regency after regency.
+    pub no_strikes_for_tests: bool,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -63,6 +66,7 @@ impl Config {
             view_change_timeout: Span::from_millis(500),
             state_transfer_timeout: Span::from_millis(500),
             broken_quorum_for_tests: None,
+            no_strikes_for_tests: false,
         }
     }
 

@@ -66,3 +66,10 @@ pub const CLIENT_RESULTS_BYTES_MAX: usize = 8 << 20;
 // what state transfer carries (the KV App holds at most 32 MiB).
 const _: () =
     assert!(CLIENT_RESULTS_BYTES_MAX + CLIENTS_MAX * 40 + (32 << 20) < SNAPSHOT_BYTES_MAX);
+/// Clients one replica remembers having struck (`replica::must_sign`).
+pub const STRUCK_CLIENTS_MAX: usize = 4096;
+/// A struck client must sign for `STRIKE_TIMEOUTS` request timeouts × 2^k
+/// (its k-th strike; k capped at `STRIKE_EXP_MAX`): far longer than the
+/// leader change its request caused.
+pub const STRIKE_TIMEOUTS: u64 = 32;
+pub const STRIKE_EXP_MAX: u32 = 6;

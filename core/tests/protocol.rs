@@ -163,7 +163,10 @@ fn the_log_is_truncated_at_checkpoints_and_bounded_by_watermarks() {
 fn leader_change_timers_back_off() {
     // One replica alone with a pending request: every escalation waits longer.
     let mut r = replica(config(4, 1));
-    r.handle_message(Time(1), &client_frame(&request(100, 1, b"op", 4)));
+    r.handle_message(
+        Time(1),
+        &client_frame(&signed(&request(100, 1, b"op", 4), 4)),
+    );
     let mut stop_times = Vec::new();
     for _ in 0..200 {
         let Some(t) = r.poll_timeout() else { break };
@@ -414,6 +417,8 @@ fn the_normal_case_signs_and_verifies_nothing() {
     // The control: a leader change does sign (its STOPDATA) and verify.
     c.replicas[0] = None;
     c.offer(&request(100, 4, b"op", 4));
+    c.advance(Span::from_millis(150));
+    c.offer(&support::signed(&request(100, 4, b"op", 4), 4)); // the client retransmits
     c.advance(Span::from_millis(5_000));
     assert!(c.get(1).regency() > 0);
     assert_eq!(c.get(1).last_executed(), 4);
@@ -436,6 +441,7 @@ fn a_leader_that_orders_only_stale_requests_is_replaced() {
     c.isolated.push(0);
     let censored = request(200, 1, b"op", 4);
     c.offer(&censored);
+    c.offer(&signed(&censored, 4)); // retransmitted when it was not answered
     let batch = Arc::new(Batch::new(vec![stale.clone()]));
     for instance in 2..=12 {
         for r in 1..4 {

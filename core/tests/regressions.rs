@@ -388,6 +388,13 @@ fn a_mute_leader_is_replaced_by_leader_change() {
     c.replicas[0] = None;
     c.submit(&request(100, 2, b"op", 4));
     assert_eq!(c.get(1).last_executed(), 1);
+    c.advance(Span::from_millis(150));
+    assert_eq!(
+        c.get(1).regency(),
+        0,
+        "no STOP for a request with MACs only"
+    );
+    c.submit(&signed(&request(100, 2, b"op", 4), 4)); // the client's retransmission
     c.advance(Span::from_millis(600));
     for r in 1..4 {
         assert_eq!(c.get(r).regency(), 1, "{}", c.get(r).summary());

@@ -31,7 +31,7 @@ fn a_rejoiner_does_not_vote_below_a_regency_it_may_have_sent_stopdata_for() {
     // Replicas 1 and 2 time out on a request the leader never gets and ask
     // for regency 1; their STOPs reach only each other (two votes of three).
     c.isolated = vec![0, 3];
-    let unseen = request(200, 1, b"op", 4);
+    let unseen = signed(&request(200, 1, b"op", 4), 4);
     c.inject(1, &client_frame(&unseen));
     c.inject(2, &client_frame(&unseen));
     c.advance(Span::from_millis(250));
@@ -126,7 +126,8 @@ fn a_rejoiner_does_not_vote_below_a_regency_it_may_have_sent_stopdata_for() {
 fn a_stop_floor_survives_a_restart_from_the_journal() {
     let mut r = replica(config(4, 1)).with_journal();
     let mut journal = Vec::new();
-    r.handle_message(bft_core::Time(1), &client_frame(&request(200, 1, b"op", 4)));
+    let unseen = signed(&request(200, 1, b"op", 4), 4);
+    r.handle_message(bft_core::Time(1), &client_frame(&unseen));
     while let Some(t) = r.poll_timeout().filter(|t| t.0 < 250_000_000) {
         r.handle_timeout(t);
         journal.extend(r.take_journal());

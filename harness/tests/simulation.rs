@@ -549,3 +549,32 @@ fn the_kv_app_under_faults_stays_in_agreement_and_a_broken_quorum_is_caught() {
     };
     assert!((1..=40).map(|s| run(s, &broken)).any(|r| !r.passed()));
 }
+
+/// Byzantine clients (MACs good at some replicas only, replays, two requests
+/// under one number, floods) neither break safety nor keep an honest request
+/// waiting past the stated bound; the control, whose replicas never strike
+/// a client, lets them stall regency after regency, and the bound fires.
+#[test]
+fn byzantine_clients_do_not_stall_honest_ones_and_the_control_is_caught() {
+    let o = SimOptions {
+        byzantine_clients: 2,
+        network_faults: false,
+        ..opts()
+    };
+    let runs = all_pass(&o, 1..=40);
+    assert!(runs.iter().any(|r| r.stats.clients_struck > 0));
+    assert!(runs.iter().any(|r| r.stats.dropped_unsigned > 0));
+    let control = SimOptions {
+        no_strikes: true,
+        ..o
+    };
+    let caught = (50..=100)
+        .map(|s| run(s, &control))
+        .filter(|r| r.violations.iter().any(|v| v.starts_with("latency")))
+        .count();
+    eprintln!("control: {caught} of 51 seeds past the bound");
+    assert!(
+        caught > 0,
+        "without strikes, some honest request must wait past the bound"
+    );
+}

@@ -15,6 +15,7 @@
 mod checkpoint;
 mod incarnation;
 pub mod journal;
+mod must_sign;
 mod normal;
 mod regency;
 pub mod state;
@@ -79,6 +80,13 @@ pub struct Stats {
     pub requests_executed: u64,
     /// A replica that started without its durable state was allowed to vote again.
     pub rejoined: u64,
+    /// Requests with MACs only, refused (their client is struck, `must_sign`)
+    /// or let go (they waited two timeouts, and only a signed request
+    /// justifies a STOP).
+    pub dropped_unsigned: u64,
+    /// Clients struck: a PROPOSE carried a request of theirs whose MAC for
+    /// this replica was bad.
+    pub clients_struck: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +212,8 @@ pub struct Replica {
     forwarded: BTreeMap<(ClientId, u64, Digest), std::collections::BTreeSet<ReplicaId>>,
     /// The keys of `forwarded` each peer added, oldest first (its share).
     forwarded_by: BTreeMap<ReplicaId, VecDeque<(ClientId, u64, Digest)>>,
+    /// Clients whose requests this replica holds only when signed, for now.
+    must_sign: must_sign::MustSign,
 }
 
 impl Replica {
@@ -277,6 +287,7 @@ impl Replica {
             rejoin: durable.rejoining.then(Rejoin::default),
             forwarded: BTreeMap::new(),
             forwarded_by: BTreeMap::new(),
+            must_sign: must_sign::MustSign::default(),
         };
         r.restore_stable_snapshot();
         r.replay_decided();

@@ -5,6 +5,7 @@ use super::{Output, Replica};
 use crate::crypto::{hash, Digest, Peer};
 use crate::limits::*;
 use crate::message::*;
+use crate::time::{Span, Time};
 use std::sync::Arc;
 
 impl Replica {
@@ -50,6 +51,11 @@ impl Replica {
             self.stats.dropped_out_of_bounds += 1;
             return;
         }
+        let macs_only = matches!(req.auth, RequestAuth::Macs(_));
+        if macs_only && self.must_sign.applies(req.client, self.now) {
+            self.stats.dropped_unsigned += 1;
+            return;
+        }
         if !self.request_is_authentic(&req) && !self.vouched_by_forwards(&req, from) {
             self.stats.dropped_bad_auth += 1;
             return;
@@ -70,6 +76,12 @@ impl Replica {
         match self.pending.insert(req, self.now) {
             Insert::Added => {}
             Insert::Known => return,
+            Insert::Signed => {
+                if !forwarded {
+                    self.forward_signed_copy(id);
+                }
+                return; // queued already, if this replica leads
+            }
             Insert::Full => {
                 self.stats.dropped_pending_full += 1;
                 return;
@@ -77,6 +89,54 @@ impl Replica {
         }
         if self.leader() == self.cfg.me {
             self.pending.queue(id);
+        }
+    }
+
+    /// A client's signed retransmission of a request already forwarded with
+    /// MACs only (which the leader may have found bad): the leader gets the
+    /// copy it can check before this replica's STOP (see `on_progress_timeout`).
+    fn forward_signed_copy(&mut self, id: (ClientId, u64)) {
+        let leader = self.leader();
+        if self.progress_phase == 0 || leader == self.cfg.me {
+            return;
+        }
+        if let Some((req, _)) = self.pending.requests.get(&id) {
+            let req = req.clone();
+            self.send_replica(leader, Message::Request(req));
+        }
+    }
+
+    /// Whether this replica can check every request of a leader's batch
+    /// itself: it holds one with the same signed content, or its MAC entry
+    /// or signature is good. A request with MACs only whose entry is bad
+    /// strikes its client (`must_sign`).
+    fn proposed_requests_authentic(&mut self, batch: &Batch) -> bool {
+        let mut all = true;
+        for r in batch.requests() {
+            let held = self
+                .pending
+                .requests
+                .get(&r.id())
+                .is_some_and(|(p, _)| p.replier == r.replier && p.op == r.op);
+            if held || self.request_is_authentic(r) {
+                continue;
+            }
+            all = false;
+            if matches!(r.auth, RequestAuth::Macs(_)) {
+                self.strike(r.client);
+            }
+        }
+        all
+    }
+
+    fn strike(&mut self, client: ClientId) {
+        if self.cfg.no_strikes_for_tests {
+            return;
+        }
+        let base = Span(self.cfg.request_timeout.0.saturating_mul(STRIKE_TIMEOUTS));
+        if self.must_sign.strike(client, self.regency, self.now, base) {
+            self.stats.clients_struck += 1;
+            self.pending.remove_unsigned_of(client);
         }
     }
 
@@ -239,14 +299,7 @@ impl Replica {
         // (in `pending`) is not checked again: with signed requests that halves
         // the verifications, and a copy with other MACs (a Byzantine peer's)
         // is still the request this replica authenticated.
-        let authentic = s == self.cfg.me
-            || batch.requests().iter().all(|r| {
-                self.pending
-                    .requests
-                    .get(&r.id())
-                    .is_some_and(|(p, _)| p.replier == r.replier && p.op == r.op)
-                    || self.request_is_authentic(r)
-            });
+        let authentic = s == self.cfg.me || self.proposed_requests_authentic(&batch);
         let d = batch.digest();
         let slot = self.slots.entry(i).or_default();
         if let Some((pr, pd, _)) = &slot.proposal {
@@ -637,6 +690,43 @@ impl Replica {
         self.progress_deadline = Some((start + t + t).max(self.now + t));
     }
 
+    /// Only a signed request justifies a STOP: a MAC entry good here may be
+    /// bad at the leader (the client's doing, not the leader's), and k ≤ f
+    /// correct replicas timing out on it, with f Byzantine ones, would
+    /// depose a correct leader. Requests with MACs only that waited two
+    /// timeouts are let go (an honest client retransmits them signed well
+    /// before: `Client`); true if any were, and the timer is re-armed for
+    /// the rest.
+    fn let_go_of_unsigned(&mut self) -> bool {
+        let waited = self.cfg.request_timeout.backoff(1);
+        if self.now < self.timer_base + waited {
+            return false;
+        }
+        let stale = self
+            .pending
+            .unsigned_before(Time(self.now.0 - waited.0 + 1));
+        if stale.is_empty() {
+            return false;
+        }
+        for id in &stale {
+            self.pending.remove(*id);
+        }
+        self.stats.dropped_unsigned += stale.len() as u64;
+        // A decision here that cannot run (an earlier instance is not
+        // decided here) means this replica fell behind, and they may have
+        // run elsewhere. Without that evidence no transfer starts: an open
+        // one puts STOPs off, and Byzantine clients keep requests going stale.
+        let behind = self
+            .slots
+            .range(self.last_executed + 1..)
+            .any(|(_, s)| s.decided.is_some());
+        if behind {
+            self.start_state_transfer();
+        }
+        self.rearm_request_timer();
+        true
+    }
+
     pub(super) fn on_progress_timeout(&mut self) {
         if self.pending.is_empty() || self.mode == super::Mode::Syncing {
             self.progress_deadline = None;
@@ -661,6 +751,9 @@ impl Replica {
         if self.transfer.is_some() {
             // Catching up: what is pending may have run already.
             self.progress_deadline = Some(self.now + t);
+            return;
+        }
+        if self.let_go_of_unsigned() {
             return;
         }
         self.progress_phase = 2;

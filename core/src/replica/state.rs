@@ -275,15 +275,20 @@ impl ClientTable {
 /// arrival order of those it has not yet proposed.
 #[derive(Debug, Default)]
 pub struct Pending {
-    pub requests: BTreeMap<(ClientId, u64), (Request, Time)>,
+    pub requests: BTreeMap<(ClientId, u64), (Request, ArrivalKey)>,
     pub unproposed: VecDeque<(ClientId, u64)>,
     pub in_flight: BTreeSet<(ClientId, u64)>,
     /// `requests` by arrival, for the request timer (the oldest one's age).
     by_arrival: BTreeSet<ArrivalKey>,
+    /// The signed ones among them (a STOP is sent only for one of these).
+    signed: BTreeSet<ArrivalKey>,
+    /// Arrivals so far: orders requests that came at one instant.
+    arrivals: u64,
 }
 
-/// A request's place in arrival order: when it came, then its id.
-pub type ArrivalKey = (Time, (ClientId, u64));
+/// A request's place in arrival order: when it came, how many came before
+/// it, then its id.
+pub type ArrivalKey = (Time, u64, (ClientId, u64));
 
 /// What [`Pending::insert`] did with a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,8 +296,14 @@ pub enum Insert {
     Added,
     /// Held already (its client sent it again, or it also came in a PROPOSE).
     Known,
+    /// A signed copy replaced the held copy authenticated by MACs only.
+    Signed,
     /// `PENDING_REQUESTS_MAX` or `PENDING_PER_CLIENT_MAX` reached.
     Full,
+}
+
+fn is_signed(req: &Request) -> bool {
+    matches!(req.auth, RequestAuth::Signature(_))
 }
 
 /// Requests one client may have pending at a replica (a closed-loop client has one).
@@ -307,16 +318,38 @@ impl Pending {
         self.requests.is_empty()
     }
 
-    /// Adds a request unless it is held already or a bound is reached.
+    /// Adds a request unless it is held already or a bound is reached. A
+    /// signed copy replaces a copy with MACs only; it keeps its place in
+    /// arrival order when its content is the same (a client's signed
+    /// retransmission), and goes to the back when it is not (only a
+    /// Byzantine client sends two requests under one sequence number).
     pub fn insert(&mut self, req: Request, now: Time) -> Insert {
         let id = req.id();
         let full = self.requests.len() >= PENDING_REQUESTS_MAX || self.client_full(id.0);
+        let key = (now, self.arrivals, id);
         match self.requests.entry(id) {
-            Entry::Occupied(_) => Insert::Known,
+            Entry::Occupied(mut held) => {
+                let (old, old_key) = held.get();
+                if is_signed(old) || !is_signed(&req) {
+                    return Insert::Known;
+                }
+                let same = old.replier == req.replier && old.op == req.op;
+                let key = if same { *old_key } else { key };
+                self.by_arrival.remove(old_key);
+                self.by_arrival.insert(key);
+                self.signed.insert(key);
+                held.insert((req, key));
+                self.arrivals += 1;
+                Insert::Signed
+            }
             Entry::Vacant(_) if full => Insert::Full,
             Entry::Vacant(v) => {
-                v.insert((req, now));
-                self.by_arrival.insert((now, id));
+                if is_signed(&req) {
+                    self.signed.insert(key);
+                }
+                v.insert((req, key));
+                self.by_arrival.insert(key);
+                self.arrivals += 1;
                 Insert::Added
             }
         }
@@ -332,15 +365,43 @@ impl Pending {
     }
 
     pub fn remove(&mut self, id: (ClientId, u64)) {
-        if let Some((_, t)) = self.requests.remove(&id) {
-            self.by_arrival.remove(&(t, id));
+        if let Some((_, key)) = self.requests.remove(&id) {
+            self.by_arrival.remove(&key);
+            self.signed.remove(&key);
         }
         self.in_flight.remove(&id);
     }
 
+    /// Drops `client`'s requests that carry MACs only (see `Replica::strike`).
+    pub fn remove_unsigned_of(&mut self, client: ClientId) {
+        let ids: Vec<_> = self
+            .requests
+            .range((client, 0)..=(client, u64::MAX))
+            .filter(|(_, (r, _))| !is_signed(r))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+
     /// When the request waiting longest arrived.
     pub fn oldest_arrival(&self) -> Option<Time> {
-        self.by_arrival.first().map(|(t, _)| *t)
+        self.by_arrival.first().map(|k| k.0)
+    }
+
+    /// The place in arrival order of the signed request waiting longest.
+    pub fn oldest_signed_key(&self) -> Option<ArrivalKey> {
+        self.signed.first().copied()
+    }
+
+    /// Requests with MACs only that arrived before `before`, oldest first.
+    pub fn unsigned_before(&self, before: Time) -> Vec<(ClientId, u64)> {
+        self.by_arrival
+            .range(..(before, 0, (0, 0)))
+            .filter(|k| !self.signed.contains(k))
+            .map(|k| k.2)
+            .collect()
     }
 
     /// Up to `max` requests with their place in arrival order, oldest first.
@@ -348,7 +409,7 @@ impl Pending {
         self.by_arrival
             .iter()
             .take(max)
-            .filter_map(|k| self.requests.get(&k.1).map(|(r, _)| (r.clone(), *k)))
+            .filter_map(|k| self.requests.get(&k.2).map(|(r, _)| (r.clone(), *k)))
             .collect()
     }
 
@@ -373,7 +434,7 @@ impl Pending {
             .requests
             .iter()
             .filter(|(id, _)| !self.in_flight.contains(id))
-            .map(|(id, (_, t))| (*t, *id))
+            .map(|(id, (_, key))| (*key, *id))
             .collect();
         ids.sort();
         self.unproposed = ids.into_iter().map(|(_, id)| id).collect();
@@ -395,7 +456,7 @@ impl Pending {
     pub fn oldest_unproposed(&mut self) -> Option<Time> {
         while let Some(id) = self.unproposed.front() {
             match self.requests.get(id) {
-                Some((_, t)) if !self.in_flight.contains(id) => return Some(*t),
+                Some((_, key)) if !self.in_flight.contains(id) => return Some(key.0),
                 _ => {
                     self.unproposed.pop_front();
                 }
@@ -447,6 +508,51 @@ mod tests {
             op: vec![1],
             auth: RequestAuth::Macs(vec![]),
         }
+    }
+
+    fn signed(mut r: Request) -> Request {
+        r.auth = RequestAuth::Signature(crate::crypto::Signature([7; 64]));
+        r
+    }
+
+    /// A client's signed retransmission takes the place of its copy with
+    /// MACs only (a STOP is sent only for a signed request), keeping its
+    /// age; another request under the same number is younger; requests
+    /// that came at one instant keep the order they came in.
+    #[test]
+    fn a_signed_copy_replaces_one_with_macs_only_and_keeps_its_age_if_it_is_the_same() {
+        let mut p = Pending::default();
+        assert_eq!(p.insert(req(9, 1), Time(5)), Insert::Added);
+        assert_eq!(p.insert(req(1, 1), Time(5)), Insert::Added);
+        assert_eq!(p.oldest_key().map(|k| k.2), Some((9, 1)), "arrival order");
+        assert_eq!(p.oldest_signed_key(), None);
+        assert_eq!(p.unsigned_before(Time(6)), [(9, 1), (1, 1)]);
+        assert_eq!(p.insert(signed(req(9, 1)), Time(50)), Insert::Signed);
+        assert_eq!(
+            p.oldest_signed_key().map(|k| (k.0, k.2)),
+            Some((Time(5), (9, 1)))
+        );
+        assert_eq!(p.unsigned_before(Time(6)), [(1, 1)]);
+        assert_eq!(p.insert(req(9, 1), Time(60)), Insert::Known, "no way back");
+        assert_eq!(p.insert(signed(req(9, 1)), Time(60)), Insert::Known);
+        let mut other = signed(req(1, 1));
+        other.op = vec![2];
+        assert_eq!(p.insert(other, Time(70)), Insert::Signed);
+        assert_eq!(p.oldest_signed_key().map(|k| k.0), Some(Time(5)));
+        p.remove((9, 1));
+        assert_eq!(
+            p.oldest_signed_key().map(|k| (k.0, k.2)),
+            Some((Time(70), (1, 1)))
+        );
+        p.remove_unsigned_of(1);
+        assert_eq!(
+            p.len(),
+            1,
+            "signed requests stay when their client is struck"
+        );
+        assert_eq!(p.insert(req(1, 2), Time(80)), Insert::Added);
+        p.remove_unsigned_of(1);
+        assert_eq!(p.len(), 1);
     }
 
     /// Found in review: while a leader synchronised (no batch taken), the

@@ -88,6 +88,15 @@ pub fn request_for(client: ClientId, seq: u64, op: &[u8], n: usize, replier: Rep
     }
 }
 
+/// `req` as its client retransmits it: signed (`Client` signs the slow path).
+pub fn signed(req: &Request, n: usize) -> Request {
+    let c = crypto(Peer::Client(req.client), n);
+    Request {
+        auth: RequestAuth::Signature(c.sign(&req.signed_bytes())),
+        ..req.clone()
+    }
+}
+
 pub fn client_frame(req: &Request) -> Vec<u8> {
     wire::encode_body(Peer::Client(req.client), &Message::Request(req.clone()))
 }

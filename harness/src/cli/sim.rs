@@ -61,6 +61,10 @@ pub struct SimArgs {
     pub app: String,
     #[arg(long, default_value_t = 6)]
     pub clients: usize,
+    /// Byzantine clients beside the honest ones: MACs good at some replicas
+    /// only, replays, two requests under one number, floods (BFT only).
+    #[arg(long, default_value_t = 0)]
+    pub byzantine_clients: usize,
     /// Requests each client submits (closed loop).
     #[arg(long, default_value_t = 20)]
     pub requests: u64,
@@ -120,6 +124,10 @@ impl SimArgs {
             (self.clients != 6).then(|| self.clients.to_string()),
         );
         f += &opt(
+            "byzantine-clients",
+            (self.byzantine_clients > 0).then(|| self.byzantine_clients.to_string()),
+        );
+        f += &opt(
             "requests",
             (self.requests != 20).then(|| self.requests.to_string()),
         );
@@ -176,6 +184,12 @@ impl SimArgs {
         if self.amnesia && (raft || self.crash == 0) {
             bail!("--amnesia: BFT replicas that --crash lose their state; give --crash K (Raft's log is always kept)");
         }
+        if raft && self.byzantine_clients > 0 {
+            bail!("--byzantine-clients: Raft trusts its clients' requests; the attack is on BFT's MAC authenticators");
+        }
+        if self.byzantine_clients > 64 {
+            bail!("--byzantine-clients {}: at most 64", self.byzantine_clients);
+        }
         if self.equivocate && self.twins > 0 {
             bail!("--equivocate: one Byzantine replica at a time; drop --twins");
         }
@@ -189,9 +203,11 @@ impl SimArgs {
             crash_together: self.crash_together,
             amnesia: self.amnesia,
             amnesia_without_rule: false,
+            no_strikes: false,
             lossy_journal_for_tests: false,
             network_faults: !self.no_network_faults,
             clients: self.clients,
+            byzantine_clients: self.byzantine_clients,
             requests_per_client: self.requests,
             batch: self.batch,
             pipeline: self.pipeline,
@@ -249,7 +265,7 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
     );
     writeln!(
         out,
-        "sim protocol={} app={:?} replicas={} seeds={}..={} twins={} mutate={} equivocate={} crash={} amnesia={}: {passed} passed, {failed} failed; {beyond_f} ended with more than f faulty (safety checked, liveness not required)",
+        "sim protocol={} app={:?} replicas={} seeds={}..={} twins={} mutate={} equivocate={} crash={} amnesia={} byzantine_clients={}: {passed} passed, {failed} failed; {beyond_f} ended with more than f faulty (safety checked, liveness not required)",
         if opts.raft { "raft" } else { "bft" },
         opts.app,
         opts.replicas,
@@ -259,7 +275,8 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
         opts.mutate,
         opts.equivocate,
         opts.crash,
-        opts.amnesia
+        opts.amnesia,
+        opts.byzantine_clients
     )?;
     Ok(if failed == 0 { 0 } else { 1 })
 }

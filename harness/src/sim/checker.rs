@@ -5,10 +5,13 @@
 //! - validity and exactly-once: only submitted requests execute, each at most
 //!   once per replica;
 //! - equal state digests at equal checkpoint instances;
-//! - liveness (checked by the world after the heal): every submitted request completes.
+//! - liveness (checked by the world after the heal): every submitted request completes;
+//! - latency, with Byzantine clients: an honest request submitted after the
+//!   heal completes within the world's stated bound.
 
 use bft_core::crypto::Digest;
 use bft_core::message::{ClientId, Instance, ReplicaId};
+use bft_core::time::Span;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The requests one delivery ran, in order.
@@ -147,6 +150,17 @@ impl Checker {
         if missing > 0 {
             self.violate(format!(
                 "liveness: {missing} of {total} submitted requests incomplete after the heal bound"
+            ));
+        }
+    }
+
+    /// Every honest request submitted after the heal completed within `bound`.
+    pub fn latency(&mut self, longest: Span, bound: Span) {
+        if longest > bound {
+            self.violate(format!(
+                "latency: an honest request waited {:.0} ms after the heal, beyond the {:.0} ms bound",
+                longest.as_millis_f64(),
+                bound.as_millis_f64()
             ));
         }
     }

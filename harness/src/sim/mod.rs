@@ -1,5 +1,6 @@
 //! The deterministic simulator: `bftbench sim` and the simulation tests.
 
+pub mod byzantine_client;
 pub mod checker;
 pub mod equivocate;
 pub mod mutate;
@@ -29,6 +30,10 @@ impl RunResult {
             self.events,
             self.trace,
         );
+        s.push_str(&format!(
+            " max_latency_after_heal_ms={:.0}",
+            self.max_latency_after_heal.as_millis_f64()
+        ));
         if self.equivocations > 0 {
             s.push_str(&format!(" equivocations_sent={}", self.equivocations));
         }

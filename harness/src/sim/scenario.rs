@@ -29,12 +29,17 @@ pub struct SimOptions {
     /// Test-only, with `amnesia`: restart them as fresh replicas instead, with
     /// no rejoin rule, to show the checkers catch what the rule prevents.
     pub amnesia_without_rule: bool,
+    /// Test-only: replicas never strike a client whose MACs a PROPOSE showed
+    /// bad, to show the latency bound catches what strikes prevent.
+    pub no_strikes: bool,
     /// Test-only: the simulated disk loses every ACCEPT record, to show the
     /// durability check catches a journal that forgets.
     pub lossy_journal_for_tests: bool,
     /// Network faults (loss, duplication, reordering, partitions) before the heal.
     pub network_faults: bool,
     pub clients: usize,
+    /// Byzantine clients beside them ([`super::byzantine_client`]).
+    pub byzantine_clients: usize,
     pub requests_per_client: u64,
     /// Fixed batch size and pipeline depth; None draws them from the seed.
     pub batch: Option<usize>,
@@ -80,9 +85,11 @@ impl Default for SimOptions {
             crash_together: false,
             amnesia: false,
             amnesia_without_rule: false,
+            no_strikes: false,
             lossy_journal_for_tests: false,
             network_faults: true,
             clients: 6,
+            byzantine_clients: 0,
             requests_per_client: 20,
             batch: None,
             pipeline: None,

@@ -6,6 +6,7 @@
 //! random choice comes from the scenario's seed, and every collection iterated
 //! is ordered, so a seed replays byte for byte.
 
+use super::byzantine_client::ByzantineClient;
 use super::checker::Checker;
 use super::equivocate::equivocate;
 use super::mutate::mutate;
@@ -34,6 +35,10 @@ const EVENTS_MAX: u64 = 20_000_000;
 /// Raft's tick in the simulator: elections take 10–20 ticks, 100–200 ms,
 /// the scale of the BFT replica's timeouts that the fault schedules assume.
 pub const RAFT_TICK: Span = Span::from_millis(10);
+/// Client retransmission timeout: below two request timeouts, as in the
+/// binary (500 ms against 2 × 1 s), so an honest client's signed
+/// retransmission reaches replicas before they let its MAC copy go.
+const CLIENT_RETRANSMIT: Span = Span::from_millis(150);
 /// Client ids start here, so they never collide with replica ids in traces.
 pub const CLIENT_ID_BASE: ClientId = 1_000;
 
@@ -41,6 +46,8 @@ pub const CLIENT_ID_BASE: ClientId = 1_000;
 enum Node {
     Replica(usize),
     Client(usize),
+    /// A Byzantine client's turn (it receives nothing).
+    ByzantineClient(usize),
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -96,6 +103,8 @@ pub struct RunResult {
     /// More than f replicas were faulty at the end (Byzantine, or still
     /// rejoining after losing their state): liveness was not required.
     pub beyond_f: bool,
+    /// The longest an honest request submitted after the heal waited.
+    pub max_latency_after_heal: Span,
 }
 
 impl RunResult {
@@ -113,6 +122,7 @@ pub struct World {
     queue: BinaryHeap<Reverse<(Time, u64, Payload)>>,
     replicas: Vec<ReplicaSlot>,
     clients: Vec<ClientSlot>,
+    byzantine_clients: Vec<ByzantineClient>,
     checker: Checker,
     byzantine: Vec<ReplicaId>,
     trace: u64,
@@ -122,6 +132,7 @@ pub struct World {
     deliveries: Vec<DeliveryRecord>,
     crashed_stats: Stats,
     equivocations: u64,
+    max_latency_after_heal: Span,
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -158,6 +169,7 @@ impl World {
             queue: BinaryHeap::new(),
             replicas: Vec::new(),
             clients: Vec::new(),
+            byzantine_clients: Vec::new(),
             checker: Checker::default(),
             trace: 0xcbf2_9ce4_8422_2325,
             events: 0,
@@ -166,6 +178,7 @@ impl World {
             deliveries: Vec::new(),
             crashed_stats: Stats::default(),
             equivocations: 0,
+            max_latency_after_heal: Span::ZERO,
         };
         for id in 0..w.sc.n as ReplicaId {
             let copies = if w.sc.twins.contains(&id) { 2 } else { 1 };
@@ -192,7 +205,7 @@ impl World {
                 w.sc.n,
                 w.crypto_for(Peer::Client(id)),
                 auth,
-                Span::from_millis(300),
+                CLIENT_RETRANSMIT,
             );
             if opts.raft {
                 client = client.trusting_one_reply(); // the Raft leader replies alone
@@ -202,6 +215,12 @@ impl World {
                 done: 0,
                 timer: None,
             });
+        }
+        for k in 0..opts.byzantine_clients {
+            let id = CLIENT_ID_BASE + (opts.clients + k) as ClientId;
+            let crypto = w.crypto_for(Peer::Client(id));
+            w.byzantine_clients
+                .push(ByzantineClient::new(id, w.sc.n, crypto, seed));
         }
         for c in w.sc.crashes.clone() {
             w.push(c.at, Payload::Crash(c.replica));
@@ -219,7 +238,8 @@ impl World {
                 let replicas = (0..self.sc.n as ReplicaId)
                     .map(|r| signing_key_from_seed(seed, Peer::Replica(r)).verifying_key())
                     .collect();
-                let clients = (0..self.opts.clients as ClientId)
+                let all = self.opts.clients + self.opts.byzantine_clients;
+                let clients = (0..all as ClientId)
                     .map(|c| {
                         let id = CLIENT_ID_BASE + c;
                         (
@@ -243,6 +263,7 @@ impl World {
         cfg.view_change_timeout = self.sc.view_change_timeout;
         cfg.state_transfer_timeout = self.sc.request_timeout;
         cfg.broken_quorum_for_tests = self.opts.broken_quorum;
+        cfg.no_strikes_for_tests = self.opts.no_strikes;
         cfg
     }
 
@@ -500,6 +521,9 @@ impl World {
             match out {
                 ClientOutput::Send { to, frame } => self.route_from_client(to, frame),
                 ClientOutput::Complete { latency, .. } => {
+                    if self.now.0.saturating_sub(latency.0) >= self.sc.heal.0 {
+                        self.max_latency_after_heal = self.max_latency_after_heal.max(latency);
+                    }
                     self.clients[idx].done += 1;
                     self.last_completion = self.now;
                     self.latency_sum = Span(self.latency_sum.0 + latency.0);
@@ -551,6 +575,7 @@ impl World {
                 self.clients[idx].client.handle_message(self.now, &frame);
                 self.drain_client(idx);
             }
+            Node::ByzantineClient(_) => {} // it ignores what it gets back
         }
     }
 
@@ -637,7 +662,12 @@ impl World {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.timer.map(|t| (t, Node::Client(i))));
-        r.chain(c).min()
+        let b = self
+            .byzantine_clients
+            .iter()
+            .enumerate()
+            .map(|(i, b)| (b.next, Node::ByzantineClient(i)));
+        r.chain(c).chain(b).min()
     }
 
     pub fn run(mut self) -> RunResult {
@@ -693,7 +723,30 @@ impl World {
                 self.clients[idx].client.handle_timeout(self.now);
                 self.drain_client(idx);
             }
+            Node::ByzantineClient(idx) => {
+                let b = &mut self.byzantine_clients[idx];
+                let id = b.id;
+                let turn = b.turn(self.now);
+                for seq in turn.made {
+                    self.checker.submitted((id, seq));
+                }
+                for (to, frame) in turn.sends {
+                    self.route_from_client(to, frame);
+                }
+            }
         }
+    }
+
+    /// With Byzantine clients about, the longest an honest request submitted
+    /// after the heal may wait: each Byzantine client, and each of the f
+    /// Byzantine replicas, costs at most one leader change while it is
+    /// struck or deposed, and each change costs at most a signed
+    /// retransmission, two request timeouts and two view-change timeouts.
+    fn honest_latency_bound(&self) -> Span {
+        let changes = (self.opts.byzantine_clients + self.sc.f() + 1) as u64;
+        let one =
+            CLIENT_RETRANSMIT.0 + 2 * self.sc.request_timeout.0 + 2 * self.sc.view_change_timeout.0;
+        Span(changes * one)
     }
 
     fn finish(mut self) -> RunResult {
@@ -719,6 +772,10 @@ impl World {
         if within_f {
             self.checker
                 .liveness((submitted - completed) as usize, submitted as usize);
+        }
+        if within_f && self.opts.byzantine_clients > 0 {
+            let bound = self.honest_latency_bound();
+            self.checker.latency(self.max_latency_after_heal, bound);
         }
         let mut finals = Vec::new();
         let mut stats = self.crashed_stats.clone();
@@ -750,6 +807,7 @@ impl World {
             latency_sum: self.latency_sum,
             equivocations: self.equivocations,
             beyond_f: !within_f,
+            max_latency_after_heal: self.max_latency_after_heal,
         }
     }
 }
@@ -773,6 +831,8 @@ fn add_stats(acc: &mut Stats, s: &Stats) {
     acc.instances_decided += s.instances_decided;
     acc.requests_executed += s.requests_executed;
     acc.rejoined += s.rejoined;
+    acc.dropped_unsigned += s.dropped_unsigned;
+    acc.clients_struck += s.clients_struck;
 }
 
 /// Runs one seed.
@@ -793,6 +853,8 @@ pub fn stats_map(s: &Stats) -> BTreeMap<&'static str, u64> {
         ("plan_conflicts", s.plan_conflicts),
         ("checkpoint_mismatches", s.checkpoint_mismatches),
         ("poisoned_rejected", s.poisoned_state_rejected),
+        ("dropped_unsigned", s.dropped_unsigned),
+        ("clients_struck", s.clients_struck),
     ])
 }
 

@@ -1,0 +1,111 @@
+//! Clients that send MACs valid at some replicas only (the "big MAC"
+//! attack, Aardvark): they must not depose a correct leader, nor stall one
+//! regency after another.
+
+mod support;
+
+use bft_core::crypto::Peer;
+use bft_core::message::*;
+use bft_core::time::Span;
+use support::*;
+
+fn macs_valid_at(client: ClientId, seq: u64, valid: &[ReplicaId]) -> Request {
+    let mut req = request(client, seq, b"op", 4);
+    if let RequestAuth::Macs(m) = &mut req.auth {
+        for (r, mac) in m.iter_mut().enumerate() {
+            if !valid.contains(&(r as ReplicaId)) {
+                mac[0] ^= 0xff;
+            }
+        }
+    }
+    req
+}
+
+fn stop_from(c: &mut Cluster, byzantine: ReplicaId, regency: Regency) {
+    for to in 0..4 {
+        if to != byzantine {
+            let f = frame(byzantine, Peer::Replica(to), &Message::Stop { regency }, 4);
+            c.inject(to, &f);
+        }
+    }
+    c.settle();
+}
+
+/// Found in review: a request whose MAC entry is good at one correct
+/// follower only timed out there, and that follower's STOP with one
+/// Byzantine replica's made f+1, deposing a correct leader, again and
+/// again. Only a signed request (which the leader checks as the follower
+/// did) justifies a STOP now; one with MACs only is let go.
+#[test]
+fn a_request_good_at_one_follower_only_does_not_depose_the_leader() {
+    let mut c = Cluster::new(4);
+    c.replicas[3] = None; // Byzantine: the test speaks for it
+    c.isolated.push(3);
+    c.submit(&macs_valid_at(9, 1, &[1]));
+    stop_from(&mut c, 3, 1);
+    c.advance(Span::from_millis(1_000));
+    for r in 0..3 {
+        assert_eq!(c.get(r).regency(), 0, "r{r}: {}", c.get(r).summary());
+    }
+    assert!(
+        c.get(1).stats().dropped_unsigned > 0,
+        "{}",
+        c.get(1).summary()
+    );
+    // Control: the same STOP pattern over a signed request kept from the
+    // leader (which it could have checked, so the STOP is justified).
+    let unseen = signed(&request(9, 2, b"op", 4), 4);
+    c.isolated.push(0);
+    c.inject(1, &client_frame(&unseen));
+    c.settle();
+    stop_from(&mut c, 3, 1);
+    c.advance(Span::from_millis(1_000));
+    assert!(c.get(1).regency() >= 1, "{}", c.get(1).summary());
+}
+
+/// Found in review: a request whose MAC entry is good at the leader only
+/// was proposed, no follower could write it, and the regency stalled until
+/// its leader was replaced; the client could then do the same to the next
+/// leader, and the next. Each follower that cannot check it strikes the
+/// client and holds only its signed requests for a while, so as the next
+/// leader it proposes nothing of the client's it cannot show valid.
+#[test]
+fn a_request_good_at_the_leader_only_stalls_one_regency_not_the_next() {
+    let mut c = Cluster::new(4);
+    c.submit(&macs_valid_at(9, 1, &[0]));
+    for r in 1..4 {
+        assert_eq!(c.get(r).stats().clients_struck, 1, "{}", c.get(r).summary());
+    }
+    let honest = request(5, 1, b"op", 4);
+    c.submit(&honest);
+    c.advance(Span::from_millis(150));
+    c.submit(&signed(&honest, 4)); // its client retransmits
+    c.advance(Span::from_millis(1_000));
+    for r in 0..4 {
+        assert_eq!(c.get(r).regency(), 1, "r{r}: {}", c.get(r).summary());
+        assert_eq!(c.get(r).client_last_seq(5), Some(1));
+        assert_eq!(c.get(r).client_last_seq(9), None);
+    }
+    // The client tries the same on leader 1, which struck it: nothing of
+    // it is proposed, and the regency goes on.
+    let again = |c: &mut Cluster, client: ClientId, seq: u64| {
+        c.submit(&macs_valid_at(client, seq, &[1]));
+        let honest = request(5, seq, b"op", 4);
+        c.submit(&honest);
+        c.advance(Span::from_millis(150));
+        c.submit(&signed(&honest, 4));
+        c.advance(Span::from_millis(1_000));
+    };
+    again(&mut c, 9, 2);
+    for r in 0..4 {
+        assert_eq!(c.get(r).regency(), 1, "r{r}: {}", c.get(r).summary());
+        assert_eq!(c.get(r).client_last_seq(5), Some(2));
+    }
+    assert!(c.get(1).stats().dropped_unsigned > 0);
+    // Control: a client leader 1 never struck stalls its regency once.
+    again(&mut c, 10, 3);
+    for r in 0..4 {
+        assert_eq!(c.get(r).regency(), 2, "r{r}: {}", c.get(r).summary());
+        assert_eq!(c.get(r).client_last_seq(5), Some(3));
+    }
+}

@@ -441,6 +441,99 @@ fn flood_is_bounded(io: &'static str) {
     assert!(ops > 100, "{ops} operations in 3 s while flooded");
 }
 
+/// A Byzantine client (the test speaks for one of the cluster's clients)
+/// sends requests whose MAC entry is good at one replica only, in turn the
+/// leader and each follower, every 10 ms. The honest clients keep
+/// completing operations; the replicas strike the client (so the attack
+/// reached them) and leave the regency alone after the first leader change
+/// it causes.
+#[test]
+fn a_client_with_macs_good_at_one_replica_does_not_stop_the_others() {
+    use bft_core::crypto::{Crypto, Peer};
+    use bft_core::message::{Message, Replier, Request, RequestAuth};
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut c = TestCluster::start("big-mac");
+    let o = opts();
+    let mut secrets: Vec<_> = load_client_secrets(&c.dir.join("clients.key"))
+        .unwrap()
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| (1_000 + i as u64, k))
+        .collect();
+    let (byz, sk) = secrets.pop().unwrap();
+    let mut gen =
+        LoadGenerator::connect(&c.cluster, &secrets, &o, Duration::from_secs(10)).unwrap();
+    let mut w = workload_a();
+    gen.run(&mut w, Phase::Load, &o, &AtomicBool::new(false))
+        .unwrap();
+    let crypto = c.cluster.crypto(Peer::Client(byz), sk).unwrap();
+    let addrs = c.cluster.addrs.clone();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut conns: Vec<_> = addrs
+                .iter()
+                .map(|a| std::net::TcpStream::connect(a).unwrap())
+                .collect();
+            let mut seq = u64::MAX / 2;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seq += 1;
+                let good = (seq % 4) as u32;
+                let op = seq.to_le_bytes().to_vec();
+                let bytes = Request::auth_bytes(byz, seq, Replier::All, &op);
+                let macs = (0..4)
+                    .map(|r| {
+                        let mut m = crypto.mac(Peer::Replica(r), &bytes);
+                        m[0] ^= u8::from(r != good);
+                        m
+                    })
+                    .collect();
+                let req = Request {
+                    client: byz,
+                    seq,
+                    replier: Replier::All,
+                    op,
+                    auth: RequestAuth::Macs(macs),
+                };
+                let body = bft_core::wire::encode_body(Peer::Client(byz), &Message::Request(req));
+                for s in &mut conns {
+                    let mut f = (body.len() as u32).to_le_bytes().to_vec();
+                    f.extend_from_slice(&body);
+                    let _ = s.write_all(&f);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            seq - u64::MAX / 2
+        })
+    };
+    let ops = run_for(&mut gen, &mut w, 4, &o).unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let sent = attacker.join().unwrap();
+    drop(gen);
+    c.stop_all();
+    assert!(sent > 100, "the attacker sent {sent} requests");
+    assert!(ops > 200, "{ops} honest operations in 4 s under attack");
+    let field = |r: usize, k: &str| -> u64 { final_field(&c.log(r), k).parse().unwrap() };
+    let struck: u64 = (0..4).map(|r| field(r, "struck=")).sum();
+    let regencies: Vec<u64> = (0..4).map(|r| field(r, "regency=")).collect();
+    let dropped: Vec<u64> = (0..4).map(|r| field(r, "dropped_unsigned=")).collect();
+    eprintln!(
+        "{ops} ops, {sent} attacks, struck {struck}, regencies {regencies:?}, dropped {dropped:?}"
+    );
+    assert!(
+        struck > 0,
+        "a PROPOSE showed the client's MACs bad somewhere"
+    );
+    for r in 0..4 {
+        assert!(
+            field(r, "regency=") <= 2,
+            "r{r}: a leader change per attack: {}",
+            c.log(r)
+        );
+    }
+}
+
 #[test]
 fn a_killed_replica_restarted_later_catches_up_by_state_transfer() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -404,12 +404,15 @@ impl LaunchMark {
 fn report_bft<E: Engine>(node: &ReplicaNode<E>, r: &Replica, id: ReplicaId) {
     let s = r.stats();
     eprintln!(
-        "final: exec={} state={} transfers={} rejoined={} ops={}",
+        "final: exec={} state={} transfers={} rejoined={} ops={} regency={} struck={} dropped_unsigned={}",
         r.last_executed(),
         hex(&r.state_digest()),
         s.state_transfers_applied,
         s.rejoined,
-        r.executed_total()
+        r.executed_total(),
+        r.regency(),
+        s.clients_struck,
+        s.dropped_unsigned
     );
     eprintln!(
         "replica {} stopped: executed {} requests in {} instances, regency {}; net {:?}; dropped bad-auth {} undecodable {} unknown-sender {}; batch verification {}",

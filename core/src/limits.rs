@@ -68,6 +68,8 @@ const _: () =
     assert!(CLIENT_RESULTS_BYTES_MAX + CLIENTS_MAX * 40 + (32 << 20) < SNAPSHOT_BYTES_MAX);
 /// Clients one replica remembers having struck (`replica::must_sign`).
 pub const STRUCK_CLIENTS_MAX: usize = 4096;
+/// New strikes one replica makes per regency.
+pub const STRIKES_PER_REGENCY: usize = 256;
 /// A struck client must sign for `STRIKE_TIMEOUTS` request timeouts × 2^k
 /// (its k-th strike; k capped at `STRIKE_EXP_MAX`): far longer than the
 /// leader change its request caused.

@@ -324,6 +324,7 @@ const TAG_WRITE: u8 = 4;
 /// Tags of the answers to clients (see `wire::reply_client`).
 pub const TAG_REPLY: u8 = 2;
 pub const TAG_REPLY_DIGEST: u8 = 13;
+const TAG_UNVERIFIABLE: u8 = 14;
 /// A request's authenticator kind: a signature (else a vector of MACs).
 pub const AUTH_SIGNATURE: u8 = 1;
 
@@ -351,6 +352,14 @@ pub enum Message {
     },
     Stop {
         regency: Regency,
+    },
+    /// A follower could not check these clients' requests (MACs only, its
+    /// entry bad) in the leader's PROPOSE(regency, instance): f+1 such
+    /// reports make the leader strike them too (`must_sign`).
+    Unverifiable {
+        regency: Regency,
+        instance: Instance,
+        clients: Vec<ClientId>,
     },
     StopData {
         data: StopData,
@@ -384,6 +393,7 @@ impl Message {
             Message::Write { .. } => "WRITE",
             Message::Accept { .. } => "ACCEPT",
             Message::Stop { .. } => "STOP",
+            Message::Unverifiable { .. } => "UNVERIFIABLE",
             Message::StopData { .. } => "STOPDATA",
             Message::Sync(_) => "SYNC",
             Message::Checkpoint { .. } => "CHECKPOINT",
@@ -675,6 +685,19 @@ pub fn encode_message(w: &mut Writer, m: &Message) {
             w.u8(6);
             w.u64(*regency);
         }
+        Message::Unverifiable {
+            regency,
+            instance,
+            clients,
+        } => {
+            w.u8(TAG_UNVERIFIABLE);
+            w.u64(*regency);
+            w.u64(*instance);
+            w.len(clients.len());
+            for c in clients {
+                w.u64(*c);
+            }
+        }
         Message::StopData { data, batches } => {
             w.u8(7);
             encode_stop_data(w, data);
@@ -764,6 +787,17 @@ pub fn decode_message(r: &mut Reader) -> Result<Message, DecodeError> {
             digest: r.array()?,
         },
         6 => Message::Stop { regency: r.u64()? },
+        TAG_UNVERIFIABLE => {
+            let regency = r.u64()?;
+            let instance = r.u64()?;
+            let n = r.len("unverifiable clients", BATCH_REQUESTS_MAX, 8)?;
+            let clients = (0..n).map(|_| r.u64()).collect::<Result<_, _>>()?;
+            Message::Unverifiable {
+                regency,
+                instance,
+                clients,
+            }
+        }
         7 => Message::StopData {
             data: decode_stop_data(r)?,
             batches: decode_batches(r)?,

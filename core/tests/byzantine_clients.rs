@@ -102,10 +102,87 @@ fn a_request_good_at_the_leader_only_stalls_one_regency_not_the_next() {
         assert_eq!(c.get(r).client_last_seq(5), Some(2));
     }
     assert!(c.get(1).stats().dropped_unsigned > 0);
+    // Leader 0, which could check the client's first request, struck it
+    // too when f+1 followers said they could not: it would stall each
+    // regency it leads again.
+    assert_eq!(c.get(0).stats().clients_struck, 1, "{}", c.get(0).summary());
+    let before = c.get(0).stats().dropped_unsigned;
+    c.inject(0, &client_frame(&macs_valid_at(9, 7, &[0])));
+    assert_eq!(c.get(0).stats().dropped_unsigned, before + 1);
     // Control: a client leader 1 never struck stalls its regency once.
     again(&mut c, 10, 3);
     for r in 0..4 {
         assert_eq!(c.get(r).regency(), 2, "r{r}: {}", c.get(r).summary());
         assert_eq!(c.get(r).client_last_seq(5), Some(3));
+    }
+}
+
+/// Found in review: a signed copy sent just before two timeouts took the
+/// place (and age) of a request with MACs only the leader could not check,
+/// and the followers' STOPs came before the leader could order it. The
+/// signed copy counts as arriving at most one timeout before it came (and,
+/// counted anew, is forwarded once more: the STOP comes two timeouts on).
+#[test]
+fn a_late_signed_copy_gives_the_leader_a_full_timeout() {
+    let mut c = Cluster::new(4);
+    c.replicas[3] = None; // Byzantine: the test speaks for it
+    c.isolated.extend([3, 0]); // and the leader hears nothing
+    let req = macs_valid_at(9, 1, &[1]);
+    c.inject(1, &client_frame(&req));
+    c.settle();
+    stop_from(&mut c, 3, 1);
+    c.advance(Span::from_millis(190)); // just under two timeouts
+    c.inject(1, &client_frame(&signed(&req, 4)));
+    c.settle();
+    c.advance(Span::from_millis(60));
+    assert!(
+        c.get(1).summary().contains("stop=None"),
+        "no STOP within a timeout of the signed copy: {}",
+        c.get(1).summary()
+    );
+    c.advance(Span::from_millis(200));
+    assert!(
+        c.get(1).regency() >= 1,
+        "the leader had its timeouts: {}",
+        c.get(1).summary()
+    );
+}
+
+/// Found in review: every PROPOSE for an instance was reviewed, so a
+/// Byzantine leader could send a good batch, let it decide, and follow it
+/// with batches of made-up requests striking any client it liked. Only the
+/// PROPOSE kept for an instance is reviewed.
+#[test]
+fn a_second_propose_for_an_instance_strikes_no_one() {
+    let mut c = Cluster::new(4);
+    c.replicas[0] = None; // the Byzantine leader: the test speaks for it
+    c.isolated.push(0);
+    let propose = |instance, batch: Vec<Request>| Message::Propose {
+        regency: 0,
+        instance,
+        batch: std::sync::Arc::new(Batch::new(batch)),
+    };
+    let forged: Vec<Request> = (0..8).map(|k| macs_valid_at(700 + k, 1, &[])).collect();
+    let good = propose(1, vec![request(5, 1, b"op", 4)]);
+    let bad = propose(1, forged.clone());
+    for m in [&good, &bad] {
+        for r in 1..3 {
+            c.inject(r, &frame(0, Peer::Replica(r), m, 4));
+        }
+    }
+    c.settle();
+    for r in 1..3 {
+        assert_eq!(c.get(r).stats().clients_struck, 0, "{}", c.get(r).summary());
+        assert!(c.get(r).stats().equivocations_seen > 0);
+    }
+    // Control: the same batch as the first PROPOSE of an instance strikes.
+    for r in 1..3 {
+        c.inject(
+            r,
+            &frame(0, Peer::Replica(r), &propose(2, forged.clone()), 4),
+        );
+    }
+    for r in 1..3 {
+        assert_eq!(c.get(r).stats().clients_struck, 8);
     }
 }

@@ -15,6 +15,7 @@
 mod checkpoint;
 mod incarnation;
 pub mod journal;
+mod leader_pace;
 mod must_sign;
 mod normal;
 mod regency;
@@ -87,6 +88,12 @@ pub struct Stats {
     /// Clients struck: a PROPOSE carried a request of theirs whose MAC for
     /// this replica was bad.
     pub clients_struck: u64,
+    /// PROPOSEs not written: they carried a request already executed here,
+    /// or one request twice.
+    pub stale_proposals_refused: u64,
+    /// Leader changes asked for because the leader kept requests too long
+    /// before proposing them (`leader_pace`).
+    pub slow_leader_stops: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,6 +221,15 @@ pub struct Replica {
     forwarded_by: BTreeMap<ReplicaId, VecDeque<(ClientId, u64, Digest)>>,
     /// Clients whose requests this replica holds only when signed, for now.
     must_sign: must_sign::MustSign,
+    /// How long this regency's leader keeps requests before proposing them.
+    pace: leader_pace::LeaderPace,
+    /// Leader: each client's highest sequence number ordered in this
+    /// regency (proposed, or in the SYNC plan); a lower one is never
+    /// proposed (it could not run, and followers refuse it as stale).
+    ordered_seq: BTreeMap<ClientId, u64>,
+    /// Leader: the followers that could not check each client's requests
+    /// in this regency's PROPOSEs (`Message::Unverifiable`).
+    unverifiable: BTreeMap<ClientId, std::collections::BTreeSet<ReplicaId>>,
 }
 
 impl Replica {
@@ -288,6 +304,9 @@ impl Replica {
             forwarded: BTreeMap::new(),
             forwarded_by: BTreeMap::new(),
             must_sign: must_sign::MustSign::default(),
+            pace: leader_pace::LeaderPace::default(),
+            ordered_seq: BTreeMap::new(),
+            unverifiable: BTreeMap::new(),
         };
         r.restore_stable_snapshot();
         r.replay_decided();
@@ -501,6 +520,11 @@ impl Replica {
                 digest,
             } => self.on_accept(s, regency, instance, digest),
             Message::Stop { regency } => self.on_stop(s, regency),
+            Message::Unverifiable {
+                regency,
+                instance,
+                clients,
+            } => self.on_unverifiable(s, regency, instance, clients),
             Message::StopData { data, batches } => self.on_stop_data(s, data, batches),
             Message::Sync(sync) => self.on_sync(s, sync),
             Message::Checkpoint {

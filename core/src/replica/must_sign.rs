@@ -15,7 +15,7 @@
 //! Byzantine leader signs for a while (its MAC requests here go unanswered,
 //! it retransmits them signed; see `Client`).
 
-use crate::limits::{STRIKE_EXP_MAX, STRUCK_CLIENTS_MAX};
+use crate::limits::{STRIKES_PER_REGENCY, STRIKE_EXP_MAX, STRUCK_CLIENTS_MAX};
 use crate::message::{ClientId, Regency};
 use crate::time::{Span, Time};
 use std::collections::BTreeMap;
@@ -27,31 +27,48 @@ struct Strike {
     regency: Regency,
 }
 
-/// Struck clients, at most `STRUCK_CLIENTS_MAX` (the one whose strike ends
-/// first makes room).
+/// Struck clients, at most `STRUCK_CLIENTS_MAX` (a first-time strike ending
+/// soonest makes room: repeat offenders stay), at most
+/// `STRIKES_PER_REGENCY` new ones per regency (a Byzantine leader naming
+/// made-up clients cannot flush the table in one regency, and loses the
+/// regency for each batch it stalls).
 #[derive(Debug, Default)]
 pub struct MustSign {
     struck: BTreeMap<ClientId, Strike>,
+    /// Strikes made in the regency named.
+    this_regency: (Regency, usize),
 }
 
 impl MustSign {
     /// Strikes `client` in `regency` (once per regency); true if it was.
+    /// A strike lasts `base × 2^k`; k counts earlier strikes, less one per
+    /// `base` the client went unstruck since the last one ended.
     pub fn strike(&mut self, client: ClientId, regency: Regency, now: Time, base: Span) -> bool {
         let prior = self.struck.get(&client).copied();
         if prior.is_some_and(|s| s.regency >= regency) {
             return false;
         }
+        if self.this_regency.0 != regency {
+            self.this_regency = (regency, 0);
+        }
+        if self.this_regency.1 >= STRIKES_PER_REGENCY {
+            return false;
+        }
         if prior.is_none() && self.struck.len() >= STRUCK_CLIENTS_MAX {
-            let first = self
+            let evict = self
                 .struck
                 .iter()
-                .min_by_key(|(_, s)| s.until)
+                .min_by_key(|(_, s)| (s.count, s.until))
                 .map(|(c, _)| *c);
-            if let Some(c) = first {
+            if let Some(c) = evict {
                 self.struck.remove(&c);
             }
         }
-        let count = prior.map_or(0, |s| s.count.saturating_add(1));
+        let count = prior.map_or(0, |s| {
+            let quiet = now.0.saturating_sub(s.until.0) / base.0.max(1);
+            let quiet = u32::try_from(quiet).unwrap_or(u32::MAX);
+            s.count.saturating_add(1).saturating_sub(quiet)
+        });
         let until = now + base.backoff(count.min(STRIKE_EXP_MAX));
         self.struck.insert(
             client,
@@ -61,6 +78,7 @@ impl MustSign {
                 regency,
             },
         );
+        self.this_regency.1 += 1;
         debug_assert!(self.struck.len() <= STRUCK_CLIENTS_MAX);
         true
     }
@@ -99,17 +117,39 @@ mod tests {
     }
 
     #[test]
-    fn the_table_stays_bounded_and_evicts_the_strike_that_ends_first() {
+    fn the_table_stays_bounded_and_keeps_repeat_offenders() {
         let mut m = MustSign::default();
         for c in 0..STRUCK_CLIENTS_MAX as ClientId {
-            m.strike(c, 1, Time(c), BASE);
+            let regency = 1 + c / STRIKES_PER_REGENCY as u64;
+            assert!(m.strike(c, regency, Time(c), BASE));
         }
-        assert!(m.strike(1 << 40, 1, Time(1 << 20), BASE));
+        assert!(m.strike(0, 1_000, Time(5), BASE), "client 0 again");
+        assert!(m.strike(1 << 40, 1_000, Time(1 << 20), BASE));
         assert_eq!(m.len(), STRUCK_CLIENTS_MAX);
+        assert!(m.applies(0, Time(6)), "a repeat offender stays");
         assert!(
-            !m.applies(0, Time(1)),
-            "the earliest-ending strike made room"
+            !m.applies(1, Time(7)),
+            "the first-time strike ending first made room"
         );
-        assert!(m.applies(1, Time(2)));
+        assert!(m.applies(2, Time(8)));
+    }
+
+    #[test]
+    fn strikes_per_regency_are_bounded_and_counts_decay() {
+        let mut m = MustSign::default();
+        for c in 0..STRIKES_PER_REGENCY as ClientId {
+            assert!(m.strike(c, 1, Time::ZERO, BASE));
+        }
+        assert!(
+            !m.strike(9_999, 1, Time::ZERO, BASE),
+            "a regency's share is spent"
+        );
+        assert!(m.strike(9_999, 2, Time::ZERO, BASE));
+        // Struck again at once: twice as long. After a long quiet: as new.
+        assert!(m.strike(0, 2, Time::ZERO, BASE));
+        assert!(m.applies(0, Time(2 * BASE.0 - 1)));
+        let later = Time(2 * BASE.0 + 10 * BASE.0);
+        assert!(m.strike(0, 3, later, BASE));
+        assert!(!m.applies(0, later + BASE), "the count decayed");
     }
 }

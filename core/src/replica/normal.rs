@@ -6,7 +6,18 @@ use crate::crypto::{hash, Digest, Peer};
 use crate::limits::*;
 use crate::message::*;
 use crate::time::{Span, Time};
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// What a follower makes of a leader's batch (`Replica::review_proposal`).
+#[derive(Default)]
+struct ProposalReview {
+    stale: bool,
+    needs_vouching: bool,
+    /// Clients whose requests (MACs only) it could not check.
+    unverifiable: Vec<ClientId>,
+    oldest_held: Option<Time>,
+}
 
 impl Replica {
     pub(super) fn in_window(&self, i: Instance) -> bool {
@@ -77,9 +88,17 @@ impl Replica {
             Insert::Added => {}
             Insert::Known => return,
             Insert::Signed => {
+                // The leader gets a full timeout with a copy it can check
+                // before any STOP for it: counted as arriving at most one
+                // timeout ago. An honest client's copy comes well within
+                // that (its age is kept); a Byzantine one sent just before
+                // two timeouts would leave the leader no time.
+                let floor = Time(self.now.0.saturating_sub(self.cfg.request_timeout.0));
+                self.pending.hold_back(id, floor);
                 if !forwarded {
                     self.forward_signed_copy(id);
                 }
+                self.rearm_request_timer();
                 return; // queued already, if this replica leads
             }
             Insert::Full => {
@@ -106,27 +125,57 @@ impl Replica {
         }
     }
 
-    /// Whether this replica can check every request of a leader's batch
-    /// itself: it holds one with the same signed content, or its MAC entry
-    /// or signature is good. A request with MACs only whose entry is bad
-    /// strikes its client (`must_sign`).
-    fn proposed_requests_authentic(&mut self, batch: &Batch) -> bool {
-        let mut all = true;
-        for r in batch.requests() {
-            let held = self
-                .pending
-                .requests
-                .get(&r.id())
-                .is_some_and(|(p, _)| p.replier == r.replier && p.op == r.op);
-            if held || self.request_is_authentic(r) {
-                continue;
-            }
-            all = false;
-            if matches!(r.auth, RequestAuth::Macs(_)) {
-                self.strike(r.client);
+    /// A follower's reading of a leader's batch: stale if a request ran
+    /// here already or comes twice; which requests it cannot check itself
+    /// (it holds none with the same signed content, and its MAC entry or
+    /// the signature is bad), striking the clients of those with MACs only
+    /// (`must_sign`); and when the oldest request it holds came.
+    fn review_proposal(&mut self, batch: &Batch) -> ProposalReview {
+        let mut review = ProposalReview::default();
+        let reqs = batch.requests();
+        let ran = |r: &Request| self.clients.last_seq(r.client).is_some_and(|l| r.seq <= l);
+        if reqs.iter().any(ran) {
+            review.stale = true;
+            return review;
+        }
+        if reqs.len() > 1 {
+            let mut ids: Vec<_> = reqs.iter().map(Request::id).collect();
+            ids.sort_unstable();
+            if ids.windows(2).any(|w| w[0] == w[1]) {
+                review.stale = true;
+                return review;
             }
         }
-        all
+        for r in reqs {
+            let held = match self.pending.requests.get(&r.id()) {
+                Some((p, key)) if p.replier == r.replier && p.op == r.op => Some(key.0),
+                _ => None,
+            };
+            if let Some(at) = held {
+                review.oldest_held = Some(review.oldest_held.map_or(at, |o: Time| o.min(at)));
+                continue;
+            }
+            if self.request_is_authentic(r) {
+                continue;
+            }
+            review.needs_vouching = true;
+            if matches!(r.auth, RequestAuth::Macs(_)) && !review.unverifiable.contains(&r.client) {
+                self.strike(r.client);
+                review.unverifiable.push(r.client);
+            }
+        }
+        review
+    }
+
+    /// A follower times how long the leader kept the requests it proposes
+    /// (`leader_pace`) and asks for a leader change when that is too long.
+    fn note_leader_pace(&mut self, oldest_held: Option<Time>) {
+        let Some(at) = oldest_held else { return };
+        let gap = Span(self.now.0.saturating_sub(at.max(self.timer_base).0));
+        if self.pace.too_slow(gap, self.cfg.request_timeout) && self.stop_target.is_none() {
+            self.stats.slow_leader_stops += 1;
+            self.start_stop(self.regency + 1);
+        }
     }
 
     fn strike(&mut self, client: ClientId) {
@@ -250,11 +299,15 @@ impl Replica {
             if in_flight > 0 && self.pending.unproposed.len() < target {
                 return;
             }
-            let requests = self
+            let taken = self
                 .pending
                 .take_batch(self.cfg.batch_max_requests, self.cfg.batch_max_bytes);
-            if requests.is_empty() {
+            if taken.is_empty() {
                 return;
+            }
+            let requests = self.in_seq_order(taken);
+            if requests.is_empty() {
+                continue; // all stale, and gone: take the next ones
             }
             self.next_propose = next + 1;
             self.broadcast(Message::Propose {
@@ -265,6 +318,34 @@ impl Replica {
         }
     }
 
+    /// Leader: keeps the requests that can still run, each above its
+    /// client's last executed and last ordered number (a Byzantine client
+    /// can send its numbers out of order, and a lower one behind a higher
+    /// could not run: followers would refuse the batch as stale).
+    fn in_seq_order(&mut self, taken: Vec<Request>) -> Vec<Request> {
+        let mut keep = Vec::with_capacity(taken.len());
+        for r in taken {
+            let last = self.clients.last_seq(r.client).unwrap_or(0);
+            let ordered = self.ordered_seq.get(&r.client).copied().unwrap_or(0);
+            if r.seq <= last.max(ordered) {
+                self.pending.remove(r.id());
+                continue;
+            }
+            self.note_ordered(&r);
+            keep.push(r);
+        }
+        keep
+    }
+
+    pub(super) fn note_ordered(&mut self, r: &Request) {
+        // Past `CLIENTS_MAX` clients none would run (`execute_batch`).
+        if self.ordered_seq.len() >= CLIENTS_MAX && !self.ordered_seq.contains_key(&r.client) {
+            return;
+        }
+        let e = self.ordered_seq.entry(r.client).or_insert(0);
+        *e = (*e).max(r.seq);
+    }
+
     fn batch_is_well_formed(&self, batch: &Batch) -> bool {
         !batch.requests().is_empty()
             && batch.requests().len() <= self.cfg.batch_max_requests
@@ -273,36 +354,14 @@ impl Replica {
 
     pub(super) fn on_propose(&mut self, s: ReplicaId, r: Regency, i: Instance, batch: Arc<Batch>) {
         self.note_regency_evidence(s, r);
-        if self.keep_early_proposal(s, r, i, &batch) {
+        if self.keep_early_proposal(s, r, i, &batch) || !self.proposal_admissible(s, r, i, &batch) {
             return;
         }
-        let synced = self.mode == super::Mode::Normal && self.synced_regency == r;
-        if r != self.regency || !synced || s != self.cfg.leader_of(r) {
-            self.stats.dropped_invalid += 1;
-            return;
-        }
-        if !self.in_window(i) || i <= self.last_executed {
-            self.stats.dropped_out_of_bounds += 1;
-            return;
-        }
-        // The SYNC fixed every instance up to `synced_last`; a leader's PROPOSE
-        // there is another value (we may have skipped the plan's, out of window).
-        if i <= self.synced_last {
-            self.stats.dropped_invalid += 1;
-            return;
-        }
-        if !self.batch_is_well_formed(&batch) {
-            self.stats.dropped_invalid += 1;
-            return;
-        }
-        // A request whose signed content equals one authenticated on arrival
-        // (in `pending`) is not checked again: with signed requests that halves
-        // the verifications, and a copy with other MACs (a Byzantine peer's)
-        // is still the request this replica authenticated.
-        let authentic = s == self.cfg.me || self.proposed_requests_authentic(&batch);
         let d = batch.digest();
-        let slot = self.slots.entry(i).or_default();
-        if let Some((pr, pd, _)) = &slot.proposal {
+        // One PROPOSE per (regency, instance) is reviewed and kept; another
+        // is equivocation, and reviewing it would let a leader strike any
+        // client at no cost while the first one decides.
+        if let Some((pr, pd, _)) = self.slots.get(&i).and_then(|s| s.proposal.as_ref()) {
             if *pr == r {
                 if *pd != d {
                     self.stats.equivocations_seen += 1;
@@ -310,15 +369,96 @@ impl Replica {
                 return;
             }
         }
+        let review = if s == self.cfg.me {
+            ProposalReview::default()
+        } else {
+            self.review_proposal(&batch)
+        };
+        // A leader orders what has not run: a batch of requests executed
+        // already (or one twice) is waste a slow leader could hide behind.
+        if review.stale {
+            self.stats.stale_proposals_refused += 1;
+            return;
+        }
+        if !review.unverifiable.is_empty() {
+            let msg = Message::Unverifiable {
+                regency: r,
+                instance: i,
+                clients: review.unverifiable,
+            };
+            self.send_replica(s, msg);
+        }
+        let slot = self.slots.entry(i).or_default();
         if slot.wrote_other_than(&d) {
             self.stats.fresh_values_declined += 1;
         }
         slot.proposal = Some((r, d, batch));
         slot.planned = false;
-        slot.needs_vouching = !authentic;
+        slot.needs_vouching = review.needs_vouching;
+        self.note_leader_pace(review.oldest_held);
         self.vote_write(i);
         self.try_accept(i);
         self.try_decide(i);
+    }
+
+    /// A PROPOSE from this regency's leader, synchronised, in the window,
+    /// above the SYNC plan, and well formed.
+    fn proposal_admissible(&mut self, s: ReplicaId, r: Regency, i: Instance, b: &Batch) -> bool {
+        let synced = self.mode == super::Mode::Normal && self.synced_regency == r;
+        if r != self.regency || !synced || s != self.cfg.leader_of(r) {
+            self.stats.dropped_invalid += 1;
+            return false;
+        }
+        if !self.in_window(i) || i <= self.last_executed {
+            self.stats.dropped_out_of_bounds += 1;
+            return false;
+        }
+        // The SYNC fixed every instance up to `synced_last`; a leader's PROPOSE
+        // there is another value (we may have skipped the plan's, out of window).
+        if i <= self.synced_last || !self.batch_is_well_formed(b) {
+            self.stats.dropped_invalid += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Leader: a follower could not check these clients' requests in our
+    /// PROPOSE. f+1 followers saying so about one client include a correct
+    /// one, so its MACs are bad there though good here: the client is
+    /// Byzantine, and this replica strikes it too, or it would stall each
+    /// regency it leads with requests only it can check.
+    pub(super) fn on_unverifiable(
+        &mut self,
+        s: ReplicaId,
+        r: Regency,
+        i: Instance,
+        clients: Vec<ClientId>,
+    ) {
+        if r != self.regency || self.leader() != self.cfg.me || s == self.cfg.me {
+            return;
+        }
+        let Some((pr, _, batch)) = self.slots.get(&i).and_then(|s| s.proposal.clone()) else {
+            return;
+        };
+        if pr != r {
+            return;
+        }
+        for c in clients {
+            let named = batch
+                .requests()
+                .iter()
+                .any(|q| q.client == c && matches!(q.auth, RequestAuth::Macs(_)));
+            if !named
+                || (self.unverifiable.len() >= FORWARDED_MAX && !self.unverifiable.contains_key(&c))
+            {
+                continue;
+            }
+            let by = self.unverifiable.entry(c).or_default();
+            by.insert(s);
+            if by.len() > self.cfg.f() {
+                self.strike(c);
+            }
+        }
     }
 
     /// A PROPOSE may overtake the SYNC of its regency: keep it for later.
@@ -514,7 +654,7 @@ impl Replica {
         if slot.decided.is_some() {
             return;
         }
-        let mut counts = std::collections::BTreeMap::<(Regency, Digest), usize>::new();
+        let mut counts = BTreeMap::<(Regency, Digest), usize>::new();
         for ((r, _), d) in &slot.accepts {
             *counts.entry((*r, *d)).or_default() += 1;
         }
@@ -606,8 +746,7 @@ impl Replica {
     /// order, so a later request of the same client in the batch still runs),
     /// through one `execute_batch` call. Returns the ids that ran.
     pub(super) fn execute_batch(&mut self, batch: &Batch, reply: bool) -> Vec<(ClientId, u64)> {
-        let mut latest: std::collections::BTreeMap<ClientId, u64> =
-            std::collections::BTreeMap::new();
+        let mut latest: BTreeMap<ClientId, u64> = BTreeMap::new();
         let mut run: Vec<&Request> = Vec::new();
         for req in batch.requests() {
             self.pending.remove_through(req.client, req.seq);
@@ -716,15 +855,27 @@ impl Replica {
         // decided here) means this replica fell behind, and they may have
         // run elsewhere. Without that evidence no transfer starts: an open
         // one puts STOPs off, and Byzantine clients keep requests going stale.
-        let behind = self
-            .slots
-            .range(self.last_executed + 1..)
-            .any(|(_, s)| s.decided.is_some());
-        if behind {
+        if self.decided_ahead() {
             self.start_state_transfer();
         }
         self.rearm_request_timer();
         true
+    }
+
+    /// A later instance is decided (here, or by 2f+1 ACCEPTs whose batch
+    /// this replica lacks) while the next one to run is not.
+    fn decided_ahead(&self) -> bool {
+        let q = self.cfg.quorum();
+        self.slots.range(self.last_executed + 1..).any(|(_, s)| {
+            s.decided.is_some() || {
+                let mut counts = BTreeMap::<(Regency, Digest), usize>::new();
+                s.accepts.iter().any(|((r, _), d)| {
+                    let c = counts.entry((*r, *d)).or_default();
+                    *c += 1;
+                    *c >= q
+                })
+            }
+        })
     }
 
     pub(super) fn on_progress_timeout(&mut self) {
@@ -754,6 +905,11 @@ impl Replica {
             return;
         }
         if self.let_go_of_unsigned() {
+            return;
+        }
+        if self.pending.oldest_key() != self.pending.oldest_signed_key() {
+            // The request waiting longest has MACs only: no STOP for it.
+            self.progress_deadline = Some(self.now + t);
             return;
         }
         self.progress_phase = 2;

@@ -269,6 +269,7 @@ impl Replica {
             if self.pending.requests.contains_key(&req.id()) {
                 self.pending.in_flight.insert(req.id());
             }
+            self.note_ordered(req);
         }
         let slot = self.slots.entry(i).or_default();
         if slot.decided.as_ref().is_some_and(|(dd, _)| *dd != d) {
@@ -301,6 +302,9 @@ impl Replica {
         self.pending.requeue();
         self.next_propose = self.last_executed + 1;
         self.timer_base = self.now;
+        self.pace.reset();
+        self.ordered_seq.clear();
+        self.unverifiable.clear();
         self.forwarded_through = None;
         self.progress_phase = 0;
         self.progress_deadline = None;

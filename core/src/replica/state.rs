@@ -372,6 +372,23 @@ impl Pending {
         self.in_flight.remove(&id);
     }
 
+    /// Counts `id` as arriving no earlier than `floor`.
+    pub fn hold_back(&mut self, id: (ClientId, u64), floor: Time) {
+        let Some((_, key)) = self.requests.get_mut(&id) else {
+            return;
+        };
+        if key.0 >= floor {
+            return;
+        }
+        let old = *key;
+        *key = (floor, old.1, old.2);
+        self.by_arrival.remove(&old);
+        self.by_arrival.insert(*key);
+        if self.signed.remove(&old) {
+            self.signed.insert(*key);
+        }
+    }
+
     /// Drops `client`'s requests that carry MACs only (see `Replica::strike`).
     pub fn remove_unsigned_of(&mut self, client: ClientId) {
         let ids: Vec<_> = self

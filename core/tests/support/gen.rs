@@ -75,7 +75,12 @@ pub fn random_message(rng: &mut Rng, instance: u64) -> Message {
             instance: i,
             digest: d,
         },
-        3 => Message::Stop { regency: r },
+        3 if rng.chance(0.5) => Message::Stop { regency: r },
+        3 => Message::Unverifiable {
+            regency: r,
+            instance: i,
+            clients: (0..rng.below(4)).map(|_| 1000 + rng.below(8)).collect(),
+        },
         4 | 5 => {
             let checkpoint = CheckpointCert {
                 instance: near(rng, 4),

@@ -833,6 +833,8 @@ fn add_stats(acc: &mut Stats, s: &Stats) {
     acc.rejoined += s.rejoined;
     acc.dropped_unsigned += s.dropped_unsigned;
     acc.clients_struck += s.clients_struck;
+    acc.stale_proposals_refused += s.stale_proposals_refused;
+    acc.slow_leader_stops += s.slow_leader_stops;
 }
 
 /// Runs one seed.
@@ -855,6 +857,8 @@ pub fn stats_map(s: &Stats) -> BTreeMap<&'static str, u64> {
         ("poisoned_rejected", s.poisoned_state_rejected),
         ("dropped_unsigned", s.dropped_unsigned),
         ("clients_struck", s.clients_struck),
+        ("stale_refused", s.stale_proposals_refused),
+        ("slow_leader_stops", s.slow_leader_stops),
     ])
 }
 

@@ -1,0 +1,88 @@
+//! How long the leader keeps requests before proposing them, as a follower
+//! sees it: a defence against a leader that is slow but stays just under
+//! the request timers (Aardvark's slow primary).
+//!
+//! The request timer alone lets a leader hold each request for almost two
+//! timeouts and stay; closed-loop clients then run at one request per two
+//! timeouts. A follower that holds a request itself knows when it came; when
+//! the request shows up in a PROPOSE, the gap is what the leader added
+//! (batching, its queue, and any delay it chose). A correct leader proposes
+//! what it holds within a few instance latencies even when saturated (its
+//! queue is drained oldest first, a batch at a time), so a gap of a quarter
+//! timeout is far beyond anything but choice or a much slower network than
+//! the timeouts were set for. The follower takes, per PROPOSE, the age of
+//! the oldest request it holds there, counted from when this regency began;
+//! when the median of the last `PACE_SAMPLES` exceeds
+//! `request_timeout / PACE_FRACTION`, it asks for a leader change. Correct
+//! followers see the same leader, so f+1 of them agree; one follower's
+//! delayed link does not depose anyone. Aardvark instead compares
+//! throughput with what earlier views achieved and forces views to change
+//! to learn it; the gap needs no history and costs one lookup per request
+//! a follower already makes to authenticate it.
+
+use crate::time::Span;
+use std::collections::VecDeque;
+
+/// PROPOSEs whose gaps are weighed (the median of these).
+pub const PACE_SAMPLES: usize = 8;
+/// The median gap allowed is `request_timeout / PACE_FRACTION`.
+pub const PACE_FRACTION: u64 = 4;
+
+#[derive(Debug, Default)]
+pub struct LeaderPace {
+    gaps: VecDeque<Span>,
+}
+
+impl LeaderPace {
+    /// A new regency, a new leader: nothing is known of its pace.
+    pub fn reset(&mut self) {
+        self.gaps.clear();
+    }
+
+    /// Notes one PROPOSE's gap; true once the leader is too slow.
+    pub fn too_slow(&mut self, gap: Span, timeout: Span) -> bool {
+        if self.gaps.len() == PACE_SAMPLES {
+            self.gaps.pop_front();
+        }
+        self.gaps.push_back(gap);
+        if self.gaps.len() < PACE_SAMPLES {
+            return false;
+        }
+        let mut sorted: Vec<Span> = self.gaps.iter().copied().collect();
+        sorted.sort_unstable();
+        sorted[PACE_SAMPLES / 2] > Span(timeout.0 / PACE_FRACTION)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Span = Span::from_millis(100);
+
+    #[test]
+    fn a_slow_median_is_caught_and_a_few_slow_proposals_are_not() {
+        let mut p = LeaderPace::default();
+        for k in 0..100 {
+            let gap = if k % 3 == 0 { 90 } else { 2 };
+            assert!(!p.too_slow(Span::from_millis(gap), T), "{k}");
+        }
+        for _ in 0..PACE_SAMPLES {
+            assert!(!p.too_slow(Span::from_millis(2), T));
+        }
+        let slow: Vec<bool> = (0..PACE_SAMPLES)
+            .map(|_| p.too_slow(Span::from_millis(30), T))
+            .collect();
+        // The upper median: half the window slow is too slow.
+        assert_eq!(
+            slow.iter().position(|s| *s),
+            Some(PACE_SAMPLES / 2 - 1),
+            "{slow:?}"
+        );
+        p.reset();
+        assert!(
+            !p.too_slow(Span::from_millis(30), T),
+            "a new leader starts afresh"
+        );
+    }
+}

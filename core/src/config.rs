@@ -28,6 +28,9 @@ pub struct Config {
     /// Test-only: never strike a client (`replica::must_sign`), to show the
     /// simulator's latency bound catches clients stalling regency after regency.
     pub no_strikes_for_tests: bool,
+    /// Test-only: never time the leader's pace (`replica::leader_pace`), to
+    /// show the simulator's tenure bound catches a slow leader.
+    pub no_pace_for_tests: bool,
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -67,6 +70,7 @@ impl Config {
             state_transfer_timeout: Span::from_millis(500),
             broken_quorum_for_tests: None,
             no_strikes_for_tests: false,
+            no_pace_for_tests: false,
         }
     }
 

@@ -543,3 +543,47 @@ fn a_client_whose_result_was_evicted_learns_it_ran() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Aardvark's slow primary: a leader that orders every request, each just
+/// under the request timers, held power while clients ran at one request
+/// per two timeouts. Followers time how long the leader keeps the requests
+/// they hold (`leader_pace`); the control, a leader keeping them an eighth
+/// of a timeout, stays.
+#[test]
+fn a_slow_leader_is_replaced() {
+    let run = |delay: u64| {
+        let mut c = Cluster::new(4);
+        c.replicas[0] = None; // the slow leader: the test speaks for it
+        c.isolated.push(0);
+        for k in 1..=12u64 {
+            let req = request(100, k, b"op", 4);
+            c.offer(&req);
+            c.advance(Span::from_millis(delay));
+            let m = Message::Propose {
+                regency: 0,
+                instance: k,
+                batch: Arc::new(Batch::new(vec![req])),
+            };
+            for r in 1..4 {
+                c.inject(r, &frame(0, Peer::Replica(r), &m, 4));
+            }
+            c.settle();
+        }
+        c
+    };
+    let slow = run(40); // beyond a quarter of the 100 ms timeout
+    for r in 1..4 {
+        assert!(
+            slow.get(r).stats().slow_leader_stops > 0,
+            "{}",
+            slow.get(r).summary()
+        );
+        assert!(slow.get(r).regency() >= 1, "{}", slow.get(r).summary());
+    }
+    let brisk = run(12);
+    for r in 1..4 {
+        assert_eq!(brisk.get(r).stats().slow_leader_stops, 0);
+        assert_eq!(brisk.get(r).regency(), 0);
+        assert_eq!(brisk.get(r).last_executed(), 12);
+    }
+}

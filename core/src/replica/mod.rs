@@ -23,6 +23,7 @@ pub mod state;
 pub mod verify;
 
 pub use journal::{DurableRecord, JournalError};
+pub use leader_pace::PACE_SAMPLES;
 pub use state::{ClientTable, Durable, Slot, Stable};
 
 use crate::app::App;
@@ -179,6 +180,9 @@ pub struct Replica {
     forwarded_through: Option<state::ArrivalKey>,
     /// The oldest request a second forward was sent for (one per request).
     reforwarded_for: Option<state::ArrivalKey>,
+    /// The oldest request a STOP was put off for, while state was fetched
+    /// (one timeout per request).
+    postponed_for: Option<state::ArrivalKey>,
     stop_votes: BTreeMap<ReplicaId, Regency>,
     stop_target: Option<Regency>,
     /// Durable: the highest regency ever asked for (`Durable::stop_floor`).
@@ -277,6 +281,7 @@ impl Replica {
             timer_base: now,
             forwarded_through: None,
             reforwarded_for: None,
+            postponed_for: None,
             stop_votes: BTreeMap::new(),
             stop_target: None,
             stop_floor: durable.stop_floor,

@@ -171,6 +171,9 @@ impl Replica {
     /// (`leader_pace`) and asks for a leader change when that is too long.
     fn note_leader_pace(&mut self, oldest_held: Option<Time>) {
         let Some(at) = oldest_held else { return };
+        if self.cfg.no_pace_for_tests {
+            return;
+        }
         let gap = Span(self.now.0.saturating_sub(at.max(self.timer_base).0));
         if self.pace.too_slow(gap, self.cfg.request_timeout) && self.stop_target.is_none() {
             self.stats.slow_leader_stops += 1;
@@ -899,8 +902,12 @@ impl Replica {
             self.forward_oldest();
             return;
         }
-        if self.transfer.is_some() {
-            // Catching up: what is pending may have run already.
+        // Catching up: what is pending may have run already, so a transfer
+        // gets one timeout, once per oldest request, before the STOP (a
+        // replica kept fetching state, say by a regency stalled on a request
+        // only its leader could check, must still ask for a leader change).
+        if self.transfer.is_some() && self.postponed_for != oldest {
+            self.postponed_for = oldest;
             self.progress_deadline = Some(self.now + t);
             return;
         }

@@ -65,6 +65,11 @@ pub struct SimArgs {
     /// only, replays, two requests under one number, floods (BFT only).
     #[arg(long, default_value_t = 0)]
     pub byzantine_clients: usize,
+    /// Replica 0 leads slowly, censors a client, or proposes stale or few
+    /// requests (drawn per seed); reports throughput against the same
+    /// seeds without it (BFT only).
+    #[arg(long)]
+    pub slow_leader: bool,
     /// Requests each client submits (closed loop).
     #[arg(long, default_value_t = 20)]
     pub requests: u64,
@@ -147,6 +152,7 @@ impl SimArgs {
             (self.equivocate, " --equivocate"),
             (self.crash_together, " --crash-together"),
             (self.amnesia, " --amnesia"),
+            (self.slow_leader, " --slow-leader"),
             (self.no_network_faults, " --no-network-faults"),
         ] {
             if set {
@@ -184,6 +190,9 @@ impl SimArgs {
         if self.amnesia && (raft || self.crash == 0) {
             bail!("--amnesia: BFT replicas that --crash lose their state; give --crash K (Raft's log is always kept)");
         }
+        if self.slow_leader && (raft || self.twins > 0 || self.mutate || self.equivocate) {
+            bail!("--slow-leader: one Byzantine replica (replica 0) in BFT; drop --twins, --mutate and --equivocate");
+        }
         if raft && self.byzantine_clients > 0 {
             bail!("--byzantine-clients: Raft trusts its clients' requests; the attack is on BFT's MAC authenticators");
         }
@@ -204,6 +213,8 @@ impl SimArgs {
             amnesia: self.amnesia,
             amnesia_without_rule: false,
             no_strikes: false,
+            slow_leader: self.slow_leader,
+            no_pace: false,
             lossy_journal_for_tests: false,
             network_faults: !self.no_network_faults,
             clients: self.clients,
@@ -241,9 +252,25 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
     let seeds = parse_seeds(&args.seeds)?;
     let started = Instant::now();
     let (mut passed, mut failed, mut beyond_f) = (0u64, 0u64, 0u64);
+    let mut ratios: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     for seed in seeds.clone() {
         let r = sim::run(seed, &opts);
         beyond_f += r.beyond_f as u64;
+        if let Some(mode) = r.scenario.slow_mode {
+            let fault_free = sim::run(
+                seed,
+                &sim::SimOptions {
+                    slow_leader: false,
+                    ..opts.clone()
+                },
+            );
+            let rate =
+                |r: &sim::RunResult| r.completed as f64 / (r.last_completion.0.max(1) as f64);
+            ratios
+                .entry(format!("{mode:?}"))
+                .or_default()
+                .push(rate(&r) / rate(&fault_free));
+        }
         if r.passed() {
             passed += 1;
         } else {
@@ -278,6 +305,16 @@ pub fn run(args: SimArgs) -> anyhow::Result<i32> {
         opts.amnesia,
         opts.byzantine_clients
     )?;
+    for (mode, mut v) in ratios {
+        v.sort_by(f64::total_cmp);
+        writeln!(
+            out,
+            "slow leader {mode}: throughput under attack / fault-free, median {:.2} (min {:.2}, {} seeds)",
+            v[v.len() / 2],
+            v[0],
+            v.len()
+        )?;
+    }
     Ok(if failed == 0 { 0 } else { 1 })
 }
 

@@ -8,7 +8,12 @@
 //! - replays of requests it sent before;
 //! - two requests under one sequence number, each to half the replicas;
 //! - floods: bursts of valid requests, more than a replica holds per client;
-//! - a signed request sent to one replica only.
+//! - a signed request sent to one replica only;
+//! - MAC entries good at the current leader only (it knows the leader: the
+//!   adversary sees everything), to stall its regency;
+//! - MACs good at one follower only, then just before two request timeouts
+//!   a signed copy to that follower, to leave the leader no time;
+//! - one variant per follower under one number, each good there only.
 //!
 //! Every request it makes is registered with the checker as submitted (a
 //! Byzantine client may have anything it signed executed, but nothing it
@@ -34,6 +39,9 @@ pub struct ByzantineClient {
     history: Vec<Request>,
     pub next: Time,
     period: Span,
+    request_timeout: Span,
+    /// Signed copies due later: (when, to, request).
+    late: Vec<(Time, ReplicaId, Request)>,
 }
 
 /// What one turn sends: (replica, frame) pairs, and the sequence numbers
@@ -44,7 +52,13 @@ pub struct Turn {
 }
 
 impl ByzantineClient {
-    pub fn new(id: ClientId, n: usize, crypto: Box<dyn Crypto + Send>, seed: u64) -> Self {
+    pub fn new(
+        id: ClientId,
+        n: usize,
+        crypto: Box<dyn Crypto + Send>,
+        seed: u64,
+        request_timeout: Span,
+    ) -> Self {
         let mut rng = Rng::new(seed ^ id.rotate_left(17) ^ 0xB12A_C11E);
         let period = Span::from_millis(rng.range(2, 40));
         ByzantineClient {
@@ -56,6 +70,8 @@ impl ByzantineClient {
             seq: 0,
             history: Vec::new(),
             period,
+            request_timeout,
+            late: Vec::new(),
         }
     }
 
@@ -109,15 +125,36 @@ impl ByzantineClient {
         }
     }
 
-    /// The attack of this turn; the next is due one period on.
-    pub fn turn(&mut self, now: Time) -> Turn {
-        self.next = now + self.period;
-        let all: Vec<ReplicaId> = (0..self.n as ReplicaId).collect();
+    /// When this client acts next: its period, or a late signed copy.
+    pub fn due(&self) -> Time {
+        self.late.iter().map(|l| l.0).fold(self.next, Time::min)
+    }
+
+    fn sign(&self, req: &Request) -> Request {
+        let mut req = req.clone();
+        req.auth = RequestAuth::Signature(self.crypto.sign(&req.signed_bytes()));
+        req
+    }
+
+    /// The attack of this turn (`leader` leads the highest regency of the
+    /// correct replicas); the next is due one period on.
+    pub fn turn(&mut self, now: Time, leader: ReplicaId) -> Turn {
         let mut t = Turn {
             sends: Vec::new(),
             made: Vec::new(),
         };
-        match self.rng.below(5) {
+        let due: Vec<_> = self.late.iter().filter(|l| l.0 <= now).cloned().collect();
+        self.late.retain(|l| l.0 > now);
+        for (_, to, req) in due {
+            let signed = self.sign(&req);
+            t.sends.push((to, self.frame(&signed)));
+        }
+        if now < self.next {
+            return t;
+        }
+        self.next = now + self.period;
+        let all: Vec<ReplicaId> = (0..self.n as ReplicaId).collect();
+        match self.rng.below(8) {
             0 => {
                 self.seq += 1;
                 let good = self.some_replicas();
@@ -152,14 +189,41 @@ impl ByzantineClient {
                     t.sends.extend(all.iter().map(|r| (*r, self.frame(&req))));
                 }
             }
-            _ => {
+            4 => {
                 self.seq += 1;
                 let op = self.op();
-                let mut req = self.request(op, &[]);
-                req.auth = RequestAuth::Signature(self.crypto.sign(&req.signed_bytes()));
+                let req = self.request(op, &[]);
+                let req = self.sign(&req);
                 let to = self.rng.below(self.n as u64) as ReplicaId;
                 t.made.push(self.seq);
                 t.sends.push((to, self.frame(&req)));
+            }
+            5 => {
+                self.seq += 1;
+                let op = self.op();
+                let req = self.request(op, &[leader]);
+                t.made.push(self.seq);
+                t.sends.extend(all.iter().map(|r| (*r, self.frame(&req))));
+            }
+            6 => {
+                self.seq += 1;
+                let follower = (leader + 1 + self.rng.below(self.n as u64 - 1) as ReplicaId)
+                    % self.n as ReplicaId;
+                let op = self.op();
+                let req = self.request(op, &[follower]);
+                t.made.push(self.seq);
+                t.sends.extend(all.iter().map(|r| (*r, self.frame(&req))));
+                let just_before = Span(2 * self.request_timeout.0 - self.request_timeout.0 / 20);
+                self.late.push((now + just_before, follower, req));
+            }
+            _ => {
+                self.seq += 1;
+                t.made.push(self.seq);
+                for r in all {
+                    let op = self.op();
+                    let req = self.request(op, &[r]);
+                    t.sends.push((r, self.frame(&req)));
+                }
             }
         }
         t

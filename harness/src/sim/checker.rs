@@ -154,13 +154,37 @@ impl Checker {
         }
     }
 
-    /// Every honest request submitted after the heal completed within `bound`.
-    pub fn latency(&mut self, longest: Span, bound: Span) {
+    /// Every honest request submitted after the heal completed within
+    /// `bound`, and some did (else the bound was not tested).
+    pub fn latency(&mut self, longest: Span, bound: Span, measured: u64) {
+        if measured == 0 {
+            self.violate("latency: no honest request was made after the heal".into());
+        }
         if longest > bound {
             self.violate(format!(
                 "latency: an honest request waited {:.0} ms after the heal, beyond the {:.0} ms bound",
                 longest.as_millis_f64(),
                 bound.as_millis_f64()
+            ));
+        }
+    }
+
+    /// The slow leader's longest term stayed within `bound`.
+    pub fn slow_leader(&mut self, longest: Span, bound: Span) {
+        if longest > bound {
+            self.violate(format!(
+                "slow leader: it led for {:.0} ms, beyond the {:.0} ms bound",
+                longest.as_millis_f64(),
+                bound.as_millis_f64()
+            ));
+        }
+    }
+
+    /// Leader changes after the heal stayed within `bound`.
+    pub fn leader_changes(&mut self, changes: u64, bound: u64) {
+        if changes > bound {
+            self.violate(format!(
+                "leader changes: {changes} after the heal, beyond the bound of {bound}"
             ));
         }
     }

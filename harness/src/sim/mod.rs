@@ -6,6 +6,7 @@ pub mod equivocate;
 pub mod mutate;
 pub mod node;
 pub mod scenario;
+pub mod slow_leader;
 pub mod world;
 
 pub use scenario::{CryptoKind, Scenario, SimApp, SimOptions};

@@ -40,6 +40,11 @@ pub struct SimOptions {
     pub clients: usize,
     /// Byzantine clients beside them ([`super::byzantine_client`]).
     pub byzantine_clients: usize,
+    /// Replica 0 is a slow, stale or censoring leader ([`super::slow_leader`]).
+    pub slow_leader: bool,
+    /// Test-only: followers do not time the leader's pace, to show the
+    /// tenure bound catches a slow leader that pace would replace.
+    pub no_pace: bool,
     pub requests_per_client: u64,
     /// Fixed batch size and pipeline depth; None draws them from the seed.
     pub batch: Option<usize>,
@@ -90,6 +95,8 @@ impl Default for SimOptions {
             network_faults: true,
             clients: 6,
             byzantine_clients: 0,
+            slow_leader: false,
+            no_pace: false,
             requests_per_client: 20,
             batch: None,
             pipeline: None,
@@ -140,6 +147,8 @@ pub struct Scenario {
     pub request_timeout: Span,
     pub view_change_timeout: Span,
     pub signed_clients: bool,
+    /// With `--slow-leader`: what replica 0 does to its PROPOSEs.
+    pub slow_mode: Option<super::slow_leader::SlowMode>,
 }
 
 impl Scenario {
@@ -199,7 +208,7 @@ impl Scenario {
                 .collect();
             byz[rng.below(byz.len() as u64) as usize]
         });
-        Scenario {
+        let mut sc = Scenario {
             seed,
             n,
             loss,
@@ -224,13 +233,22 @@ impl Scenario {
             request_timeout: Span::from_millis(100),
             view_change_timeout: Span::from_millis(150),
             signed_clients: rng.chance(0.25),
+            slow_mode: None,
+        };
+        if o.slow_leader {
+            use super::slow_leader::SlowMode::*;
+            sc.slow_mode = Some([Slow, Few, Censor, Stale][rng.below(4) as usize]);
         }
+        sc
     }
 
-    /// Byzantine identities: twins and the mutated replica.
+    /// Byzantine identities: twins, the mutated replica, the slow leader.
     pub fn byzantine(&self) -> Vec<ReplicaId> {
         let mut b = self.twins.clone();
         b.extend(self.mutated);
+        if self.slow_mode.is_some() && !b.contains(&0) {
+            b.push(0);
+        }
         b
     }
 
@@ -281,6 +299,9 @@ impl fmt::Display for Scenario {
                 self.twins,
                 self.round.as_millis_f64()
             )?;
+        }
+        if let Some(m) = self.slow_mode {
+            write!(f, " slow_leader=r0:{m:?}")?;
         }
         if let Some(m) = self.mutated {
             write!(

@@ -12,6 +12,7 @@ use super::equivocate::equivocate;
 use super::mutate::mutate;
 use super::node::{Event, Persisted, SimReplica};
 use super::scenario::{CryptoKind, Scenario, SimOptions};
+use super::slow_leader::SlowLeader;
 use bft_core::app::ChainApp;
 use bft_core::client::{Client, ClientAuth, ClientOutput};
 use bft_core::config::Config;
@@ -35,10 +36,11 @@ const EVENTS_MAX: u64 = 20_000_000;
 /// Raft's tick in the simulator: elections take 10–20 ticks, 100–200 ms,
 /// the scale of the BFT replica's timeouts that the fault schedules assume.
 pub const RAFT_TICK: Span = Span::from_millis(10);
-/// Client retransmission timeout: below two request timeouts, as in the
-/// binary (500 ms against 2 × 1 s), so an honest client's signed
-/// retransmission reaches replicas before they let its MAC copy go.
-const CLIENT_RETRANSMIT: Span = Span::from_millis(150);
+/// Client retransmission timeout: half a request timeout, as in the binary
+/// (500 ms against 1 s), so an honest client's signed retransmission
+/// reaches replicas within a timeout of its first copy (it keeps that
+/// copy's age: `Pending::hold_back`) and before they let it go.
+const CLIENT_RETRANSMIT: Span = Span::from_millis(50);
 /// Client ids start here, so they never collide with replica ids in traces.
 pub const CLIENT_ID_BASE: ClientId = 1_000;
 
@@ -71,6 +73,8 @@ struct ClientSlot {
     client: Client,
     done: u64,
     timer: Option<Time>,
+    /// Not started yet: it submits its first request then.
+    start_at: Option<Time>,
 }
 
 /// One delivered instance, for experiments that look at when things happened.
@@ -123,6 +127,10 @@ pub struct World {
     replicas: Vec<ReplicaSlot>,
     clients: Vec<ClientSlot>,
     byzantine_clients: Vec<ByzantineClient>,
+    slow: Option<SlowLeader>,
+    /// While the slow leader leads: since when; and its longest term.
+    slow_since: Option<Time>,
+    longest_slow_term: Span,
     checker: Checker,
     byzantine: Vec<ReplicaId>,
     trace: u64,
@@ -133,6 +141,10 @@ pub struct World {
     crashed_stats: Stats,
     equivocations: u64,
     max_latency_after_heal: Span,
+    /// Honest requests submitted after the heal that completed.
+    completed_after_heal: u64,
+    /// The highest regency of a correct replica when the heal came.
+    regency_at_heal: Option<u64>,
 }
 
 fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
@@ -170,6 +182,9 @@ impl World {
             replicas: Vec::new(),
             clients: Vec::new(),
             byzantine_clients: Vec::new(),
+            slow: None,
+            slow_since: None,
+            longest_slow_term: Span::ZERO,
             checker: Checker::default(),
             trace: 0xcbf2_9ce4_8422_2325,
             events: 0,
@@ -179,6 +194,8 @@ impl World {
             crashed_stats: Stats::default(),
             equivocations: 0,
             max_latency_after_heal: Span::ZERO,
+            completed_after_heal: 0,
+            regency_at_heal: None,
         };
         for id in 0..w.sc.n as ReplicaId {
             let copies = if w.sc.twins.contains(&id) { 2 } else { 1 };
@@ -210,17 +227,24 @@ impl World {
             if opts.raft {
                 client = client.trusting_one_reply(); // the Raft leader replies alone
             }
+            // With Byzantine clients about, half the honest ones start at
+            // the heal, so every run measures requests made under attack
+            // on a healed network (the latency bound is about those).
+            let late = (opts.byzantine_clients > 0 || opts.slow_leader) && c % 2 == 1;
             w.clients.push(ClientSlot {
                 client,
                 done: 0,
                 timer: None,
+                start_at: late.then_some(w.sc.heal),
             });
         }
+        w.slow = w.sc.slow_mode.map(|m| SlowLeader::new(m, CLIENT_ID_BASE));
         for k in 0..opts.byzantine_clients {
             let id = CLIENT_ID_BASE + (opts.clients + k) as ClientId;
             let crypto = w.crypto_for(Peer::Client(id));
+            let t = w.sc.request_timeout;
             w.byzantine_clients
-                .push(ByzantineClient::new(id, w.sc.n, crypto, seed));
+                .push(ByzantineClient::new(id, w.sc.n, crypto, seed, t));
         }
         for c in w.sc.crashes.clone() {
             w.push(c.at, Payload::Crash(c.replica));
@@ -264,6 +288,7 @@ impl World {
         cfg.state_transfer_timeout = self.sc.request_timeout;
         cfg.broken_quorum_for_tests = self.opts.broken_quorum;
         cfg.no_strikes_for_tests = self.opts.no_strikes;
+        cfg.no_pace_for_tests = self.opts.no_pace;
         cfg
     }
 
@@ -391,6 +416,20 @@ impl World {
             .and_then(|crypto| equivocate(&frame, to, n, crypto));
         self.equivocations += lie.is_some() as u64;
         let frame = lie.unwrap_or(frame);
+        let mut hold = Span::ZERO;
+        let frame = match self.slow.as_mut() {
+            Some(slow) if self.replicas[from].id == 0 => {
+                let Some(node) = &self.replicas[from].node else {
+                    return;
+                };
+                hold = slow.hold(self.sc.request_timeout);
+                match slow.rewrite(&frame, to, n, node.crypto()) {
+                    Some(f) => f,
+                    None => return,
+                }
+            }
+            _ => frame,
+        };
         let frame = if self.mutating(from) {
             let slot = &self.replicas[from];
             let Some(node) = &slot.node else { return };
@@ -407,7 +446,7 @@ impl World {
                     .filter(|&i| self.replicas[i].id == id && !self.partitioned(from, i))
                     .collect();
                 for t in targets {
-                    self.transmit(Node::Replica(t), frame.clone());
+                    self.transmit_after(hold, Node::Replica(t), frame.clone());
                 }
             }
             Peer::Client(c) => {
@@ -429,8 +468,13 @@ impl World {
         }
     }
 
-    /// Applies loss, duplication, delay and reordering, then queues the frame.
     fn transmit(&mut self, to: Node, frame: Vec<u8>) {
+        self.transmit_after(Span::ZERO, to, frame);
+    }
+
+    /// Applies loss, duplication, delay and reordering, then queues the
+    /// frame, `hold` later than the network alone would.
+    fn transmit_after(&mut self, hold: Span, to: Node, frame: Vec<u8>) {
         let faulty = self.now < self.sc.heal;
         if faulty && self.rng.chance(self.sc.loss) {
             return;
@@ -447,7 +491,7 @@ impl World {
                 delay += self.rng.range(0, 5 * hi);
             }
             self.push(
-                self.now + Span(delay),
+                self.now + hold + Span(delay),
                 Payload::Frame {
                     to,
                     frame: frame.clone(),
@@ -523,6 +567,7 @@ impl World {
                 ClientOutput::Complete { latency, .. } => {
                     if self.now.0.saturating_sub(latency.0) >= self.sc.heal.0 {
                         self.max_latency_after_heal = self.max_latency_after_heal.max(latency);
+                        self.completed_after_heal += 1;
                     }
                     self.clients[idx].done += 1;
                     self.last_completion = self.now;
@@ -661,19 +706,21 @@ impl World {
             .clients
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.timer.map(|t| (t, Node::Client(i))));
+            .filter_map(|(i, s)| s.start_at.or(s.timer).map(|t| (t, Node::Client(i))));
         let b = self
             .byzantine_clients
             .iter()
             .enumerate()
-            .map(|(i, b)| (b.next, Node::ByzantineClient(i)));
+            .map(|(i, b)| (b.due(), Node::ByzantineClient(i)));
         r.chain(c).chain(b).min()
     }
 
     pub fn run(mut self) -> RunResult {
         for idx in 0..self.clients.len() {
-            self.submit_next(idx);
-            self.drain_client(idx);
+            if self.clients[idx].start_at.is_none() {
+                self.submit_next(idx);
+                self.drain_client(idx);
+            }
         }
         let deadline = self.sc.heal + LIVENESS_BOUND;
         let mut settle_until: Option<Time> = None;
@@ -694,6 +741,12 @@ impl World {
             }
             self.events += 1;
             self.now = self.now.max(at);
+            if self.regency_at_heal.is_none() && self.now >= self.sc.heal {
+                self.regency_at_heal = Some(self.correct_regency());
+            }
+            if self.slow.is_some() {
+                self.note_slow_term();
+            }
             match timer {
                 Some((t, node)) if next_event.is_none_or(|e| t <= e) => self.fire_timer(node),
                 _ => {
@@ -720,13 +773,18 @@ impl World {
                 self.drain_replica(slot);
             }
             Node::Client(idx) => {
-                self.clients[idx].client.handle_timeout(self.now);
+                if self.clients[idx].start_at.take().is_some() {
+                    self.submit_next(idx);
+                } else {
+                    self.clients[idx].client.handle_timeout(self.now);
+                }
                 self.drain_client(idx);
             }
             Node::ByzantineClient(idx) => {
+                let leader = self.current_leader();
                 let b = &mut self.byzantine_clients[idx];
                 let id = b.id;
-                let turn = b.turn(self.now);
+                let turn = b.turn(self.now, leader);
                 for seq in turn.made {
                     self.checker.submitted((id, seq));
                 }
@@ -735,6 +793,58 @@ impl World {
                 }
             }
         }
+    }
+
+    /// The highest regency a correct replica is in.
+    fn correct_regency(&self) -> u64 {
+        self.replicas
+            .iter()
+            .filter(|s| self.is_correct(s.id))
+            .filter_map(|s| s.node.as_ref().map(|n| n.epoch()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Times the slow leader's terms (from when the correct replicas' highest
+    /// regency is one it leads to when they move on).
+    fn note_slow_term(&mut self) {
+        let leading = self.current_leader() == 0;
+        match (leading, self.slow_since) {
+            (true, None) => self.slow_since = Some(self.now.max(self.sc.heal)),
+            (false, Some(since)) => {
+                let term = Span(self.now.0.saturating_sub(since.0));
+                self.longest_slow_term = self.longest_slow_term.max(term);
+                self.slow_since = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// The longest a slow leader may lead once the heal came: replicas time
+    /// its pace over `PACE_SAMPLES` PROPOSEs, each held back at most `hold`;
+    /// one that censors or proposes nothing useful is replaced by the
+    /// request timers (a signed retransmission, then two timeouts); then
+    /// the leader change itself, up to three view-change timeouts, one more
+    /// request timeout (its regency may have begun before the heal), and
+    /// the back-off carried over the heal (`backoff_carried`).
+    fn slow_term_bound(&self) -> Span {
+        let hold = self
+            .slow
+            .as_ref()
+            .map_or(Span::ZERO, |s| s.hold(self.sc.request_timeout));
+        let samples = bft_core::replica::PACE_SAMPLES as u64;
+        Span(
+            samples * hold.0
+                + CLIENT_RETRANSMIT.0
+                + 3 * self.sc.request_timeout.0
+                + 3 * self.sc.view_change_timeout.0
+                + self.backoff_carried().0,
+        )
+    }
+
+    /// The leader of that regency.
+    fn current_leader(&self) -> ReplicaId {
+        (self.correct_regency() % self.sc.n as u64) as ReplicaId
     }
 
     /// With Byzantine clients about, the longest an honest request submitted
@@ -746,7 +856,26 @@ impl World {
         let changes = (self.opts.byzantine_clients + self.sc.f() + 1) as u64;
         let one =
             CLIENT_RETRANSMIT.0 + 2 * self.sc.request_timeout.0 + 2 * self.sc.view_change_timeout.0;
-        Span(changes * one)
+        Span(changes * one + self.backoff_carried().0)
+    }
+
+    /// A view-change timeout as backed off by the leader changes before the
+    /// heal (each failed one doubles it until something executes): the first
+    /// change after the heal may wait that long.
+    fn backoff_carried(&self) -> Span {
+        let before = self.regency_at_heal.unwrap_or(0);
+        let exp = before.min(bft_core::limits::BACKOFF_EXP_MAX as u64) as u32;
+        self.sc.view_change_timeout.backoff(exp)
+    }
+
+    /// With Byzantine clients about, the most leader changes after the heal:
+    /// each Byzantine client stalls at most one regency per replica that
+    /// leads (that leader and its followers then strike it, for longer
+    /// than a run), the f Byzantine replicas one each, and a change may
+    /// take two regencies when the first new leader's sync times out.
+    fn leader_change_bound(&self) -> u64 {
+        let k = self.opts.byzantine_clients as u64;
+        2 * (k * self.sc.n as u64 + self.sc.f() as u64 + 1)
     }
 
     fn finish(mut self) -> RunResult {
@@ -773,9 +902,30 @@ impl World {
             self.checker
                 .liveness((submitted - completed) as usize, submitted as usize);
         }
+        if within_f && self.slow.is_some() {
+            if let Some(since) = self.slow_since {
+                let term = Span(self.now.0.saturating_sub(since.0));
+                self.longest_slow_term = self.longest_slow_term.max(term);
+            }
+            let bound = self.honest_latency_bound();
+            self.checker.latency(
+                self.max_latency_after_heal,
+                bound,
+                self.completed_after_heal,
+            );
+            self.checker
+                .slow_leader(self.longest_slow_term, self.slow_term_bound());
+        }
         if within_f && self.opts.byzantine_clients > 0 {
             let bound = self.honest_latency_bound();
-            self.checker.latency(self.max_latency_after_heal, bound);
+            self.checker.latency(
+                self.max_latency_after_heal,
+                bound,
+                self.completed_after_heal,
+            );
+            let changes = self.correct_regency() - self.regency_at_heal.unwrap_or(0);
+            self.checker
+                .leader_changes(changes, self.leader_change_bound());
         }
         let mut finals = Vec::new();
         let mut stats = self.crashed_stats.clone();

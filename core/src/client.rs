@@ -46,9 +46,9 @@ struct Outstanding {
     seq: u64,
     replier: Replier,
     body: Vec<u8>,
-    /// The request while it has gone out with MACs only: its first
-    /// retransmission is signed instead (see `sign_for_retransmission`).
-    unsigned: Option<Request>,
+    /// It has gone out with MACs only: its first retransmission is signed
+    /// instead (see `sign_for_retransmission`).
+    unsigned: bool,
     sent_at: Time,
     /// Each replica's latest answer: the result's digest, and the result
     /// itself if it sent it in full. A later answer replaces an earlier one,
@@ -180,8 +180,8 @@ impl Client {
             op,
             auth,
         };
-        let body = wire::encode_body(Peer::Client(self.id), &Message::Request(req.clone()));
-        let unsigned = matches!(req.auth, RequestAuth::Macs(_)).then_some(req);
+        let unsigned = matches!(req.auth, RequestAuth::Macs(_));
+        let body = wire::encode_body(Peer::Client(self.id), &Message::Request(req));
         self.outstanding = Some(Outstanding {
             seq: self.seq,
             replier,
@@ -286,8 +286,11 @@ impl Client {
         let Some(o) = &mut self.outstanding else {
             return;
         };
-        let Some(mut req) = o.unsigned.take() else {
+        if !std::mem::take(&mut o.unsigned) {
             return;
+        }
+        let Ok((_, Message::Request(mut req))) = wire::peek(&o.body, self.n) else {
+            return; // encoded by `submit`: it decodes
         };
         req.auth = RequestAuth::Signature(self.crypto.sign(&req.signed_bytes()));
         o.body = wire::encode_body(Peer::Client(self.id), &Message::Request(req));

@@ -133,10 +133,21 @@ impl Replica {
     fn review_proposal(&mut self, batch: &Batch) -> ProposalReview {
         let mut review = ProposalReview::default();
         let reqs = batch.requests();
-        let ran = |r: &Request| self.clients.last_seq(r.client).is_some_and(|l| r.seq <= l);
-        if reqs.iter().any(ran) {
-            review.stale = true;
-            return review;
+        // A request held with the same content has not run here (running
+        // removes it): the common case costs one lookup per request.
+        let mut unheld = Vec::new();
+        for (k, r) in reqs.iter().enumerate() {
+            match self.pending.requests.get(&r.id()) {
+                Some((p, key)) if p.replier == r.replier && p.op == r.op => {
+                    let at = key.0;
+                    review.oldest_held = Some(review.oldest_held.map_or(at, |o: Time| o.min(at)));
+                }
+                _ if self.clients.last_seq(r.client).is_some_and(|l| r.seq <= l) => {
+                    review.stale = true;
+                    return review;
+                }
+                _ => unheld.push(k),
+            }
         }
         if reqs.len() > 1 {
             let mut ids: Vec<_> = reqs.iter().map(Request::id).collect();
@@ -146,15 +157,8 @@ impl Replica {
                 return review;
             }
         }
-        for r in reqs {
-            let held = match self.pending.requests.get(&r.id()) {
-                Some((p, key)) if p.replier == r.replier && p.op == r.op => Some(key.0),
-                _ => None,
-            };
-            if let Some(at) = held {
-                review.oldest_held = Some(review.oldest_held.map_or(at, |o: Time| o.min(at)));
-                continue;
-            }
+        for k in unheld {
+            let r = &reqs[k];
             if self.request_is_authentic(r) {
                 continue;
             }
@@ -327,10 +331,11 @@ impl Replica {
     /// could not run: followers would refuse the batch as stale).
     fn in_seq_order(&mut self, taken: Vec<Request>) -> Vec<Request> {
         let mut keep = Vec::with_capacity(taken.len());
+        // Requests held here are above their client's last executed number
+        // (refused on arrival otherwise, removed when they run).
         for r in taken {
-            let last = self.clients.last_seq(r.client).unwrap_or(0);
             let ordered = self.ordered_seq.get(&r.client).copied().unwrap_or(0);
-            if r.seq <= last.max(ordered) {
+            if r.seq <= ordered {
                 self.pending.remove(r.id());
                 continue;
             }

@@ -1,5 +1,6 @@
 //! `bft-harness`: the deterministic simulator, its checkers, and the `bftbench` CLI.
 
+pub mod adversary;
 pub mod cli;
 pub mod control;
 pub mod deploy;

@@ -175,6 +175,10 @@ pub struct ReplicaArgs {
     pub key: Option<PathBuf>,
     #[command(flatten)]
     pub protocol: ProtocolArgs,
+    /// Test-only (hidden): this replica is Byzantine, its PROPOSEs rewritten
+    /// (`stale-leader`, `censoring-leader`; see `bft_harness::adversary`).
+    #[arg(long, hide = true)]
+    pub adversary_for_tests: Option<String>,
     /// Where the App runs: `embedded` (in this process) or `remote=ADDR` (a `bftbench kv-server`).
     #[arg(long, default_value = "embedded")]
     pub execution: String,
@@ -293,6 +297,7 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
     let seed = std::process::id() as u64 ^ clock;
+    let own_crypto: Box<dyn bft_core::crypto::Crypto + Send> = Box::new(crypto.clone());
     let (crypto, app) = (Box::new(crypto), app_for(&a.execution)?);
     let what = format!("replica {}", a.id);
     let verifier = (verifier, a.protocol.io.as_str());
@@ -331,6 +336,18 @@ pub fn run(a: ReplicaArgs) -> anyhow::Result<i32> {
         Replica::new(cfg, crypto, app, seed)
     };
     let replica = replica.context("replica configuration")?;
+    if let Some(mode) = &a.adversary_for_tests {
+        let mode = crate::adversary::parse(mode)?;
+        eprintln!("{what}: Byzantine for a test ({mode:?})");
+        let censored = cluster.file.clients.first_id;
+        let engine = crate::adversary::ByzantineLeader::new(replica, mode, own_crypto, censored);
+        let mut node = bind(&cluster, a.id, engine, verifier, &what)?;
+        mark.write()?;
+        node.run(&stop)?;
+        eprintln!("{what}: rewrote {} PROPOSEs", node.engine().rewritten());
+        report_bft(&node, node.engine().replica(), a.id);
+        return Ok(0);
+    }
     let mut node = bind(&cluster, a.id, replica, verifier, &what)?;
     mark.write()?;
     node.run(&stop)?;
@@ -404,7 +421,7 @@ impl LaunchMark {
 fn report_bft<E: Engine>(node: &ReplicaNode<E>, r: &Replica, id: ReplicaId) {
     let s = r.stats();
     eprintln!(
-        "final: exec={} state={} transfers={} rejoined={} ops={} regency={} struck={} dropped_unsigned={}",
+        "final: exec={} state={} transfers={} rejoined={} ops={} regency={} struck={} dropped_unsigned={} stale_refused={}",
         r.last_executed(),
         hex(&r.state_digest()),
         s.state_transfers_applied,
@@ -412,7 +429,8 @@ fn report_bft<E: Engine>(node: &ReplicaNode<E>, r: &Replica, id: ReplicaId) {
         r.executed_total(),
         r.regency(),
         s.clients_struck,
-        s.dropped_unsigned
+        s.dropped_unsigned,
+        s.stale_proposals_refused
     );
     eprintln!(
         "replica {} stopped: executed {} requests in {} instances, regency {}; net {:?}; dropped bad-auth {} undecodable {} unknown-sender {}; batch verification {}",

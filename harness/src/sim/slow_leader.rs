@@ -9,7 +9,7 @@
 //! - `Censor`: one honest client's requests left out (a batch left empty
 //!   is not sent);
 //! - `Stale`: held back, and a batch is replaced by a request it ordered
-//!   before (executed already) whenever it has one.
+//!   before whenever that one has run here.
 
 use bft_core::crypto::{Crypto, Peer};
 use bft_core::message::{Batch, ClientId, Message, Request};
@@ -56,12 +56,14 @@ impl SlowLeader {
     }
 
     /// Its PROPOSE to `to`, rewritten (None: not sent); other frames pass.
+    /// `ran(client, seq)`: the request has run at the Byzantine replica.
     pub fn rewrite(
         &mut self,
         frame: &[u8],
         to: Peer,
         n: usize,
         crypto: &dyn Crypto,
+        ran: &dyn Fn(ClientId, u64) -> bool,
     ) -> Option<Vec<u8>> {
         let Ok((
             from,
@@ -79,15 +81,11 @@ impl SlowLeader {
             SlowMode::Slow => {}
             SlowMode::Few => reqs.truncate(1),
             SlowMode::Censor => reqs.retain(|r| r.client != self.censored),
-            SlowMode::Stale => {
-                let first = reqs.first().cloned();
-                if let Some(old) = self.old.clone() {
-                    reqs = vec![old];
-                }
-                if self.old.is_none() {
-                    self.old = first;
-                }
-            }
+            SlowMode::Stale => match self.old.clone() {
+                Some(old) if ran(old.client, old.seq) => reqs = vec![old],
+                Some(_) => {}
+                None => self.old = reqs.first().cloned(),
+            },
         }
         if reqs.is_empty() {
             return None;

@@ -423,7 +423,11 @@ impl World {
                     return;
                 };
                 hold = slow.hold(self.sc.request_timeout);
-                match slow.rewrite(&frame, to, n, node.crypto()) {
+                let ran = |c, s| {
+                    node.bft()
+                        .is_some_and(|r| r.client_last_seq(c).is_some_and(|l| l >= s))
+                };
+                match slow.rewrite(&frame, to, n, node.crypto(), &ran) {
                     Some(f) => f,
                     None => return,
                 }

@@ -547,8 +547,8 @@ fn a_client_whose_result_was_evicted_learns_it_ran() {
 /// Aardvark's slow primary: a leader that orders every request, each just
 /// under the request timers, held power while clients ran at one request
 /// per two timeouts. Followers time how long the leader keeps the requests
-/// they hold (`leader_pace`); the control, a leader keeping them an eighth
-/// of a timeout, stays.
+/// they hold (`leader_pace`); the control, a leader keeping them under a
+/// third of a timeout, stays.
 #[test]
 fn a_slow_leader_is_replaced() {
     let run = |delay: u64| {
@@ -571,7 +571,7 @@ fn a_slow_leader_is_replaced() {
         }
         c
     };
-    let slow = run(40); // beyond a quarter of the 100 ms timeout
+    let slow = run(70); // beyond half the 100 ms timeout
     for r in 1..4 {
         assert!(
             slow.get(r).stats().slow_leader_stops > 0,
@@ -580,7 +580,7 @@ fn a_slow_leader_is_replaced() {
         );
         assert!(slow.get(r).regency() >= 1, "{}", slow.get(r).summary());
     }
-    let brisk = run(12);
+    let brisk = run(30);
     for r in 1..4 {
         assert_eq!(brisk.get(r).stats().slow_leader_stops, 0);
         assert_eq!(brisk.get(r).regency(), 0);

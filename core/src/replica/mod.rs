@@ -231,9 +231,12 @@ pub struct Replica {
     /// regency (proposed, or in the SYNC plan); a lower one is never
     /// proposed (it could not run, and followers refuse it as stale).
     ordered_seq: BTreeMap<ClientId, u64>,
-    /// Leader: the followers that could not check each client's requests
-    /// in this regency's PROPOSEs (`Message::Unverifiable`).
-    unverifiable: BTreeMap<ClientId, std::collections::BTreeSet<ReplicaId>>,
+    /// Leader: the followers that could not check a client's requests in
+    /// this regency's PROPOSE of an instance (`Message::Unverifiable`).
+    unverifiable: BTreeMap<(Instance, ClientId), std::collections::BTreeSet<ReplicaId>>,
+    /// Follower: per instance of this regency, the clients whose requests
+    /// in its PROPOSE it could not check (at most `pipeline` instances).
+    deferred_strikes: BTreeMap<Instance, Vec<ClientId>>,
 }
 
 impl Replica {
@@ -312,6 +315,7 @@ impl Replica {
             pace: leader_pace::LeaderPace::default(),
             ordered_seq: BTreeMap::new(),
             unverifiable: BTreeMap::new(),
+            deferred_strikes: BTreeMap::new(),
         };
         r.restore_stable_snapshot();
         r.replay_decided();

@@ -16,7 +16,9 @@ struct ProposalReview {
     needs_vouching: bool,
     /// Clients whose requests (MACs only) it could not check.
     unverifiable: Vec<ClientId>,
-    oldest_held: Option<Time>,
+    /// When the request it holds that came last came (the leader cannot
+    /// have added more than that one's wait).
+    newest_held: Option<Time>,
 }
 
 impl Replica {
@@ -128,8 +130,9 @@ impl Replica {
     /// A follower's reading of a leader's batch: stale if a request ran
     /// here already or comes twice; which requests it cannot check itself
     /// (it holds none with the same signed content, and its MAC entry or
-    /// the signature is bad), striking the clients of those with MACs only
-    /// (`must_sign`); and when the oldest request it holds came.
+    /// the signature is bad), naming the clients of those with MACs only
+    /// (struck if the instance stalls the regency: `strike_stallers`); and
+    /// when the request it holds that came last came.
     fn review_proposal(&mut self, batch: &Batch) -> ProposalReview {
         let mut review = ProposalReview::default();
         let reqs = batch.requests();
@@ -140,7 +143,7 @@ impl Replica {
             match self.pending.requests.get(&r.id()) {
                 Some((p, key)) if p.replier == r.replier && p.op == r.op => {
                     let at = key.0;
-                    review.oldest_held = Some(review.oldest_held.map_or(at, |o: Time| o.min(at)));
+                    review.newest_held = Some(review.newest_held.map_or(at, |o: Time| o.max(at)));
                 }
                 _ if self.clients.last_seq(r.client).is_some_and(|l| r.seq <= l) => {
                     review.stale = true;
@@ -164,7 +167,6 @@ impl Replica {
             }
             review.needs_vouching = true;
             if matches!(r.auth, RequestAuth::Macs(_)) && !review.unverifiable.contains(&r.client) {
-                self.strike(r.client);
                 review.unverifiable.push(r.client);
             }
         }
@@ -173,9 +175,15 @@ impl Replica {
 
     /// A follower times how long the leader kept the requests it proposes
     /// (`leader_pace`) and asks for a leader change when that is too long.
-    fn note_leader_pace(&mut self, oldest_held: Option<Time>) {
-        let Some(at) = oldest_held else { return };
-        if self.cfg.no_pace_for_tests {
+    /// Only a PROPOSE made with room to spare counts (its batch not full,
+    /// the pipeline not full as seen here): a leader working through a
+    /// queue is busy, not slow. (With one request per batch every batch is
+    /// full, and the pace is not timed.)
+    fn note_leader_pace(&mut self, i: Instance, batch: &Batch, newest_held: Option<Time>) {
+        let Some(at) = newest_held else { return };
+        let spare = batch.requests().len() < self.cfg.batch_max_requests
+            && i <= self.last_executed + self.cfg.pipeline;
+        if self.cfg.no_pace_for_tests || !spare {
             return;
         }
         let gap = Span(self.now.0.saturating_sub(at.max(self.timer_base).0));
@@ -270,7 +278,10 @@ impl Replica {
             || self.leader() != self.cfg.me
             || self.synced_regency != self.regency
             || self.stop_target.is_some()
+            || self.last_executed < self.synced_last
         {
+            // Nor before it ran what the SYNC fixed: what it holds may have
+            // run there, and followers refuse a batch of that as stale.
             return;
         }
         loop {
@@ -346,9 +357,14 @@ impl Replica {
     }
 
     pub(super) fn note_ordered(&mut self, r: &Request) {
-        // Past `CLIENTS_MAX` clients none would run (`execute_batch`).
         if self.ordered_seq.len() >= CLIENTS_MAX && !self.ordered_seq.contains_key(&r.client) {
-            return;
+            // Entries whose numbers ran are the client table's business.
+            let clients = &self.clients;
+            self.ordered_seq
+                .retain(|c, s| clients.last_seq(*c).is_none_or(|l| l < *s));
+            if self.ordered_seq.len() >= CLIENTS_MAX {
+                return; // as many clients in flight as the table holds
+            }
         }
         let e = self.ordered_seq.entry(r.client).or_insert(0);
         *e = (*e).max(r.seq);
@@ -389,6 +405,9 @@ impl Replica {
             return;
         }
         if !review.unverifiable.is_empty() {
+            if self.deferred_strikes.len() < self.cfg.pipeline as usize {
+                self.deferred_strikes.insert(i, review.unverifiable.clone());
+            }
             let msg = Message::Unverifiable {
                 regency: r,
                 instance: i,
@@ -400,10 +419,10 @@ impl Replica {
         if slot.wrote_other_than(&d) {
             self.stats.fresh_values_declined += 1;
         }
-        slot.proposal = Some((r, d, batch));
+        slot.proposal = Some((r, d, batch.clone()));
         slot.planned = false;
         slot.needs_vouching = review.needs_vouching;
-        self.note_leader_pace(review.oldest_held);
+        self.note_leader_pace(i, &batch, review.newest_held);
         self.vote_write(i);
         self.try_accept(i);
         self.try_decide(i);
@@ -432,9 +451,9 @@ impl Replica {
 
     /// Leader: a follower could not check these clients' requests in our
     /// PROPOSE. f+1 followers saying so about one client include a correct
-    /// one, so its MACs are bad there though good here: the client is
-    /// Byzantine, and this replica strikes it too, or it would stall each
-    /// regency it leads with requests only it can check.
+    /// one; if that instance then stalls the regency, the client is struck
+    /// here too (`strike_stallers`), or it would stall each regency this
+    /// replica leads with requests only it can check.
     pub(super) fn on_unverifiable(
         &mut self,
         s: ReplicaId,
@@ -442,7 +461,8 @@ impl Replica {
         i: Instance,
         clients: Vec<ClientId>,
     ) {
-        if r != self.regency || self.leader() != self.cfg.me || s == self.cfg.me {
+        let in_flight = i > self.last_executed && i <= self.last_executed + self.cfg.pipeline;
+        if r != self.regency || self.leader() != self.cfg.me || s == self.cfg.me || !in_flight {
             return;
         }
         let Some((pr, _, batch)) = self.slots.get(&i).and_then(|s| s.proposal.clone()) else {
@@ -451,22 +471,42 @@ impl Replica {
         if pr != r {
             return;
         }
-        for c in clients {
-            let named = batch
-                .requests()
-                .iter()
-                .any(|q| q.client == c && matches!(q.auth, RequestAuth::Macs(_)));
-            if !named
-                || (self.unverifiable.len() >= FORWARDED_MAX && !self.unverifiable.contains_key(&c))
-            {
+        let macs_only: std::collections::BTreeSet<ClientId> = batch
+            .requests()
+            .iter()
+            .filter(|q| matches!(q.auth, RequestAuth::Macs(_)))
+            .map(|q| q.client)
+            .collect();
+        for c in clients.into_iter().take(batch.requests().len()) {
+            let key = (i, c);
+            let full = self.unverifiable.len() >= FORWARDED_MAX;
+            if !macs_only.contains(&c) || (full && !self.unverifiable.contains_key(&key)) {
                 continue;
             }
-            let by = self.unverifiable.entry(c).or_default();
-            by.insert(s);
-            if by.len() > self.cfg.f() {
-                self.strike(c);
-            }
+            self.unverifiable.entry(key).or_default().insert(s);
         }
+    }
+
+    /// On leaving a regency: the instance that stalled it (the first one
+    /// not run) strikes the clients whose requests in it could not be
+    /// checked, at a follower that saw them (`deferred_strikes`) and at its
+    /// leader told so by f+1 followers. Only then: a request whose MAC
+    /// entries a Byzantine relay altered, or a leader framing a client in a
+    /// batch that decided, costs that client nothing.
+    pub(super) fn strike_stallers(&mut self) {
+        let stalled = self.last_executed + 1;
+        let mine = self.deferred_strikes.remove(&stalled).unwrap_or_default();
+        let reported: Vec<ClientId> = self
+            .unverifiable
+            .iter()
+            .filter(|((i, _), by)| *i == stalled && by.len() > self.cfg.f())
+            .map(|((_, c), _)| *c)
+            .collect();
+        for c in mine.into_iter().chain(reported) {
+            self.strike(c);
+        }
+        self.deferred_strikes.clear();
+        self.unverifiable.clear();
     }
 
     /// A PROPOSE may overtake the SYNC of its regency: keep it for later.
@@ -906,6 +946,11 @@ impl Replica {
             }
             self.forward_oldest();
             return;
+        }
+        // Decisions here that cannot run (a batch this replica refused, or
+        // never got): fetch state before asking for a leader change.
+        if self.transfer.is_none() && self.decided_ahead() {
+            self.start_state_transfer();
         }
         // Catching up: what is pending may have run already, so a transfer
         // gets one timeout, once per oldest request, before the STOP (a

@@ -286,6 +286,7 @@ impl Replica {
 
     /// Leaves any leader change and works normally in regency `t`.
     pub(super) fn enter_normal(&mut self, t: Regency) {
+        self.strike_stallers();
         self.regency = t;
         self.mode = Mode::Normal;
         if self.stop_target.is_some_and(|st| st <= t) {
@@ -304,7 +305,6 @@ impl Replica {
         self.timer_base = self.now;
         self.pace.reset();
         self.ordered_seq.clear();
-        self.unverifiable.clear();
         self.forwarded_through = None;
         self.progress_phase = 0;
         self.progress_deadline = None;

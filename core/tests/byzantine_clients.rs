@@ -187,3 +187,33 @@ fn a_second_propose_for_an_instance_strikes_no_one() {
         assert_eq!(c.get(r).stats().clients_struck, 8, "{}", c.get(r).summary());
     }
 }
+
+/// Found in review: the followers' and the leader's notes of unverifiable
+/// clients were cleared only at a leader change, so a client could fill
+/// them with requests that decided (its MACs good at f+1 replicas) and then
+/// stall the regency unpunished. Notes of instances that ran are dropped.
+#[test]
+fn requests_that_decided_do_not_crowd_out_the_one_that_stalls() {
+    let mut c = Cluster::new(4);
+    for k in 1..=12 {
+        c.submit(&macs_valid_at(20 + k, 1, &[0, 1])); // vouched: it decides
+    }
+    for r in 0..4 {
+        assert_eq!(c.get(r).last_executed(), 12, "{}", c.get(r).summary());
+    }
+    c.submit(&macs_valid_at(9, 1, &[0]));
+    let honest = request(5, 1, b"op", 4);
+    c.submit(&honest);
+    c.advance(Span::from_millis(50));
+    c.submit(&signed(&honest, 4));
+    c.advance(Span::from_millis(1_000));
+    for r in 0..4 {
+        assert_eq!(c.get(r).regency(), 1, "r{r}: {}", c.get(r).summary());
+        assert_eq!(
+            c.get(r).stats().clients_struck,
+            1,
+            "r{r}: {}",
+            c.get(r).summary()
+        );
+    }
+}

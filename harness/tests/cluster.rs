@@ -526,15 +526,17 @@ fn a_client_with_macs_good_at_one_replica_does_not_stop_the_others() {
     assert!(sent > 100, "the attacker sent {sent} requests");
     assert!(ops > 200, "{ops} honest operations in 4 s under attack");
     let field = |r: usize, k: &str| -> u64 { final_field(&c.log(r), k).parse().unwrap() };
-    let struck: u64 = (0..4).map(|r| field(r, "struck=")).sum();
+    let struck: Vec<u64> = (0..4).map(|r| field(r, "struck=")).collect();
     let regencies: Vec<u64> = (0..4).map(|r| field(r, "regency=")).collect();
     let dropped: Vec<u64> = (0..4).map(|r| field(r, "dropped_unsigned=")).collect();
     eprintln!(
-        "{ops} ops, {sent} attacks, struck {struck}, regencies {regencies:?}, dropped {dropped:?}"
+        "{ops} ops, {sent} attacks, struck {struck:?}, regencies {regencies:?}, dropped {dropped:?}"
     );
+    // The regency its request stalled ended with the client struck at its
+    // leader (told by f+1 followers) and at the followers that saw it.
     assert!(
-        struck > 0,
-        "a PROPOSE showed the client's MACs bad somewhere"
+        struck.iter().filter(|s| **s > 0).count() >= 3,
+        "struck at {struck:?}"
     );
     for r in 0..4 {
         assert!(

@@ -237,6 +237,11 @@ pub struct Replica {
     /// Follower: per instance of this regency, the clients whose requests
     /// in its PROPOSE it could not check (at most `pipeline` instances).
     deferred_strikes: BTreeMap<Instance, Vec<ClientId>>,
+    /// The first instance not run when the last regency was left
+    /// (`Replica::strike_stallers`).
+    stalled: Option<Instance>,
+    /// Leader: (follower, instance) pairs an UNVERIFIABLE came for.
+    unverifiable_from: std::collections::BTreeSet<(ReplicaId, Instance)>,
 }
 
 impl Replica {
@@ -316,6 +321,8 @@ impl Replica {
             ordered_seq: BTreeMap::new(),
             unverifiable: BTreeMap::new(),
             deferred_strikes: BTreeMap::new(),
+            stalled: None,
+            unverifiable_from: std::collections::BTreeSet::new(),
         };
         r.restore_stable_snapshot();
         r.replay_decided();

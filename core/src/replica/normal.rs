@@ -175,19 +175,21 @@ impl Replica {
 
     /// A follower times how long the leader kept the requests it proposes
     /// (`leader_pace`) and asks for a leader change when that is too long.
-    /// Only a PROPOSE made with room to spare counts (its batch not full,
-    /// the pipeline not full as seen here): a leader working through a
-    /// queue is busy, not slow. (With one request per batch every batch is
+    /// Only a PROPOSE made with room to spare counts (its batch under its
+    /// request bound and half its byte bound, the pipeline not full as seen
+    /// here): a leader working through a queue is busy, not slow. (With one request per batch every batch is
     /// full, and the pace is not timed.)
     fn note_leader_pace(&mut self, i: Instance, batch: &Batch, newest_held: Option<Time>) {
         let Some(at) = newest_held else { return };
         let spare = batch.requests().len() < self.cfg.batch_max_requests
+            && batch.encoded_len() <= self.cfg.batch_max_bytes / 2
             && i <= self.last_executed + self.cfg.pipeline;
         if self.cfg.no_pace_for_tests || !spare {
             return;
         }
         let gap = Span(self.now.0.saturating_sub(at.max(self.timer_base).0));
-        if self.pace.too_slow(gap, self.cfg.request_timeout) && self.stop_target.is_none() {
+        let slow = self.pace.too_slow(self.now, gap, self.cfg.request_timeout);
+        if slow && self.stop_target.is_none() {
             self.stats.slow_leader_stops += 1;
             self.start_stop(self.regency + 1);
         }
@@ -278,10 +280,17 @@ impl Replica {
             || self.leader() != self.cfg.me
             || self.synced_regency != self.regency
             || self.stop_target.is_some()
-            || self.last_executed < self.synced_last
         {
+            return;
+        }
+        if self.last_executed < self.synced_last {
             // Nor before it ran what the SYNC fixed: what it holds may have
-            // run there, and followers refuse a batch of that as stale.
+            // run there, and followers refuse a batch of that as stale. A
+            // decision it cannot run (its batch outside the window when the
+            // plan came) is fetched.
+            if self.transfer.is_none() && self.decided_ahead() {
+                self.start_state_transfer();
+            }
             return;
         }
         loop {
@@ -405,6 +414,8 @@ impl Replica {
             return;
         }
         if !review.unverifiable.is_empty() {
+            // Only instances in flight are kept (those that ran cannot stall).
+            self.deferred_strikes = self.deferred_strikes.split_off(&(self.last_executed + 1));
             if self.deferred_strikes.len() < self.cfg.pipeline as usize {
                 self.deferred_strikes.insert(i, review.unverifiable.clone());
             }
@@ -468,7 +479,11 @@ impl Replica {
         let Some((pr, _, batch)) = self.slots.get(&i).and_then(|s| s.proposal.clone()) else {
             return;
         };
-        if pr != r {
+        // One report per follower and instance, for instances in flight.
+        let done = self.last_executed;
+        self.unverifiable_from.retain(|(_, j)| *j > done);
+        self.unverifiable.retain(|(j, _), _| *j > done);
+        if pr != r || !self.unverifiable_from.insert((s, i)) {
             return;
         }
         let macs_only: std::collections::BTreeSet<ClientId> = batch
@@ -494,7 +509,7 @@ impl Replica {
     /// entries a Byzantine relay altered, or a leader framing a client in a
     /// batch that decided, costs that client nothing.
     pub(super) fn strike_stallers(&mut self) {
-        let stalled = self.last_executed + 1;
+        let stalled = self.stalled.take().unwrap_or(self.last_executed + 1);
         let mine = self.deferred_strikes.remove(&stalled).unwrap_or_default();
         let reported: Vec<ClientId> = self
             .unverifiable
@@ -507,6 +522,7 @@ impl Replica {
         }
         self.deferred_strikes.clear();
         self.unverifiable.clear();
+        self.unverifiable_from.clear();
     }
 
     /// A PROPOSE may overtake the SYNC of its regency: keep it for later.

@@ -233,15 +233,14 @@ pub struct Replica {
     ordered_seq: BTreeMap<ClientId, u64>,
     /// Leader: the followers that could not check a client's requests in
     /// this regency's PROPOSE of an instance (`Message::Unverifiable`).
-    unverifiable: BTreeMap<(Instance, ClientId), std::collections::BTreeSet<ReplicaId>>,
+    /// With the digest of our PROPOSE there.
+    unverifiable: BTreeMap<(Instance, ClientId), (Digest, std::collections::BTreeSet<ReplicaId>)>,
     /// Follower: per instance of this regency, the clients whose requests
     /// in its PROPOSE it could not check (at most `pipeline` instances).
-    deferred_strikes: BTreeMap<Instance, Vec<ClientId>>,
-    /// The first instance not run when the last regency was left
-    /// (`Replica::strike_stallers`).
-    stalled: Option<Instance>,
-    /// Leader: (follower, instance) pairs an UNVERIFIABLE came for.
-    unverifiable_from: std::collections::BTreeSet<(ReplicaId, Instance)>,
+    /// With the digest of that PROPOSE.
+    deferred_strikes: BTreeMap<Instance, (Digest, Vec<ClientId>)>,
+    /// Leader: (instance, follower) pairs an UNVERIFIABLE came for.
+    unverifiable_from: std::collections::BTreeSet<(Instance, ReplicaId)>,
 }
 
 impl Replica {
@@ -321,7 +320,6 @@ impl Replica {
             ordered_seq: BTreeMap::new(),
             unverifiable: BTreeMap::new(),
             deferred_strikes: BTreeMap::new(),
-            stalled: None,
             unverifiable_from: std::collections::BTreeSet::new(),
         };
         r.restore_stable_snapshot();

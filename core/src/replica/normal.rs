@@ -285,10 +285,12 @@ impl Replica {
         }
         if self.last_executed < self.synced_last {
             // Nor before it ran what the SYNC fixed: what it holds may have
-            // run there, and followers refuse a batch of that as stale. A
-            // decision it cannot run (its batch outside the window when the
-            // plan came) is fetched.
-            if self.transfer.is_none() && self.decided_ahead() {
+            // run there, and followers refuse a batch of that as stale. If
+            // the next instance has nothing to run (its plan entry was out
+            // of the window, or it is decided without its batch), fetch it.
+            let next = self.slots.get(&(self.last_executed + 1));
+            let stuck = next.is_none_or(|s| s.proposal.is_none() && s.decided.is_none());
+            if stuck && self.transfer.is_none() {
                 self.start_state_transfer();
             }
             return;
@@ -417,7 +419,8 @@ impl Replica {
             // Only instances in flight are kept (those that ran cannot stall).
             self.deferred_strikes = self.deferred_strikes.split_off(&(self.last_executed + 1));
             if self.deferred_strikes.len() < self.cfg.pipeline as usize {
-                self.deferred_strikes.insert(i, review.unverifiable.clone());
+                self.deferred_strikes
+                    .insert(i, (d, review.unverifiable.clone()));
             }
             let msg = Message::Unverifiable {
                 regency: r,
@@ -479,13 +482,15 @@ impl Replica {
         let Some((pr, _, batch)) = self.slots.get(&i).and_then(|s| s.proposal.clone()) else {
             return;
         };
-        // One report per follower and instance, for instances in flight.
-        let done = self.last_executed;
-        self.unverifiable_from.retain(|(_, j)| *j > done);
-        self.unverifiable.retain(|(j, _), _| *j > done);
-        if pr != r || !self.unverifiable_from.insert((s, i)) {
+        let d = batch.digest();
+        if pr != r || self.unverifiable_from.contains(&(i, s)) {
             return;
         }
+        // One report per follower and instance, for instances in flight.
+        let next = self.last_executed + 1;
+        self.unverifiable_from = self.unverifiable_from.split_off(&(next, 0));
+        self.unverifiable = self.unverifiable.split_off(&(next, 0));
+        self.unverifiable_from.insert((i, s));
         let macs_only: std::collections::BTreeSet<ClientId> = batch
             .requests()
             .iter()
@@ -498,29 +503,50 @@ impl Replica {
             if !macs_only.contains(&c) || (full && !self.unverifiable.contains_key(&key)) {
                 continue;
             }
-            self.unverifiable.entry(key).or_default().insert(s);
+            self.unverifiable
+                .entry(key)
+                .or_insert_with(|| (d, Default::default()))
+                .1
+                .insert(s);
         }
     }
 
-    /// On leaving a regency: the instance that stalled it (the first one
-    /// not run) strikes the clients whose requests in it could not be
-    /// checked, at a follower that saw them (`deferred_strikes`) and at its
-    /// leader told so by f+1 followers. Only then: a request whose MAC
-    /// entries a Byzantine relay altered, or a leader framing a client in a
-    /// batch that decided, costs that client nothing.
+    /// On leaving a regency: the first PROPOSE of it whose batch did not
+    /// decide (the one that stalled it) strikes the clients whose requests
+    /// in it could not be checked, at a follower that saw them
+    /// (`deferred_strikes`) and at its leader told so by f+1 followers.
+    /// Only then: a request whose MAC entries a Byzantine relay altered, or
+    /// a leader framing a client inside a batch that decided, costs that
+    /// client nothing. Judged by the batch, not by the instance: a SYNC may
+    /// have filled the instance with a no-op, or a transfer run past it.
     pub(super) fn strike_stallers(&mut self) {
-        let stalled = self.stalled.take().unwrap_or(self.last_executed + 1);
-        let mine = self.deferred_strikes.remove(&stalled).unwrap_or_default();
+        let decided_as = |me: &Replica, i: Instance, d: &Digest| {
+            me.slots
+                .get(&i)
+                .and_then(|s| s.decided.as_ref())
+                .is_some_and(|(dd, _)| dd == d)
+        };
+        let deferred = std::mem::take(&mut self.deferred_strikes);
+        let mine = deferred
+            .into_iter()
+            .find(|(i, (d, _))| !decided_as(self, *i, d))
+            .map(|(_, (_, clients))| clients)
+            .unwrap_or_default();
+        let f = self.cfg.f();
+        let failed = self
+            .unverifiable
+            .iter()
+            .find(|((i, _), (d, by))| by.len() > f && !decided_as(self, *i, d))
+            .map(|((i, _), _)| *i);
         let reported: Vec<ClientId> = self
             .unverifiable
             .iter()
-            .filter(|((i, _), by)| *i == stalled && by.len() > self.cfg.f())
+            .filter(|((i, _), (_, by))| Some(*i) == failed && by.len() > f)
             .map(|((_, c), _)| *c)
             .collect();
         for c in mine.into_iter().chain(reported) {
             self.strike(c);
         }
-        self.deferred_strikes.clear();
         self.unverifiable.clear();
         self.unverifiable_from.clear();
     }

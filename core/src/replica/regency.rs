@@ -79,9 +79,6 @@ impl Replica {
 
     pub(super) fn install(&mut self, t: Regency) {
         debug_assert!(t > self.regency);
-        // The instance that stalled the regency being left, fixed now: a
-        // state transfer may run past it before the next SYNC comes.
-        self.stalled.get_or_insert(self.last_executed + 1);
         self.regency = t;
         self.stop_target = None;
         self.record_regency();

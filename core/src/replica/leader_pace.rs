@@ -36,8 +36,10 @@ pub const PACE_FRACTION: u64 = 2;
 #[derive(Debug, Default)]
 pub struct LeaderPace {
     gaps: VecDeque<Span>,
-    /// Since when the median has been too slow.
+    /// Since when the median has been too slow, and since when it has
+    /// been brisk again (a timeout of that clears the first).
     slow_since: Option<Time>,
+    brisk_since: Option<Time>,
 }
 
 impl LeaderPace {
@@ -45,11 +47,13 @@ impl LeaderPace {
     pub fn reset(&mut self) {
         self.gaps.clear();
         self.slow_since = None;
+        self.brisk_since = None;
     }
 
     /// Notes one PROPOSE's gap; true once the leader is too slow: the
-    /// median has been too slow for a timeout, and this gap is too. A host
-    /// that stalled a moment (a burst of PROPOSEs, all late) is forgiven;
+    /// median turned too slow a timeout ago (and was not brisk for a whole
+    /// timeout since), and it and this gap are too slow now. A host that
+    /// stalled a moment (a burst of PROPOSEs, all late) is forgiven;
     /// slowness that lasts is caught however often the leader proposes.
     pub fn too_slow(&mut self, now: Time, gap: Span, timeout: Span) -> bool {
         if self.gaps.len() == PACE_SAMPLES {
@@ -63,9 +67,15 @@ impl LeaderPace {
         let mut sorted: Vec<Span> = self.gaps.iter().copied().collect();
         sorted.sort_unstable();
         if sorted[PACE_SAMPLES / 2] <= limit {
-            self.slow_since = None;
+            // Brisk for a whole timeout before slowness is forgotten: a
+            // leader cannot hide behind a few quick PROPOSEs now and then.
+            let brisk = *self.brisk_since.get_or_insert(now);
+            if now - brisk >= timeout {
+                self.slow_since = None;
+            }
             return false;
         }
+        self.brisk_since = None;
         let since = *self.slow_since.get_or_insert(now);
         gap > limit && now - since >= timeout
     }
@@ -111,6 +121,14 @@ mod tests {
         }
         // Idle, then a brisk PROPOSE: the burst is forgiven.
         assert!(!p.too_slow(ms(2_000), Span::from_millis(2), T));
+        // A leader alternating bursts of quick PROPOSEs with slow ones is
+        // not forgiven by the quick ones.
+        let mut p = LeaderPace::default();
+        let caught = (0..40u64).any(|k| {
+            let gap = if k % 10 < 5 { 2 } else { 90 };
+            p.too_slow(ms(10 * k), Span::from_millis(gap), T)
+        });
+        assert!(caught, "alternating");
         // Control: the same gaps spread over a timeout are caught.
         let mut p = LeaderPace::default();
         let caught =

@@ -289,7 +289,10 @@ impl Replica {
             // the next instance has nothing to run (its plan entry was out
             // of the window, or it is decided without its batch), fetch it.
             let next = self.slots.get(&(self.last_executed + 1));
-            let stuck = next.is_none_or(|s| s.proposal.is_none() && s.decided.is_none());
+            let r = self.regency;
+            let stuck = next.is_none_or(|s| {
+                s.decided.is_none() && s.proposal.as_ref().is_none_or(|p| p.0 != r)
+            });
             if stuck && self.transfer.is_none() {
                 self.start_state_transfer();
             }
@@ -511,6 +514,25 @@ impl Replica {
         }
     }
 
+    /// Instance `i` ran: its notes of unverifiable clients go (decided in
+    /// this regency, it stalled nothing).
+    fn forget_notes_of(&mut self, i: Instance) {
+        if self
+            .deferred_strikes
+            .first_key_value()
+            .is_some_and(|(j, _)| *j <= i)
+        {
+            self.deferred_strikes = self.deferred_strikes.split_off(&(i + 1));
+        }
+        if self
+            .unverifiable
+            .first_key_value()
+            .is_some_and(|((j, _), _)| *j <= i)
+        {
+            self.unverifiable = self.unverifiable.split_off(&(i + 1, 0));
+        }
+    }
+
     /// On leaving a regency: the first PROPOSE of it whose batch did not
     /// decide (the one that stalled it) strikes the clients whose requests
     /// in it could not be checked, at a follower that saw them
@@ -519,12 +541,19 @@ impl Replica {
     /// a leader framing a client inside a batch that decided, costs that
     /// client nothing. Judged by the batch, not by the instance: a SYNC may
     /// have filled the instance with a no-op, or a transfer run past it.
+    /// Runs once the new regency's plan is adopted (it may bring the batch
+    /// back).
     pub(super) fn strike_stallers(&mut self) {
-        let decided_as = |me: &Replica, i: Instance, d: &Digest| {
-            me.slots
-                .get(&i)
-                .and_then(|s| s.decided.as_ref())
-                .is_some_and(|(dd, _)| dd == d)
+        // Decided with that batch, or brought back by the new plan; an
+        // instance run and collected under a checkpoint is given the benefit.
+        let decided_as = |me: &Replica, i: Instance, d: &Digest| match me.slots.get(&i) {
+            Some(s) => {
+                s.decided.as_ref().is_some_and(|(dd, _)| dd == d)
+                    || s.proposal
+                        .as_ref()
+                        .is_some_and(|(r, pd, _)| *r == me.regency && pd == d)
+            }
+            None => i <= me.last_executed,
         };
         let deferred = std::mem::take(&mut self.deferred_strikes);
         let mine = deferred
@@ -782,6 +811,7 @@ impl Replica {
                 return;
             };
             self.last_executed = i;
+            self.forget_notes_of(i);
             let executed = self.execute_batch(&batch, true);
             self.outputs.push_back(Output::Deliver {
                 instance: i,

@@ -247,6 +247,7 @@ impl Replica {
         for (i, d, batch) in &plan.entries {
             self.adopt_planned(t, *i, *d, batch);
         }
+        self.strike_stallers();
         self.next_propose = plan.last().saturating_add(1).max(self.last_executed + 1);
         self.pending.requeue();
         self.replay_early_proposals(t);
@@ -286,7 +287,6 @@ impl Replica {
 
     /// Leaves any leader change and works normally in regency `t`.
     pub(super) fn enter_normal(&mut self, t: Regency) {
-        self.strike_stallers();
         self.regency = t;
         self.mode = Mode::Normal;
         if self.stop_target.is_some_and(|st| st <= t) {

@@ -75,7 +75,11 @@ impl LeaderPace {
             }
             return false;
         }
-        self.brisk_since = None;
+        // A brisk stretch of a whole timeout, even one that ended unseen
+        // (nothing proposed since), forgave what came before.
+        if self.brisk_since.take().is_some_and(|b| now - b >= timeout) {
+            self.slow_since = None;
+        }
         let since = *self.slow_since.get_or_insert(now);
         gap > limit && now - since >= timeout
     }
@@ -121,6 +125,21 @@ mod tests {
         }
         // Idle, then a brisk PROPOSE: the burst is forgiven.
         assert!(!p.too_slow(ms(2_000), Span::from_millis(2), T));
+        // A moment's stall long after another one is forgiven too.
+        let mut p = LeaderPace::default();
+        for k in 0..PACE_SAMPLES as u64 {
+            p.too_slow(ms(k), Span::from_millis(90), T); // stall: slow since 0
+        }
+        for k in 0..5 {
+            assert!(!p.too_slow(ms(10 + k), Span::from_millis(2), T)); // brisk, briefly
+        }
+        for k in 0..3 {
+            assert!(!p.too_slow(ms(20 + k), Span::from_millis(90), T)); // median stays brisk
+        }
+        assert!(
+            !p.too_slow(ms(600_000), Span::from_millis(90), T),
+            "ten minutes on"
+        );
         // A leader alternating bursts of quick PROPOSEs with slow ones is
         // not forgiven by the quick ones.
         let mut p = LeaderPace::default();

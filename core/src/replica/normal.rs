@@ -514,22 +514,21 @@ impl Replica {
         }
     }
 
-    /// Instance `i` ran: its notes of unverifiable clients go (decided in
-    /// this regency, it stalled nothing).
-    fn forget_notes_of(&mut self, i: Instance) {
-        if self
-            .deferred_strikes
-            .first_key_value()
-            .is_some_and(|(j, _)| *j <= i)
-        {
-            self.deferred_strikes = self.deferred_strikes.split_off(&(i + 1));
+    /// Instance `i` ran `d`: its notes of unverifiable clients in a PROPOSE
+    /// of `d` go (that batch decided: it stalled nothing). A note of another
+    /// batch there (a plan's no-op ran instead) stays for `strike_stallers`.
+    fn forget_notes_of(&mut self, i: Instance, d: &Digest) {
+        if self.deferred_strikes.get(&i).is_some_and(|(nd, _)| nd == d) {
+            self.deferred_strikes.remove(&i);
         }
-        if self
+        let ran: Vec<(Instance, ClientId)> = self
             .unverifiable
-            .first_key_value()
-            .is_some_and(|((j, _), _)| *j <= i)
-        {
-            self.unverifiable = self.unverifiable.split_off(&(i + 1, 0));
+            .range((i, 0)..=(i, ClientId::MAX))
+            .filter(|(_, (nd, _))| nd == d)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in ran {
+            self.unverifiable.remove(&k);
         }
     }
 
@@ -811,7 +810,7 @@ impl Replica {
                 return;
             };
             self.last_executed = i;
-            self.forget_notes_of(i);
+            self.forget_notes_of(i, &d);
             let executed = self.execute_batch(&batch, true);
             self.outputs.push_back(Output::Deliver {
                 instance: i,

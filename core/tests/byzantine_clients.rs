@@ -217,3 +217,29 @@ fn requests_that_decided_do_not_crowd_out_the_one_that_stalls() {
         );
     }
 }
+
+/// Found in review: a follower that got the next regency's WRITEs and
+/// ACCEPTs for the plan's no-op before its SYNC ran the no-op while
+/// adopting the plan, and that erased its note of the stalling client
+/// before the strikes were judged. A note goes only when its own batch runs.
+#[test]
+fn a_follower_whose_sync_comes_last_still_strikes() {
+    let mut c = Cluster::new(4);
+    c.hold = Some((2, "SYNC"));
+    c.submit(&macs_valid_at(9, 1, &[0]));
+    let honest = request(5, 1, b"op", 4);
+    c.submit(&honest);
+    c.advance(Span::from_millis(50));
+    c.submit(&signed(&honest, 4));
+    c.advance(Span::from_millis(1_000));
+    assert!(!c.held.is_empty(), "replica 2's SYNC was held back");
+    c.hold = None;
+    for (to, f) in std::mem::take(&mut c.held) {
+        c.inject(to, &f);
+    }
+    c.settle();
+    let r2 = c.get(2);
+    assert_eq!(r2.regency(), 1, "{}", r2.summary());
+    assert_eq!(r2.client_last_seq(5), Some(1), "{}", r2.summary());
+    assert_eq!(r2.stats().clients_struck, 1, "{}", r2.summary());
+}

@@ -118,6 +118,9 @@ pub struct Cluster {
     pub delivered: Vec<Delivered>,
     /// Replicas whose incoming frames are dropped (crashed or cut off).
     pub isolated: Vec<ReplicaId>,
+    /// Frames of this kind to this replica are held back (in `held`).
+    pub hold: Option<(ReplicaId, &'static str)>,
+    pub held: Vec<(ReplicaId, Vec<u8>)>,
 }
 
 impl Cluster {
@@ -141,6 +144,8 @@ impl Cluster {
             to_clients: Vec::new(),
             delivered: Vec::new(),
             isolated: Vec::new(),
+            hold: None,
+            held: Vec::new(),
         }
     }
 
@@ -191,7 +196,10 @@ impl Cluster {
             let Some((to, frame)) = self.net.pop_front() else {
                 return;
             };
-            if !self.isolated.contains(&to) {
+            let kind = wire::peek(&frame, self.n).map(|(_, m)| m.kind());
+            if self.hold.is_some_and(|(r, k)| r == to && kind == Ok(k)) {
+                self.held.push((to, frame));
+            } else if !self.isolated.contains(&to) {
                 self.inject(to, &frame);
             }
         }

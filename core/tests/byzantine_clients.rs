@@ -21,6 +21,18 @@ fn macs_valid_at(client: ClientId, seq: u64, valid: &[ReplicaId]) -> Request {
     req
 }
 
+/// A Byzantine client's request `bad`, then an honest client's request
+/// number `seq` with its signed retransmission half a timeout later, and a
+/// second for the cluster to act (a stalled regency is replaced by then).
+fn attack_beside_honest(c: &mut Cluster, bad: &Request, seq: u64) {
+    c.submit(bad);
+    let honest = request(5, seq, b"op", 4);
+    c.submit(&honest);
+    c.advance(Span::from_millis(50));
+    c.submit(&signed(&honest, 4));
+    c.advance(Span::from_millis(1_000));
+}
+
 fn stop_from(c: &mut Cluster, byzantine: ReplicaId, regency: Regency) {
     for to in 0..4 {
         if to != byzantine {
@@ -72,12 +84,7 @@ fn a_request_good_at_one_follower_only_does_not_depose_the_leader() {
 #[test]
 fn a_request_good_at_the_leader_only_stalls_one_regency_not_the_next() {
     let mut c = Cluster::new(4);
-    c.submit(&macs_valid_at(9, 1, &[0]));
-    let honest = request(5, 1, b"op", 4);
-    c.submit(&honest);
-    c.advance(Span::from_millis(150));
-    c.submit(&signed(&honest, 4)); // its client retransmits
-    c.advance(Span::from_millis(1_000));
+    attack_beside_honest(&mut c, &macs_valid_at(9, 1, &[0]), 1);
     for r in 0..4 {
         assert_eq!(c.get(r).regency(), 1, "r{r}: {}", c.get(r).summary());
         assert_eq!(c.get(r).client_last_seq(5), Some(1));
@@ -88,12 +95,7 @@ fn a_request_good_at_the_leader_only_stalls_one_regency_not_the_next() {
     // The client tries the same on leader 1, which struck it: nothing of
     // it is proposed, and the regency goes on.
     let again = |c: &mut Cluster, client: ClientId, seq: u64| {
-        c.submit(&macs_valid_at(client, seq, &[1]));
-        let honest = request(5, seq, b"op", 4);
-        c.submit(&honest);
-        c.advance(Span::from_millis(150));
-        c.submit(&signed(&honest, 4));
-        c.advance(Span::from_millis(1_000));
+        attack_beside_honest(c, &macs_valid_at(client, seq, &[1]), seq);
     };
     again(&mut c, 9, 2);
     for r in 0..4 {
@@ -201,12 +203,7 @@ fn requests_that_decided_do_not_crowd_out_the_one_that_stalls() {
     for r in 0..4 {
         assert_eq!(c.get(r).last_executed(), 12, "{}", c.get(r).summary());
     }
-    c.submit(&macs_valid_at(9, 1, &[0]));
-    let honest = request(5, 1, b"op", 4);
-    c.submit(&honest);
-    c.advance(Span::from_millis(50));
-    c.submit(&signed(&honest, 4));
-    c.advance(Span::from_millis(1_000));
+    attack_beside_honest(&mut c, &macs_valid_at(9, 1, &[0]), 1);
     for r in 0..4 {
         assert_eq!(c.get(r).regency(), 1, "r{r}: {}", c.get(r).summary());
         assert_eq!(
@@ -226,12 +223,7 @@ fn requests_that_decided_do_not_crowd_out_the_one_that_stalls() {
 fn a_follower_whose_sync_comes_last_still_strikes() {
     let mut c = Cluster::new(4);
     c.hold = Some((2, "SYNC"));
-    c.submit(&macs_valid_at(9, 1, &[0]));
-    let honest = request(5, 1, b"op", 4);
-    c.submit(&honest);
-    c.advance(Span::from_millis(50));
-    c.submit(&signed(&honest, 4));
-    c.advance(Span::from_millis(1_000));
+    attack_beside_honest(&mut c, &macs_valid_at(9, 1, &[0]), 1);
     assert!(!c.held.is_empty(), "replica 2's SYNC was held back");
     c.hold = None;
     for (to, f) in std::mem::take(&mut c.held) {
